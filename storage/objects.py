@@ -1,0 +1,183 @@
+"""One SQLite file per object: creation from a template, opening, deletion.
+
+Connection settings and why:
+- WAL journal (set once in the template, persisted in the file header).
+- ``locking_mode=EXCLUSIVE`` before the first access: one actor is the file's only
+  user, so no ``-shm`` file is created: 2 file descriptors per open object, not 3.
+- ``synchronous=NORMAL``: a commit survives ``kill -9`` of the process (the WAL is
+  in the OS page cache); FULL adds one fsync per commit (~200 µs here vs 15-40 µs)
+  and only matters for power loss. Configurable.
+- A small page cache (``cache_size``): objects are small; memory per live object
+  matters more than re-reads.
+
+Creating a fresh WAL database with its schema costs ~3 ms here (several fsyncs);
+copying a pre-built template of the kind's schema and renaming it into place
+costs a fraction of that and is atomic: a crash never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from storage.errors import MigrationError, ObjectCorruptError, ObjectMissingError
+from storage.migrations import Migration, check_migrations, migrate
+from storage.paths import check_kind, kind_dir, object_path
+from storage.tuning import tune_sqlite_memory
+
+#: The runtime's own table, present in every object file: the object's record
+#: (id, owner, status, times, alarm...) as key/value rows, the source of truth
+#: from which the registry can be rebuilt.
+SYSTEM_SCHEMA = "CREATE TABLE IF NOT EXISTS _object (key TEXT PRIMARY KEY, value) WITHOUT ROWID"
+
+# Pages of cache per object connection (negative = KiB). Objects are small.
+_CACHE_KIB = 64
+# Prepared statements kept per connection; a kind uses a handful.
+_CACHED_STATEMENTS = 32
+
+
+def connect(
+    path: Path, *, synchronous: str = "NORMAL", exclusive: bool = True
+) -> sqlite3.Connection:
+    """Open an autocommit connection to ``path`` with the object settings above."""
+    conn = sqlite3.connect(
+        path,
+        isolation_level=None,
+        check_same_thread=False,
+        cached_statements=_CACHED_STATEMENTS,
+    )
+    try:
+        if exclusive:
+            conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        conn.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
+    except sqlite3.Error:
+        conn.close()
+        raise
+    return conn
+
+
+class ObjectStore:
+    """Creates, opens and deletes object files under ``root/objects``.
+
+    Args:
+        root: the data directory.
+        synchronous: SQLite ``synchronous`` setting for object files.
+    """
+
+    def __init__(self, root: Path, *, synchronous: str = "NORMAL") -> None:
+        tune_sqlite_memory()
+        self.root = Path(root)
+        self.synchronous = synchronous
+        self._migrations: dict[str, Sequence[Migration]] = {}
+        self._templates: dict[str, bytes] = {}
+        self._dirs: set[Path] = set()
+
+    def register_kind(self, kind: str, migrations: Sequence[Migration]) -> None:
+        """Declare a kind's schema and build its template file."""
+        check_kind(kind)
+        check_migrations(migrations)
+        self._migrations[kind] = tuple(migrations)
+        self._templates[kind] = self._build_template(kind)
+
+    def path(self, kind: str, object_id: str) -> Path:
+        """The file path of ``(kind, object_id)``."""
+        return object_path(self.root, kind, object_id)
+
+    def exists(self, kind: str, object_id: str) -> bool:
+        """True if the object's file exists."""
+        return self.path(kind, object_id).exists()
+
+    def open(self, kind: str, object_id: str, *, create: bool) -> sqlite3.Connection:
+        """Open (and, if allowed, create) an object's file, migrated to the current schema.
+
+        Raises:
+            ObjectMissingError: no file and ``create`` is false.
+            ObjectCorruptError: the file cannot be opened, read or migrated.
+        """
+        migrations = self._migrations[kind]
+        path = self.path(kind, object_id)
+        if not path.exists():
+            if not create:
+                raise ObjectMissingError(f"{kind} {object_id!r} does not exist")
+            self._create_from_template(kind, path)
+        try:
+            conn = connect(path, synchronous=self.synchronous)
+        except sqlite3.Error as exc:
+            raise ObjectCorruptError(f"{kind} {object_id!r}: cannot open: {exc}") from exc
+        try:
+            conn.execute(SYSTEM_SCHEMA)
+            migrate(conn, migrations)
+        except (sqlite3.Error, MigrationError) as exc:
+            conn.close()
+            raise ObjectCorruptError(f"{kind} {object_id!r}: unreadable: {exc}") from exc
+        return conn
+
+    def delete(self, kind: str, object_id: str) -> None:
+        """Remove an object's file and its WAL; a missing file is not an error."""
+        path = self.path(kind, object_id)
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{path}{suffix}")
+
+    def iter_files(self, kind: str) -> Iterator[Path]:
+        """Every object file of ``kind`` on disk (temporary files excluded)."""
+        base = kind_dir(self.root, kind)
+        if not base.is_dir():
+            return
+        for first in sorted(os.scandir(base), key=lambda e: e.name):
+            if not first.is_dir():
+                continue
+            for second in sorted(os.scandir(first.path), key=lambda e: e.name):
+                if not second.is_dir():
+                    continue
+                for entry in os.scandir(second.path):
+                    if entry.name.endswith(".sqlite"):
+                        yield Path(entry.path)
+
+    def _create_from_template(self, kind: str, path: Path) -> None:
+        directory = path.parent
+        if directory not in self._dirs:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._dirs.add(directory)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, self._templates[kind])
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+
+    def _build_template(self, kind: str) -> bytes:
+        directory = self.root / "templates"
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{kind}.{os.getpid()}.sqlite"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(SYSTEM_SCHEMA)
+            migrate(conn, self._migrations[kind])
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
+        data = path.read_bytes()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return data
+
+
+def read_record(conn: sqlite3.Connection) -> dict[str, object]:
+    """The object's record (the ``_object`` table) as a dict."""
+    return dict(conn.execute("SELECT key, value FROM _object").fetchall())
+
+
+def write_record(conn: sqlite3.Connection, changes: dict[str, object]) -> None:
+    """Upsert record keys inside the caller's transaction."""
+    conn.executemany(
+        "INSERT OR REPLACE INTO _object (key, value) VALUES (?, ?)", list(changes.items())
+    )

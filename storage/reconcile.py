@@ -1,0 +1,104 @@
+"""Compare the registry with the object files, and repair the registry from the files."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from storage.objects import ObjectStore, connect
+from storage.paths import object_digest
+from storage.registry import ObjectRow, Registry
+
+
+@dataclass
+class Report:
+    """What a reconcile pass found (ids per problem) and whether it repaired them."""
+
+    checked: int = 0
+    missing: list[str] = field(default_factory=list)  # in the registry, no file
+    orphaned: list[str] = field(default_factory=list)  # a file, not in the registry
+    stale: list[str] = field(default_factory=list)  # registry row differs from the file
+    corrupt: list[str] = field(default_factory=list)  # unreadable files (paths)
+    repaired: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing was found wrong."""
+        return not (self.missing or self.orphaned or self.stale or self.corrupt)
+
+
+def row_from_record(kind: str, record: dict[str, object]) -> ObjectRow | None:
+    """Build a registry row from an object file's record, or None if it was never created."""
+    if record.get("created_at") is None or record.get("id") is None:
+        return None
+    summary = record.get("summary")
+    return ObjectRow(
+        kind=kind,
+        id=str(record["id"]),
+        owner=record.get("owner"),  # type: ignore[arg-type]
+        status=record.get("status"),  # type: ignore[arg-type]
+        progress=record.get("progress"),  # type: ignore[arg-type]
+        created_at=float(record["created_at"]),  # type: ignore[arg-type]
+        updated_at=float(record.get("updated_at") or record["created_at"]),  # type: ignore[arg-type]
+        alarm_at=record.get("alarm_at"),  # type: ignore[arg-type]
+        summary=None if summary is None else json.loads(str(summary)),
+    )
+
+
+def read_file_row(kind: str, path: Path) -> ObjectRow | None:
+    """Read one object file's record without migrating or writing it.
+
+    Raises:
+        sqlite3.Error: the file is unreadable.
+    """
+    conn = connect(path, exclusive=False)
+    try:
+        record = dict(conn.execute("SELECT key, value FROM _object").fetchall())
+    finally:
+        conn.close()
+    return row_from_record(kind, record)
+
+
+def reconcile(store: ObjectStore, registry: Registry, kind: str, *, repair: bool) -> Report:
+    """Check every file of ``kind`` against the registry; with ``repair``, fix the registry.
+
+    Files are the source of truth: an orphaned or stale file's record is written to the
+    registry, a registry row without a file is removed. Corrupt files are reported,
+    never deleted. Run it while no server holds the files (objects lock them).
+    """
+    report = Report()
+    listed = registry.ids(kind)
+    seen: set[str] = set()
+    fixes: list[ObjectRow] = []
+    for path in store.iter_files(kind):
+        report.checked += 1
+        try:
+            row = read_file_row(kind, path)
+        except sqlite3.Error:
+            report.corrupt.append(str(path))
+            continue
+        if row is None or object_digest(kind, row.id) != path.stem:
+            # Never created (an aborted create) or a file in the wrong place.
+            report.corrupt.append(str(path))
+            continue
+        seen.add(row.id)
+        current = registry.get(kind, row.id)
+        if current is None:
+            report.orphaned.append(row.id)
+            fixes.append(row)
+        elif current != row:
+            report.stale.append(row.id)
+            fixes.append(row)
+    for object_id in sorted(listed - seen):
+        if not store.exists(kind, object_id):  # present but unreadable: already reported
+            report.missing.append(object_id)
+    if repair:
+        for row in fixes:
+            registry.stage(row)
+        for object_id in report.missing:
+            registry.stage_delete(kind, object_id)
+        registry.flush_now()
+        report.repaired = True
+    return report

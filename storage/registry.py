@@ -1,0 +1,319 @@
+"""The registry: one database listing every object, written through one batching writer.
+
+Every object has one row (kind, id, owner, status, progress, times, alarm, summary).
+The object's own file is the source of truth; the registry is an index over all
+files, kept in step by the runtime and repairable from the files (:mod:`storage.reconcile`).
+
+Writes are staged in memory (latest row per object wins) and flushed by
+:meth:`Registry.serve` in one transaction: at once when someone awaits durability
+(:meth:`Registry.write`), otherwise every ``flush_interval`` seconds. Many actors'
+durable writes that arrive together share one commit (group commit).
+
+The registry runs in normal (not exclusive) locking mode, so that the CLI can read
+it and add rows of its own tables while the server runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from storage.migrations import Migration, migrate
+
+log = logging.getLogger(__name__)
+
+REGISTRY_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        """
+        CREATE TABLE objects (
+            kind TEXT NOT NULL,
+            id TEXT NOT NULL,
+            owner TEXT,
+            status TEXT,
+            progress REAL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            alarm_at REAL,
+            summary TEXT,
+            PRIMARY KEY (kind, id)
+        ) WITHOUT ROWID;
+        CREATE INDEX objects_by_created ON objects (kind, created_at DESC, id DESC);
+        CREATE INDEX objects_by_owner ON objects (kind, owner, created_at DESC, id DESC);
+        CREATE INDEX objects_by_status ON objects (kind, status, created_at DESC, id DESC);
+        CREATE INDEX objects_by_owner_status
+            ON objects (kind, owner, status, created_at DESC, id DESC);
+        CREATE INDEX objects_by_alarm ON objects (alarm_at) WHERE alarm_at IS NOT NULL;
+        """,
+    ),
+)
+
+_COLUMNS = "kind, id, owner, status, progress, created_at, updated_at, alarm_at, summary"
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectRow:
+    """One registry row: what listing needs to know about an object without opening it."""
+
+    kind: str
+    id: str
+    created_at: float
+    updated_at: float
+    owner: str | None = None
+    status: str | None = None
+    progress: float | None = None
+    alarm_at: float | None = None
+    summary: Mapping[str, Any] | None = None
+
+    def as_params(self) -> tuple[Any, ...]:
+        """The row as SQL parameters, in column order."""
+        return (
+            self.kind,
+            self.id,
+            self.owner,
+            self.status,
+            self.progress,
+            self.created_at,
+            self.updated_at,
+            self.alarm_at,
+            None if self.summary is None else json.dumps(self.summary, separators=(",", ":")),
+        )
+
+    @classmethod
+    def from_sql(cls, row: Sequence[Any]) -> ObjectRow:
+        """Build from a ``SELECT {_COLUMNS}`` row."""
+        kind, id_, owner, status, progress, created, updated, alarm, summary = row
+        return cls(
+            kind=kind,
+            id=id_,
+            owner=owner,
+            status=status,
+            progress=progress,
+            created_at=created,
+            updated_at=updated,
+            alarm_at=alarm,
+            summary=None if summary is None else json.loads(summary),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing, newest first, and the total that matched."""
+
+    rows: list[ObjectRow]
+    total: int
+
+
+@dataclass
+class _Flush:
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+_DELETE = object()
+
+
+def connect_registry(path: Path) -> sqlite3.Connection:
+    """Open the registry database (WAL, normal locking, a busy timeout for the CLI)."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+class Registry:
+    """The registry database and its batching writer.
+
+    Args:
+        path: the database file (created if missing).
+        migrations: extra migration streams by name, e.g. the product's own tables.
+        flush_interval: longest time a non-durable change stays staged, in seconds.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        migrations: Mapping[str, Sequence[Migration]] | None = None,
+        flush_interval: float = 0.2,
+    ) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.flush_interval = flush_interval
+        self.conn = connect_registry(path)
+        migrate(self.conn, REGISTRY_MIGRATIONS, stream="storage")
+        for stream, steps in (migrations or {}).items():
+            migrate(self.conn, steps, stream=stream)
+        self._staged: dict[tuple[str, str], ObjectRow | object] = {}
+        self._flush = _Flush()
+        self._staged_event = trio.Event()
+        self._urgent = trio.Event()
+        self._serving = False
+        self.flushes = 0
+
+    # -- writing ---------------------------------------------------------------
+
+    def stage(self, row: ObjectRow) -> None:
+        """Queue an upsert; it is committed within ``flush_interval``."""
+        self._staged[(row.kind, row.id)] = row
+        self._staged_event.set()
+
+    def stage_delete(self, kind: str, object_id: str) -> None:
+        """Queue a delete; it is committed within ``flush_interval``."""
+        self._staged[(kind, object_id)] = _DELETE
+        self._staged_event.set()
+
+    async def write(self, row: ObjectRow) -> None:
+        """Upsert ``row`` and wait until it is committed."""
+        self.stage(row)
+        await self._wait_flush()
+
+    async def delete(self, kind: str, object_id: str) -> None:
+        """Delete a row and wait until that is committed."""
+        self.stage_delete(kind, object_id)
+        await self._wait_flush()
+
+    async def _wait_flush(self) -> None:
+        if not self._serving:
+            # No writer running (CLI use, or after shutdown): commit inline.
+            self.flush_now()
+            return
+        flush = self._flush
+        self._urgent.set()
+        await flush.done.wait()
+
+    def flush_now(self) -> int:
+        """Commit everything staged, synchronously; returns the number of rows written."""
+        if not self._staged:
+            return 0
+        staged, self._staged = self._staged, {}
+        upserts = [row.as_params() for row in staged.values() if isinstance(row, ObjectRow)]
+        deletes = [key for key, row in staged.items() if row is _DELETE]
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            if upserts:
+                self.conn.executemany(
+                    f"INSERT OR REPLACE INTO objects ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                    upserts,
+                )
+            if deletes:
+                self.conn.executemany("DELETE FROM objects WHERE kind = ? AND id = ?", deletes)
+            self.conn.execute("COMMIT")
+        except sqlite3.Error:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            # Put back what we took, unless something newer was staged meanwhile.
+            for key, row in staged.items():
+                self._staged.setdefault(key, row)
+            raise
+        self.flushes += 1
+        return len(staged)
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the batching writer until cancelled; flushes what is left on the way out."""
+        self._serving = True
+        task_status.started()
+        try:
+            while True:
+                await self._staged_event.wait()
+                with trio.move_on_after(self.flush_interval):
+                    await self._urgent.wait()
+                self._staged_event = trio.Event()
+                self._urgent = trio.Event()
+                flush, self._flush = self._flush, _Flush()
+                failed = False
+                try:
+                    self.flush_now()
+                except sqlite3.Error:
+                    log.exception("registry flush failed; retrying")
+                    failed = True
+                finally:
+                    flush.done.set()
+                if self._staged:
+                    self._staged_event.set()
+                if failed:
+                    await trio.sleep(self.flush_interval)
+        finally:
+            self._serving = False
+            try:
+                self.flush_now()
+            except sqlite3.Error:
+                log.exception("final registry flush failed")
+            self._flush.done.set()
+
+    def close(self) -> None:
+        """Flush and close the database."""
+        self.flush_now()
+        self.conn.close()
+
+    # -- reading ---------------------------------------------------------------
+
+    def get(self, kind: str, object_id: str) -> ObjectRow | None:
+        """The committed-or-staged row of one object, or None."""
+        staged = self._staged.get((kind, object_id))
+        if staged is _DELETE:
+            return None
+        if isinstance(staged, ObjectRow):
+            return staged
+        row = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM objects WHERE kind = ? AND id = ?", (kind, object_id)
+        ).fetchone()
+        return None if row is None else ObjectRow.from_sql(row)
+
+    def list(
+        self,
+        kind: str,
+        *,
+        owner: str | None = None,
+        status: str | None = None,
+        id_prefix: str | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> Page:
+        """One page of a kind's objects, newest first, with filters."""
+        where, params = ["kind = ?"], [kind]
+        if owner is not None:
+            where.append("owner = ?")
+            params.append(owner)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if id_prefix:
+            # Range scan on the primary key: [prefix, prefix + U+10FFFF).
+            where.append("id >= ? AND id < ?")
+            params.extend([id_prefix, id_prefix + "\U0010ffff"])
+        clause = " AND ".join(where)
+        total = self.conn.execute(f"SELECT count(*) FROM objects WHERE {clause}", params).fetchone()
+        rows = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM objects WHERE {clause}"
+            " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        ).fetchall()
+        return Page(rows=[ObjectRow.from_sql(r) for r in rows], total=int(total[0]))
+
+    def alarms(self) -> list[tuple[str, str, float]]:
+        """Every (kind, id, alarm_at) with an alarm set."""
+        return [
+            (kind, id_, at)
+            for kind, id_, at in self.conn.execute(
+                "SELECT kind, id, alarm_at FROM objects WHERE alarm_at IS NOT NULL"
+            )
+        ]
+
+    def ids(self, kind: str) -> set[str]:
+        """Every id of ``kind`` in the registry."""
+        return {r[0] for r in self.conn.execute("SELECT id FROM objects WHERE kind = ?", (kind,))}
+
+    def count(self, kind: str | None = None) -> int:
+        """How many objects (of ``kind``) the registry lists."""
+        if kind is None:
+            return int(self.conn.execute("SELECT count(*) FROM objects").fetchone()[0])
+        return int(
+            self.conn.execute("SELECT count(*) FROM objects WHERE kind = ?", (kind,)).fetchone()[0]
+        )
