@@ -1,0 +1,47 @@
+"""A small Durable-Object runtime on trio: one supervised actor per (kind, id).
+
+Knows nothing of tasks. See docs/architecture.md for the API an object kind implements.
+"""
+
+from actors.actor import Actor
+from actors.errors import (
+    ActorBrokenError,
+    ActorClosedError,
+    ActorCrashedError,
+    ActorError,
+    ObjectNotFoundError,
+    Rejected,
+    RouterClosedError,
+)
+from actors.router import Router, RouterConfig, RouterStatistics, open_router
+from actors.sockets import (
+    CLOSE_GOING_AWAY,
+    CLOSE_NORMAL,
+    CLOSE_TOO_SLOW,
+    CloseReason,
+    SocketSet,
+    Watcher,
+)
+from storage import Migration
+
+__all__ = [
+    "CLOSE_GOING_AWAY",
+    "CLOSE_NORMAL",
+    "CLOSE_TOO_SLOW",
+    "Actor",
+    "ActorBrokenError",
+    "ActorClosedError",
+    "ActorCrashedError",
+    "ActorError",
+    "CloseReason",
+    "Migration",
+    "ObjectNotFoundError",
+    "Rejected",
+    "Router",
+    "RouterClosedError",
+    "RouterConfig",
+    "RouterStatistics",
+    "SocketSet",
+    "Watcher",
+    "open_router",
+]

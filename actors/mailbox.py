@@ -1,0 +1,438 @@
+"""Turns: how one live object processes its messages.
+
+Theory of operation
+-------------------
+Each live object is a :class:`Cell`: an inbox (a trio memory channel of
+:class:`Envelope`), its SQLite connection and an instance of its kind. The cell
+runs one loop in the router's nursery and takes messages in arrival order, one
+turn at a time (Durable Objects' *input gate*: nothing else touches the object
+while a turn runs, because a turn is synchronous from BEGIN to COMMIT).
+
+A turn takes every message already waiting (up to ``max_batch``) and applies them
+in ONE transaction, each inside its own SAVEPOINT. A handler that raises rolls
+back only its own savepoint and the effects it asked for; the others stay. Then:
+
+1. COMMIT (one fsync at most, shared by the whole batch: write coalescing);
+2. registry: the record change is written; changes that listings must show
+   before the answer (creation, deletion, owner, status, an earlier alarm) are
+   awaited, others are staged (group commit in the registry writer);
+3. ``after_commit`` callbacks run (broadcasts to watchers);
+4. only now are the callers answered (the *output gate*: nobody hears of a
+   change that is not committed).
+
+Supervision: an unexpected exception in a handler fails that message with
+:class:`ActorCrashedError` and reloads the instance from the file. A failed
+COMMIT fails the whole batch and reopens the file. Consecutive crashing turns
+back off exponentially and, after ``crash_limit``, mark the object broken.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from actors.errors import ActorBrokenError, ActorClosedError, ActorCrashedError, Rejected
+from storage import ObjectRow, StorageError, read_record, write_record
+
+if TYPE_CHECKING:
+    from actors.actor import Actor
+    from actors.router import Router
+    from actors.sockets import SocketSet
+
+log = logging.getLogger("actors")
+
+
+class AlarmDue:
+    """Internal message: the scheduler says this object's alarm may be due."""
+
+    __slots__ = ()
+
+
+ALARM_DUE = AlarmDue()
+
+
+@dataclass(eq=False, slots=True)
+class Envelope:
+    """A message plus a one-shot reply slot."""
+
+    message: Any
+    done: trio.Event = field(default_factory=trio.Event)
+    value: Any = None
+    error: BaseException | None = None
+
+    def resolve(self, value: Any) -> None:
+        """Answer with a value."""
+        self.value = value
+        self.done.set()
+
+    def fail(self, error: BaseException) -> None:
+        """Answer with an error."""
+        self.error = error
+        self.done.set()
+
+    async def wait(self) -> Any:
+        """Wait for the answer; raise the error if there is one."""
+        await self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class Cell:
+    """One live object: inbox, connection, kind instance, committed record."""
+
+    def __init__(
+        self, router: Router, kind_class: type[Actor], object_id: str, conn: sqlite3.Connection
+    ) -> None:
+        self.router = router
+        self.kind_class = kind_class
+        self.kind = kind_class.kind
+        self.object_id = object_id
+        self.key = (self.kind, object_id)
+        self.conn = conn
+        self.send_channel, self.receive_channel = trio.open_memory_channel[Envelope](
+            router.config.inbox_size
+        )
+        self.closing = False
+        self.busy = False
+        self.last_used = trio.current_time()
+        self.record: dict[str, Any] = {}
+        self.crashes = 0
+        self.alarm_failures = 0
+        self.registry_alarm_known = False
+        #: True until the first commit of a freshly created file (see ObjectStore.settle).
+        self.unsettled = True
+        self.registry_alarm: float | None = None
+        self._effects: list[tuple[Any, ...]] | None = None
+        self.instance: Actor = kind_class(self)
+
+    # -- activation ------------------------------------------------------------
+
+    def load(self) -> None:
+        """Read the record and let the kind load its state (raises on a bad file)."""
+        self.record = _decode_record(read_record(self.conn))
+        self.instance = self.kind_class(self)
+        self.instance.load()
+        alarm_at = self.record.get("alarm_at")
+        if alarm_at is not None:
+            self.router.alarms.schedule(self.kind, self.object_id, float(alarm_at))
+
+    @property
+    def sockets(self) -> SocketSet:
+        """This object's socket set (owned by the router)."""
+        return self.router.sockets(self.kind, self.object_id)
+
+    @property
+    def idle(self) -> bool:
+        """True when no turn runs and nothing waits in the inbox."""
+        return not self.busy and self.send_channel.statistics().current_buffer_used == 0
+
+    def send(self, envelope: Envelope) -> None:
+        """Put an envelope in the inbox (never blocks; raises if the cell is closing)."""
+        if self.closing:
+            raise ActorClosedError(f"{self.kind} {self.object_id!r} is closing")
+        self.send_channel.send_nowait(envelope)
+        self.last_used = trio.current_time()
+
+    def close(self) -> None:
+        """Stop taking messages; the loop finishes what is queued, then exits."""
+        self.closing = True
+        self.send_channel.close()
+
+    # -- effects requested by the kind during a turn -------------------------------
+
+    def effect(self, item: tuple[Any, ...]) -> None:
+        """Record an effect of the current message (only valid inside a turn)."""
+        if self._effects is None:
+            raise RuntimeError("record, alarm, after_commit and delete work only inside a turn")
+        self._effects.append(item)
+
+    def pending_alarm(self) -> float | None:
+        """The alarm as set by the committed record and the current turn's effects."""
+        at = self.record.get("alarm_at")
+        for item in self._effects or ():
+            if item[0] == "alarm":
+                at = item[1]
+        return at
+
+    # -- the loop ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Process turns until closed; never raises (supervision happens here)."""
+        max_batch = self.router.config.max_batch
+        try:
+            async with self.receive_channel:
+                while not self.router.is_broken(self.key):
+                    try:
+                        first = await self.receive_channel.receive()
+                    except trio.EndOfChannel:
+                        break
+                    batch = [first]
+                    while len(batch) < max_batch:
+                        try:
+                            batch.append(self.receive_channel.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                    self.busy = True
+                    try:
+                        await self._turn(batch)
+                    finally:
+                        self.busy = False
+                        self.last_used = trio.current_time()
+                    if self.closing and self.conn is None:
+                        break
+                    if self.crashes:
+                        await self._after_crash()
+        finally:
+            self.closing = True
+            self.router.forget(self)
+            self._fail_leftovers()
+            if self.conn is not None:
+                self._close_connection()
+
+    def _fail_leftovers(self) -> None:
+        error = self.router.leftover_error(self.key)
+        while True:
+            try:
+                envelope = self.receive_channel.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            envelope.fail(error)
+
+    def _close_connection(self) -> None:
+        conn, self.conn = self.conn, None  # type: ignore[assignment]
+        try:
+            conn.close()
+        except sqlite3.Error:
+            log.exception("closing %s %r", self.kind, self.object_id)
+        if self.record.get("created_at") is None:
+            # Activated to be created, but no message ever wrote to it: leave no file.
+            self.router.store.delete(self.kind, self.object_id)
+
+    async def _after_crash(self) -> None:
+        config = self.router.config
+        if self.crashes >= config.crash_limit:
+            log.error("%s %r broken after %d crashes", self.kind, self.object_id, self.crashes)
+            self.router.mark_broken(self.key)
+            self.close()
+            return
+        await trio.sleep(min(config.crash_backoff * 2 ** (self.crashes - 1), 5.0))
+
+    async def _turn(self, batch: list[Envelope]) -> None:
+        router = self.router
+        conn = self.conn
+        now = router.clock()
+        effects: list[tuple[Any, ...]] = []
+        outcomes: list[tuple[bool, Any]] = []
+        wrote = crashed = False
+        self._effects = effects
+        try:
+            conn.execute("BEGIN")
+            for envelope in batch:
+                mark = len(effects)
+                changes = conn.total_changes
+                conn.execute("SAVEPOINT message")
+                try:
+                    result = self._dispatch(envelope.message, now)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO message")
+                    conn.execute("RELEASE message")
+                    del effects[mark:]
+                    if isinstance(exc, Rejected):
+                        outcomes.append((False, exc))
+                    else:
+                        crashed = True
+                        log.exception("%s %r: handler crashed", self.kind, self.object_id)
+                        outcomes.append((False, _crash_error(self, exc)))
+                        if isinstance(envelope.message, AlarmDue):
+                            self._retry_alarm(now)
+                    continue
+                conn.execute("RELEASE message")
+                outcomes.append((True, result))
+                wrote = wrote or conn.total_changes != changes or len(effects) != mark
+            record_changes = self._record_changes(effects, wrote, now)
+            if record_changes:
+                write_record(conn, _encode_record(record_changes))
+            conn.execute("COMMIT")
+            if self.unsettled:
+                router.store.settle(conn)
+                self.unsettled = False
+        except Exception as exc:
+            self._effects = None
+            log.exception("%s %r: turn failed to commit", self.kind, self.object_id)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            error = _crash_error(self, exc)
+            for envelope in batch:
+                envelope.fail(error)
+            self.crashes += 1
+            router.stats.restarts += 1
+            self._restart()
+            return
+        finally:
+            self._effects = None
+        router.stats.turns += 1
+        router.stats.messages += len(batch)
+        previous = self.record
+        self.record = {**previous, **record_changes}
+        await self._publish(previous, effects, record_changes)
+        for callback in (item[1] for item in effects if item[0] == "after"):
+            try:
+                callback()
+            except Exception:
+                log.exception("%s %r: after_commit callback failed", self.kind, self.object_id)
+        for envelope, (ok, value) in zip(batch, outcomes, strict=True):
+            if ok:
+                envelope.resolve(value)
+            else:
+                envelope.fail(value)
+        if crashed:
+            self.crashes += 1
+            router.stats.restarts += 1
+            self._restart()
+        else:
+            self.crashes = 0
+
+    def _dispatch(self, message: Any, now: float) -> Any:
+        if isinstance(message, AlarmDue):
+            at = self.pending_alarm()
+            if at is None:
+                return False
+            if at > now:
+                # Woken early (the registry's copy may lag behind the file): re-arm.
+                self.router.alarms.schedule(self.kind, self.object_id, at)
+                return False
+            self.effect(("alarm", None))
+            self.instance.alarm()
+            self.alarm_failures = 0
+            return True
+        return self.instance.handle(message)
+
+    def _retry_alarm(self, now: float) -> None:
+        # Outside the failed savepoint: committed with the rest of the turn.
+        self.alarm_failures += 1
+        delay = min(self.router.config.alarm_retry_base * 2 ** (self.alarm_failures - 1), 300.0)
+        self.effect(("alarm", now + delay))
+
+    def _record_changes(
+        self, effects: list[tuple[Any, ...]], wrote: bool, now: float
+    ) -> dict[str, Any]:
+        changes: dict[str, Any] = {}
+        for item in effects:
+            if item[0] == "record":
+                changes.update(item[1])
+            elif item[0] == "alarm":
+                changes["alarm_at"] = item[1]
+        changes = {k: v for k, v in changes.items() if self.record.get(k) != v}
+        if not (changes or wrote):
+            return {}
+        if self.record.get("created_at") is None:
+            changes.update(kind=self.kind, id=self.object_id, created_at=now)
+        changes["updated_at"] = now
+        return changes
+
+    async def _publish(
+        self,
+        previous: dict[str, Any],
+        effects: list[tuple[Any, ...]],
+        changes: dict[str, Any],
+    ) -> None:
+        """After commit: deletion, registry row, alarm schedule."""
+        router = self.router
+        if any(item[0] == "delete" for item in effects):
+            self._close_connection()
+            router.store.delete(self.kind, self.object_id)
+            router.alarms.schedule(self.kind, self.object_id, None)
+            self.record = {}
+            self.close()
+            await router.registry.delete(self.kind, self.object_id)
+            return
+        if not changes:
+            return
+        alarm_at = self.record.get("alarm_at")
+        if "alarm_at" in changes:
+            router.alarms.schedule(self.kind, self.object_id, alarm_at)
+        durable = (
+            previous.get("created_at") is None
+            or "owner" in changes
+            or "status" in changes
+            or any(item[0] == "record" and item[2] for item in effects)
+        )
+        if alarm_at is not None and (
+            not self.registry_alarm_known
+            or self.registry_alarm is None
+            or alarm_at < self.registry_alarm
+        ):
+            # The registry may never hold a later alarm than the file, or a restart
+            # would miss it. A later one may lag: waking early is harmless.
+            durable = True
+        row = _row(self.kind, self.record)
+        if durable:
+            await router.registry.write(row)
+        else:
+            router.registry.stage(row)
+        self.registry_alarm_known = True
+        self.registry_alarm = alarm_at
+
+    def _restart(self) -> None:
+        """Reload the instance from the file (reopening it if the connection failed)."""
+        try:
+            if self.conn is None or not _connection_ok(self.conn):
+                if self.conn is not None:
+                    self.conn.close()
+                self.conn = self.router.store.open(self.kind, self.object_id, create=False)
+            self.load()
+        except (StorageError, sqlite3.Error, Exception):
+            log.exception("%s %r: restart failed", self.kind, self.object_id)
+            self.router.mark_broken(self.key)
+            self.close()
+
+
+def _crash_error(cell: Cell, exc: BaseException) -> ActorCrashedError:
+    error = ActorCrashedError(f"{cell.kind} {cell.object_id!r}: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def _connection_ok(conn: sqlite3.Connection) -> bool:
+    try:
+        conn.execute("SELECT 1 FROM _object LIMIT 1").fetchall()
+    except sqlite3.Error:
+        return False
+    return True
+
+
+def _decode_record(record: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(record.get("summary"), str):
+        return {**record, "summary": json.loads(record["summary"])}
+    return record
+
+
+def _encode_record(changes: dict[str, Any]) -> dict[str, Any]:
+    if "summary" in changes and changes["summary"] is not None:
+        return {**changes, "summary": json.dumps(changes["summary"], separators=(",", ":"))}
+    return changes
+
+
+def _row(kind: str, record: dict[str, Any]) -> ObjectRow:
+    return ObjectRow(
+        kind=kind,
+        id=record["id"],
+        owner=record.get("owner"),
+        status=record.get("status"),
+        progress=record.get("progress"),
+        created_at=record["created_at"],
+        updated_at=record["updated_at"],
+        alarm_at=record.get("alarm_at"),
+        summary=record.get("summary"),
+    )
+
+
+def broken_error(cell_kind: str, object_id: str) -> ActorBrokenError:
+    """The error callers get for a broken object."""
+    return ActorBrokenError(f"{cell_kind} {object_id!r} is unavailable")

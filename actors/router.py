@@ -1,0 +1,406 @@
+"""The router: finds or activates the one live actor of each (kind, id).
+
+Theory of operation
+-------------------
+``open_router`` owns two nurseries. The *services* nursery runs the registry's
+batching writer, the idle reaper and the alarm scheduler; the *actors* nursery
+runs one :class:`~actors.mailbox.Cell` loop per live object. On exit the router
+stops taking calls, closes every inbox, waits for the cells to finish their
+turns, flushes the registry, and only then cancels the services.
+
+Activation: the first :meth:`Router.call` for a cold id opens the object's file
+(creating it from the kind's template if allowed), loads the kind's state and
+registers the cell — all before ``task_status.started``. Concurrent callers for
+the same cold id wait on one pending activation, so exactly one cell exists per
+(kind, id). A file that cannot be opened makes only that id unavailable, for a
+cool-down period.
+
+Hibernation: a cell idle for ``idle_timeout`` is evicted (connection closed,
+instance dropped). ``max_live`` caps live cells; activating past it evicts the
+least recently used idle ones. Socket sets live here, not in the cells, so
+watchers stay connected through eviction and re-activation.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+import trio.lowlevel
+
+from actors.actor import Actor
+from actors.alarms import AlarmScheduler
+from actors.errors import (
+    ActorBrokenError,
+    ActorClosedError,
+    ObjectNotFoundError,
+    RouterClosedError,
+)
+from actors.mailbox import ALARM_DUE, Cell, Envelope
+from actors.sockets import SocketSet
+from storage import ObjectMissingError, ObjectStore, Registry, StorageError
+
+log = logging.getLogger("actors")
+
+Key = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class RouterConfig:
+    """Tunables of the runtime (defaults are the server's)."""
+
+    #: Seconds without a message before a live actor is evicted.
+    idle_timeout: float = 60.0
+    #: Live actors at most; each holds an SQLite connection (2 fds, ~70 KiB).
+    max_live: int = 10_000
+    #: Messages applied in one transaction at most.
+    max_batch: int = 256
+    #: Messages that may wait in one inbox (callers beyond it get ActorBrokenError).
+    inbox_size: int = 100_000
+    #: Consecutive crashing turns before an actor is marked broken.
+    crash_limit: int = 5
+    #: First back-off after a crashing turn (doubles each time, capped at 5 s).
+    crash_backoff: float = 0.05
+    #: Seconds a broken object is refused before activation is tried again.
+    broken_cooldown: float = 30.0
+    #: First retry delay of a failing alarm (doubles each time, capped at 300 s).
+    alarm_retry_base: float = 1.0
+    #: SQLite ``synchronous`` for object files (NORMAL survives kill -9; FULL power loss).
+    synchronous: str = "NORMAL"
+    #: Longest time a non-durable registry change stays unwritten.
+    registry_flush_interval: float = 0.2
+
+
+@dataclass
+class _Counters:
+    activations: int = 0
+    evicted: int = 0
+    restarts: int = 0
+    turns: int = 0
+    messages: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RouterStatistics:
+    """A snapshot of the runtime, for /health and /metrics."""
+
+    live: int
+    evicted: int
+    activations: int
+    restarts: int
+    turns: int
+    messages: int
+    broken: int
+    socket_sets: int
+    watchers: int
+    alarms: int
+
+
+class _Pending:
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+
+
+class Router:
+    """Routes messages to live actors; see the module docstring. Build with :func:`open_router`."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        registry: Registry,
+        kinds: Sequence[type[Actor]],
+        config: RouterConfig,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.config = config
+        self.clock = clock
+        self.kinds: dict[str, type[Actor]] = {}
+        for kind_class in kinds:
+            self.add_kind(kind_class)
+        self.stats = _Counters()
+        self.alarms = AlarmScheduler(self._fire_alarm, clock)
+        self._live: OrderedDict[Key, Cell] = OrderedDict()
+        self._pending: dict[Key, _Pending] = {}
+        self._broken: dict[Key, float] = {}
+        self._sockets: dict[Key, SocketSet] = {}
+        self._nursery: trio.Nursery | None = None
+        self._closed = False
+
+    def add_kind(self, kind_class: type[Actor]) -> None:
+        """Register an object kind (its template is built now)."""
+        if kind_class.kind in self.kinds:
+            raise ValueError(f"kind {kind_class.kind!r} registered twice")
+        self.store.register_kind(kind_class.kind, kind_class.migrations)
+        self.kinds[kind_class.kind] = kind_class
+
+    # -- calling ---------------------------------------------------------------
+
+    async def call(self, kind: str, object_id: str, message: Any, *, create: bool = False) -> Any:
+        """Deliver ``message`` to the object's actor and return its answer.
+
+        Args:
+            kind: a registered kind.
+            object_id: the object's id (any string; it never becomes a path).
+            message: passed to the kind's ``handle``.
+            create: activate even if the object has no file yet.
+
+        Raises:
+            ObjectNotFoundError: no such object and ``create`` is false.
+            ActorBrokenError: the object is unavailable (unreadable file, crash loop).
+            ActorCrashedError: the handler crashed on this message (rolled back).
+            RouterClosedError: the router is shutting down.
+            Rejected: whatever the kind's handler refused the message with.
+        """
+        for _ in range(10):
+            cell = await self._activate(kind, object_id, create)
+            envelope = Envelope(message)
+            try:
+                cell.send(envelope)
+                return await envelope.wait()
+            except RouterClosedError:
+                raise
+            except ActorClosedError:
+                continue  # evicted before it took the message: not applied, try again
+            except trio.WouldBlock:
+                raise ActorBrokenError(f"{kind} {object_id!r} is overloaded") from None
+        raise ActorBrokenError(f"{kind} {object_id!r} keeps closing")
+
+    def is_live(self, kind: str, object_id: str) -> bool:
+        """True if the object currently has a live actor."""
+        return (kind, object_id) in self._live
+
+    def sockets(self, kind: str, object_id: str) -> SocketSet:
+        """The socket set of an object, created on first use (watchers survive eviction)."""
+        key = (kind, object_id)
+        socket_set = self._sockets.get(key)
+        if socket_set is None:
+            socket_set = self._sockets[key] = SocketSet()
+        return socket_set
+
+    def release_sockets(self, kind: str, object_id: str) -> None:
+        """Drop an object's socket set if it has no watchers left."""
+        key = (kind, object_id)
+        socket_set = self._sockets.get(key)
+        if socket_set is not None and not len(socket_set):
+            del self._sockets[key]
+
+    def statistics(self) -> RouterStatistics:
+        """A snapshot of counters and sizes."""
+        now = trio.current_time()
+        return RouterStatistics(
+            live=len(self._live),
+            evicted=self.stats.evicted,
+            activations=self.stats.activations,
+            restarts=self.stats.restarts,
+            turns=self.stats.turns,
+            messages=self.stats.messages,
+            broken=sum(1 for until in self._broken.values() if until > now),
+            socket_sets=len(self._sockets),
+            watchers=sum(len(s) for s in self._sockets.values()),
+            alarms=len(self.alarms),
+        )
+
+    async def evict(self, kind: str, object_id: str) -> bool:
+        """Evict one live actor now (after its current turn); False if it was not live."""
+        cell = self._live.get((kind, object_id))
+        if cell is None:
+            return False
+        self._evict(cell)
+        return True
+
+    # -- activation --------------------------------------------------------------
+
+    async def _activate(self, kind: str, object_id: str, create: bool) -> Cell:
+        if kind not in self.kinds:
+            raise ValueError(f"unknown kind {kind!r}")
+        key = (kind, object_id)
+        while True:
+            if self._closed:
+                raise RouterClosedError("the router is shutting down")
+            cell = self._live.get(key)
+            if cell is not None and not cell.closing:
+                self._live.move_to_end(key)
+                return cell
+            pending = self._pending.get(key)
+            if pending is not None:
+                await pending.done.wait()
+                continue
+            if self.is_broken(key):
+                raise ActorBrokenError(f"{kind} {object_id!r} is unavailable")
+            if cell is not None:
+                # Still closing (finishing its last turn): wait for it to go.
+                await trio.lowlevel.checkpoint()
+                continue
+            pending = self._pending[key] = _Pending()
+            try:
+                return await self._start_cell(kind, object_id, create)
+            finally:
+                del self._pending[key]
+                pending.done.set()
+
+    async def _start_cell(self, kind: str, object_id: str, create: bool) -> Cell:
+        assert self._nursery is not None
+        try:
+            cell: Cell = await self._nursery.start(self._run_cell, kind, object_id, create)
+        except ObjectMissingError:
+            raise ObjectNotFoundError(f"{kind} {object_id!r} does not exist") from None
+        except StorageError as exc:
+            log.error("%s %r unavailable: %s", kind, object_id, exc)
+            self.mark_broken((kind, object_id))
+            raise ActorBrokenError(f"{kind} {object_id!r} is unavailable: {exc}") from exc
+        self.stats.activations += 1
+        self._enforce_cap()
+        return cell
+
+    async def _run_cell(
+        self, kind: str, object_id: str, create: bool, *, task_status: trio.TaskStatus[Cell]
+    ) -> None:
+        conn = self.store.open(kind, object_id, create=create)
+        cell = Cell(self, self.kinds[kind], object_id, conn)
+        try:
+            cell.load()
+        except Exception as exc:
+            conn.close()
+            raise StorageError(f"{kind} {object_id!r}: cannot load: {exc}") from exc
+        self._live[cell.key] = cell
+        task_status.started(cell)
+        await cell.run()
+
+    def _enforce_cap(self) -> None:
+        excess = len(self._live) - self.config.max_live
+        if excess <= 0:
+            return
+        for cell in list(self._live.values()):  # least recently used first
+            if excess <= 0:
+                break
+            if cell.idle and not cell.closing:
+                self._evict(cell)
+                excess -= 1
+
+    def _evict(self, cell: Cell) -> None:
+        self._live.pop(cell.key, None)
+        cell.close()
+        self.stats.evicted += 1
+
+    def forget(self, cell: Cell) -> None:
+        """Called by a cell as its loop ends."""
+        if self._live.get(cell.key) is cell:
+            del self._live[cell.key]
+        self.release_sockets(cell.kind, cell.object_id)
+
+    def leftover_error(self, key: Key) -> Exception:
+        """The error for messages still queued when a cell ends."""
+        if self._closed:
+            return RouterClosedError("the router is shutting down")
+        if self.is_broken(key):
+            return ActorBrokenError(f"{key[0]} {key[1]!r} is unavailable")
+        return ActorClosedError(f"{key[0]} {key[1]!r} closed")
+
+    def mark_broken(self, key: Key) -> None:
+        """Refuse an object for ``broken_cooldown`` seconds."""
+        self._broken[key] = trio.current_time() + self.config.broken_cooldown
+
+    def is_broken(self, key: Key) -> bool:
+        """True while an object is in its broken cool-down."""
+        until = self._broken.get(key)
+        if until is None:
+            return False
+        if until <= trio.current_time():
+            del self._broken[key]
+            return False
+        return True
+
+    # -- services ------------------------------------------------------------------
+
+    async def _fire_alarm(self, kind: str, object_id: str) -> Any:
+        return await self.call(kind, object_id, ALARM_DUE)
+
+    async def _serve_reaper(self, *, task_status: trio.TaskStatus[None]) -> None:
+        task_status.started()
+        interval = max(min(self.config.idle_timeout / 4, 5.0), 0.01)
+        while True:
+            await trio.sleep(interval)
+            deadline = trio.current_time() - self.config.idle_timeout
+            for cell in list(self._live.values()):
+                if cell.last_used <= deadline and cell.idle and not cell.closing:
+                    self._evict(cell)
+
+    def _begin_close(self) -> None:
+        self._closed = True
+        for cell in list(self._live.values()):
+            cell.close()
+
+
+@asynccontextmanager
+async def open_router(
+    root: Path,
+    kinds: Sequence[type[Actor]] = (),
+    config: RouterConfig = RouterConfig(),
+    *,
+    registry_migrations: dict[str, Sequence[Any]] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> AsyncIterator[Router]:
+    """Run a router over the data directory ``root`` for the block's duration.
+
+    Args:
+        root: data directory (object files under ``root/objects``, the registry at
+            ``root/registry.sqlite``).
+        kinds: object kinds to serve.
+        config: runtime tunables.
+        registry_migrations: extra migration streams for the registry database.
+        clock: wall-clock seconds; tests pass ``trio.current_time``.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    store = ObjectStore(root, synchronous=config.synchronous)
+    registry = Registry(
+        root / "registry.sqlite",
+        migrations=registry_migrations,
+        flush_interval=config.registry_flush_interval,
+    )
+    router = Router(store, registry, kinds, config, clock)
+    try:
+        async with trio.open_nursery() as services:
+            await services.start(registry.serve)
+            await services.start(router._serve_reaper)
+            async with trio.open_nursery() as actors:
+                router._nursery = actors
+                await services.start(router.alarms.serve, services)
+                for kind, object_id, when in registry.alarms():
+                    if kind in router.kinds:
+                        router.alarms.schedule(kind, object_id, when)
+                try:
+                    yield router
+                finally:
+                    router._begin_close()
+            registry.flush_now()
+            services.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # Keep nursery plumbing out of callers' code: re-raise a lone error as itself.
+        leaves = list(_leaves(group))
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
+    finally:
+        registry.conn.close()
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            out.extend(_leaves(exc))
+        else:
+            out.append(exc)
+    return out

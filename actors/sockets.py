@@ -1,0 +1,151 @@
+"""Socket sets: the watchers of one object, kept by the router so they outlive eviction.
+
+Each watcher owns a bounded queue drained by its own writer task. A broadcast
+puts the same message object on every queue with ``send_nowait`` and never
+awaits a peer: a watcher whose queue is full is closed with 4008 ("too slow")
+and dropped, so it never slows the object or the other watchers, and the order
+of what it did receive is never broken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+#: Close codes (WebSocket) used by the runtime.
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_TOO_SLOW = 4008
+
+#: Default per-watcher queue: a watcher this far behind is dropped (SPEC §7).
+DEFAULT_QUEUE_SIZE = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class CloseReason:
+    """Why a watcher ended: a WebSocket close code and a short reason."""
+
+    code: int
+    reason: str = ""
+
+
+class Watcher:
+    """One subscriber: a bounded queue plus the single "closed or closing" flag.
+
+    Args:
+        queue_size: messages that may wait before the watcher counts as too slow.
+    """
+
+    def __init__(self, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
+        self._send, self._receive = trio.open_memory_channel[Any](queue_size)
+        self.close_reason: CloseReason | None = None
+        self._scope: trio.CancelScope | None = None
+        self._abort = False
+
+    @property
+    def queued(self) -> int:
+        """Messages waiting for the writer."""
+        return self._send.statistics().current_buffer_used
+
+    def send_nowait(self, message: Any) -> bool:
+        """Queue a message; False (and the watcher closed) if it is closed or too slow."""
+        if self.close_reason is not None:
+            return False
+        try:
+            self._send.send_nowait(message)
+        except trio.WouldBlock:
+            self.close(CloseReason(CLOSE_TOO_SLOW, "too slow"))
+            return False
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.close(CloseReason(CLOSE_GOING_AWAY, "writer gone"))
+            return False
+        return True
+
+    def close(self, reason: CloseReason) -> None:
+        """Close now: queued messages are discarded and the writer stops at once."""
+        if self.close_reason is None:
+            self.close_reason = reason
+        self._abort = True
+        self._send.close()
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def finish(self, reason: CloseReason) -> None:
+        """Close after the writer has delivered what is already queued."""
+        if self.close_reason is None:
+            self.close_reason = reason
+        self._send.close()
+
+    async def serve_writer(
+        self, send: Callable[[Any], Awaitable[None]], *, send_timeout: float = 10.0
+    ) -> CloseReason:
+        """Deliver queued messages through ``send`` until closed; return why it ended.
+
+        A send that takes longer than ``send_timeout`` closes the watcher as too slow.
+        The caller closes its socket with the returned reason (in a ``finally``).
+        """
+        with trio.CancelScope() as scope:
+            self._scope = scope
+            if self._abort:
+                scope.cancel()
+            async with self._receive:
+                async for message in self._receive:
+                    try:
+                        with trio.fail_after(send_timeout):
+                            await send(message)
+                    except trio.TooSlowError:
+                        self.close(CloseReason(CLOSE_TOO_SLOW, "too slow"))
+                        break
+        if self.close_reason is None:
+            self.close_reason = CloseReason(CLOSE_GOING_AWAY, "writer stopped")
+        return self.close_reason
+
+
+class SocketSet:
+    """The watchers of one object, in attach order."""
+
+    def __init__(self) -> None:
+        self._watchers: dict[Watcher, None] = {}
+        self.sent = 0
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._watchers)
+
+    def __iter__(self):
+        return iter(list(self._watchers))
+
+    def attach(self, watcher: Watcher) -> None:
+        """Add a watcher; it receives every later broadcast."""
+        self._watchers[watcher] = None
+
+    def detach(self, watcher: Watcher) -> None:
+        """Remove a watcher (idempotent)."""
+        self._watchers.pop(watcher, None)
+
+    def broadcast(self, message: Any) -> int:
+        """Queue ``message`` for every watcher without waiting; returns how many took it."""
+        delivered = 0
+        gone: list[Watcher] = []
+        for watcher in self._watchers:
+            if watcher.send_nowait(message):
+                delivered += 1
+            else:
+                gone.append(watcher)
+        for watcher in gone:
+            del self._watchers[watcher]
+        self.sent += delivered
+        self.dropped += len(gone)
+        return delivered
+
+    def close_all(self, reason: CloseReason, *, drain: bool = True) -> None:
+        """Close every watcher (after its queue drains, if ``drain``) and empty the set."""
+        for watcher in self._watchers:
+            if drain:
+                watcher.finish(reason)
+            else:
+                watcher.close(reason)
+        self._watchers.clear()
