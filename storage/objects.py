@@ -25,7 +25,7 @@ from pathlib import Path
 
 from storage.errors import MigrationError, ObjectCorruptError, ObjectMissingError
 from storage.migrations import Migration, check_migrations, migrate
-from storage.paths import check_kind, kind_dir, object_path
+from storage.paths import check_kind, kind_dir, object_path, shard_dirs
 from storage.tuning import tune_sqlite_memory
 
 #: The runtime's own table, present in every object file: the object's record
@@ -74,7 +74,6 @@ class ObjectStore:
         self.synchronous = synchronous
         self._migrations: dict[str, Sequence[Migration]] = {}
         self._templates: dict[str, bytes] = {}
-        self._dirs: set[Path] = set()
 
     def register_kind(self, kind: str, migrations: Sequence[Migration]) -> None:
         """Declare a kind's schema and build its template file."""
@@ -82,6 +81,8 @@ class ObjectStore:
         check_migrations(migrations)
         self._migrations[kind] = tuple(migrations)
         self._templates[kind] = self._build_template(kind)
+        for directory in shard_dirs(self.root, kind):
+            directory.mkdir(parents=True, exist_ok=True)
 
     def path(self, kind: str, object_id: str) -> Path:
         """The file path of ``(kind, object_id)``."""
@@ -141,21 +142,14 @@ class ObjectStore:
         base = kind_dir(self.root, kind)
         if not base.is_dir():
             return
-        for first in sorted(os.scandir(base), key=lambda e: e.name):
-            if not first.is_dir():
+        for shard in sorted(os.scandir(base), key=lambda e: e.name):
+            if not shard.is_dir():
                 continue
-            for second in sorted(os.scandir(first.path), key=lambda e: e.name):
-                if not second.is_dir():
-                    continue
-                for entry in os.scandir(second.path):
-                    if entry.name.endswith(".sqlite"):
-                        yield Path(entry.path)
+            for entry in os.scandir(shard.path):
+                if entry.name.endswith(".sqlite"):
+                    yield Path(entry.path)
 
     def _create_from_template(self, kind: str, path: Path) -> None:
-        directory = path.parent
-        if directory not in self._dirs:
-            directory.mkdir(parents=True, exist_ok=True)
-            self._dirs.add(directory)
         tmp = f"{path}.{os.getpid()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
