@@ -99,6 +99,8 @@ class Cell:
             router.config.inbox_size
         )
         self.closing = False
+        #: Set when the loop has ended and the file is closed.
+        self.finished = trio.Event()
         self.busy = False
         self.last_used = trio.current_time()
         self.record: dict[str, Any] = {}
@@ -190,10 +192,11 @@ class Cell:
                         await self._after_crash()
         finally:
             self.closing = True
-            self.router.forget(self)
             self._fail_leftovers()
             if self.conn is not None:
                 self._close_connection()
+            self.router.forget(self)
+            self.finished.set()
 
     def _fail_leftovers(self) -> None:
         error = self.router.leftover_error(self.key)

@@ -132,6 +132,7 @@ class Router:
         self.alarms = AlarmScheduler(self._fire_alarm, clock)
         self._live: OrderedDict[Key, Cell] = OrderedDict()
         self._pending: dict[Key, _Pending] = {}
+        self._closing: dict[Key, Cell] = {}
         self._broken: dict[Key, float] = {}
         self._sockets: dict[Key, SocketSet] = {}
         self._nursery: trio.Nursery | None = None
@@ -232,6 +233,7 @@ class Router:
             if cell is not None and not cell.closing:
                 self._live.move_to_end(key)
                 return cell
+            cell = cell or self._closing.get(key)
             pending = self._pending.get(key)
             if pending is not None:
                 await pending.done.wait()
@@ -289,7 +291,10 @@ class Router:
                 excess -= 1
 
     def _evict(self, cell: Cell) -> None:
-        self._live.pop(cell.key, None)
+        # Until its loop has closed the file, the cell waits in _closing (see _activate).
+        if self._live.get(cell.key) is cell:
+            del self._live[cell.key]
+        self._closing[cell.key] = cell
         cell.close()
         self.stats.evicted += 1
 
@@ -297,6 +302,8 @@ class Router:
         """Called by a cell as its loop ends."""
         if self._live.get(cell.key) is cell:
             del self._live[cell.key]
+        if self._closing.get(cell.key) is cell:
+            del self._closing[cell.key]
         self.release_sockets(cell.kind, cell.object_id)
 
     def leftover_error(self, key: Key) -> Exception:
