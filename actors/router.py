@@ -283,12 +283,14 @@ class Router:
         excess = len(self._live) - self.config.max_live
         if excess <= 0:
             return
-        for cell in list(self._live.values()):  # least recently used first
-            if excess <= 0:
-                break
+        victims: list[Cell] = []
+        for cell in self._live.values():  # least recently used first; stops early
             if cell.idle and not cell.closing:
-                self._evict(cell)
-                excess -= 1
+                victims.append(cell)
+                if len(victims) == excess:
+                    break
+        for cell in victims:
+            self._evict(cell)
 
     def _evict(self, cell: Cell) -> None:
         # Until its loop has closed the file, the cell waits in _closing (see _activate).
