@@ -1,0 +1,411 @@
+"""The task state machine: a pure function from (state, command, now) to (state, event).
+
+Theory of operation
+-------------------
+Everything that decides how a task moves lives here, and nothing else does: no
+clock, no storage, no trio. A caller (the Task actor) builds a command, calls
+:func:`apply` with the current state and the time, and gets back the new state
+and the one history event the command appends — or a typed error, with the state
+untouched. The actor then writes both in one transaction.
+
+Statuses and what each command does (``-`` = refused with :class:`TaskTerminalError`):
+
+=============  ==========  ===========  =========  ========  =========
+command        pending     in-progress  success    failed    canceled
+=============  ==========  ===========  =========  ========  =========
+Progress       in-progress in-progress  -          -         -
+Log            in-progress in-progress  -          -         -
+Complete       success     success      -          -         -
+Fail           failed      failed       -          -         -
+Cancel         canceled    canceled     -          -         -
+TimeOut        failed      failed       -          -         -
+=============  ==========  ===========  =========  ========  =========
+
+``Create`` is the only command on a task that does not exist (state ``None``) and
+the only one refused on one that does (:class:`TaskExistsError`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+#: Largest serialized task metadata (SPEC §3).
+MAX_METADATA_BYTES = 64 * 1024
+
+
+class Status(StrEnum):
+    """A task's status."""
+
+    PENDING = "pending"
+    IN_PROGRESS = "in-progress"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+TERMINAL = frozenset({Status.SUCCESS, Status.FAILED, Status.CANCELED})
+
+
+class EventType(StrEnum):
+    """The type of a history event."""
+
+    CREATED = "created"
+    LOG = "log"
+    PROGRESS = "progress"
+    SUCCESS = "success"
+    ERROR = "error"
+    CANCELED = "canceled"
+    TIMEOUT = "timeout"
+
+
+# -- errors -------------------------------------------------------------------------
+
+
+class TaskStateError(Exception):
+    """A command the machine refuses; ``code`` and ``status`` say how to answer it."""
+
+    code = "INVALID_TRANSITION"
+    status = 409
+
+
+class TaskNotFoundError(TaskStateError):
+    """The task does not exist (only Create is accepted then)."""
+
+    code = "TASK_NOT_FOUND"
+    status = 404
+
+
+class TaskExistsError(TaskStateError):
+    """Create on a task that already exists."""
+
+    code = "TASK_EXISTS"
+    status = 409
+
+
+class TaskTerminalError(TaskStateError):
+    """A mutation of a task that already succeeded, failed or was canceled."""
+
+    code = "TASK_TERMINAL"
+    status = 409
+
+
+class InvalidCommandError(TaskStateError):
+    """A command whose values break a rule of the model (a field is named)."""
+
+    code = "VALIDATION_ERROR"
+    status = 400
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+
+
+# -- values -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskState:
+    """Everything a task is, at one seq. Times are unix seconds (floats)."""
+
+    task_id: str
+    owner: str
+    epoch: str
+    status: Status
+    progress: float
+    metadata: Mapping[str, Any]
+    error: str | None
+    seq: int
+    created_at: float
+    updated_at: float
+    started_at: float | None = None
+    completed_at: float | None = None
+    failed_at: float | None = None
+    canceled_at: float | None = None
+    timeout_seconds: float | None = None
+    ttl_seconds: float | None = None
+
+    @property
+    def terminal(self) -> bool:
+        """True once the task succeeded, failed or was canceled."""
+        return self.status in TERMINAL
+
+    def heartbeat_deadline(self) -> float | None:
+        """When the task times out if nothing else happens, or None."""
+        if self.terminal or self.timeout_seconds is None:
+            return None
+        return self.updated_at + self.timeout_seconds
+
+    def retention_deadline(self) -> float | None:
+        """When a terminal task deletes itself, or None."""
+        if not self.terminal or self.ttl_seconds is None:
+            return None
+        return self.updated_at + self.ttl_seconds
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """One history entry; ``seq`` is the task's seq after the command."""
+
+    seq: int
+    event_type: EventType
+    message: str
+    progress: float | None
+    metadata: Mapping[str, Any] | None
+    timestamp: float
+
+
+# -- commands -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Create:
+    """Create the task."""
+
+    task_id: str
+    owner: str
+    epoch: str
+    status: Status = Status.PENDING
+    progress: float = 0.0
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    timeout_seconds: float | None = None
+    ttl_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Progress:
+    """Report progress (0-100)."""
+
+    progress: float
+    message: str | None = None
+    metadata: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Log:
+    """Append a free event (``log`` or ``progress``), optionally with progress."""
+
+    message: str
+    event_type: EventType = EventType.LOG
+    progress: float | None = None
+    metadata: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Complete:
+    """Finish successfully (progress becomes 100)."""
+
+    metadata: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fail:
+    """Finish with an error."""
+
+    error: str
+    metadata: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cancel:
+    """Cancel the task."""
+
+    metadata: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimeOut:
+    """The heartbeat timeout expired (issued by the task's alarm)."""
+
+
+Command = Create | Progress | Log | Complete | Fail | Cancel | TimeOut
+
+_CREATE_STATUSES = frozenset({Status.PENDING, Status.IN_PROGRESS})
+_LOG_TYPES = frozenset({EventType.LOG, EventType.PROGRESS})
+TIMED_OUT = "timed out"
+
+
+# -- the machine --------------------------------------------------------------------
+
+
+def apply(state: TaskState | None, command: Command, now: float) -> tuple[TaskState, Event]:
+    """Apply ``command`` to ``state`` at time ``now``.
+
+    Returns:
+        The new state and the event appended to history.
+
+    Raises:
+        TaskNotFoundError: ``state`` is None and the command is not Create.
+        TaskExistsError: Create on an existing task.
+        TaskTerminalError: any other command on a terminal task.
+        InvalidCommandError: a value breaks the model (progress range, metadata size...).
+    """
+    if isinstance(command, Create):
+        if state is not None:
+            raise TaskExistsError(f"task {command.task_id!r} already exists")
+        return _create(command, now)
+    if state is None:
+        raise TaskNotFoundError("task not found")
+    if state.terminal:
+        raise TaskTerminalError(f"task {state.task_id!r} is {state.status.value}")
+    seq = state.seq + 1
+    match command:
+        case Progress():
+            progress = _check_progress(command.progress)
+            message = command.message or f"Progress updated to {_percent(progress)}%"
+            new = _started(state, now, progress=progress, metadata=command.metadata, seq=seq)
+            return new, _event(seq, EventType.PROGRESS, message, progress, command.metadata, now)
+        case Log():
+            if command.event_type not in _LOG_TYPES:
+                raise InvalidCommandError(
+                    "event.eventType", "must be 'log' or 'progress' (use complete/fail/cancel)"
+                )
+            progress = None if command.progress is None else _check_progress(command.progress)
+            new = _started(state, now, progress=progress, metadata=command.metadata, seq=seq)
+            return new, _event(
+                seq, command.event_type, command.message, progress, command.metadata, now
+            )
+        case Complete():
+            new = _finish(state, now, Status.SUCCESS, seq, command.metadata, progress=100.0)
+            new = replace(new, completed_at=now)
+            return new, _event(
+                seq, EventType.SUCCESS, "Task completed", 100.0, command.metadata, now
+            )
+        case Fail():
+            if not command.error:
+                raise InvalidCommandError("error", "must be a non-empty string")
+            new = replace(_finish(state, now, Status.FAILED, seq, command.metadata), failed_at=now)
+            new = replace(new, error=command.error)
+            return new, _event(seq, EventType.ERROR, command.error, None, command.metadata, now)
+        case Cancel():
+            new = _finish(state, now, Status.CANCELED, seq, command.metadata)
+            new = replace(new, canceled_at=now)
+            return new, _event(
+                seq, EventType.CANCELED, "Task canceled", None, command.metadata, now
+            )
+        case TimeOut():
+            new = _finish(state, now, Status.FAILED, seq, None)
+            new = replace(new, failed_at=now, error=TIMED_OUT)
+            return new, _event(seq, EventType.TIMEOUT, "Task timed out", None, None, now)
+    raise TypeError(f"not a task command: {command!r}")  # pragma: no cover - exhaustive
+
+
+def _create(command: Create, now: float) -> tuple[TaskState, Event]:
+    if command.status not in _CREATE_STATUSES:
+        raise InvalidCommandError("status", "a task is created 'pending' or 'in-progress'")
+    progress = _check_progress(command.progress)
+    metadata = _check_metadata(dict(command.metadata))
+    for name in ("timeout_seconds", "ttl_seconds"):
+        value = getattr(command, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise InvalidCommandError(_camel(name), "must be a positive number")
+    state = TaskState(
+        task_id=command.task_id,
+        owner=command.owner,
+        epoch=command.epoch,
+        status=command.status,
+        progress=progress,
+        metadata=metadata,
+        error=None,
+        seq=1,
+        created_at=now,
+        updated_at=now,
+        started_at=now if command.status is Status.IN_PROGRESS else None,
+        timeout_seconds=command.timeout_seconds,
+        ttl_seconds=command.ttl_seconds,
+    )
+    return state, _event(1, EventType.CREATED, "Task created", progress, metadata or None, now)
+
+
+def _started(
+    state: TaskState,
+    now: float,
+    *,
+    progress: float | None,
+    metadata: Mapping[str, Any] | None,
+    seq: int,
+) -> TaskState:
+    pending = state.status is Status.PENDING
+    return replace(
+        state,
+        status=Status.IN_PROGRESS,
+        started_at=now if pending else state.started_at,
+        progress=state.progress if progress is None else progress,
+        metadata=_merge(state.metadata, metadata),
+        seq=seq,
+        updated_at=now,
+    )
+
+
+def _finish(
+    state: TaskState,
+    now: float,
+    status: Status,
+    seq: int,
+    metadata: Mapping[str, Any] | None,
+    *,
+    progress: float | None = None,
+) -> TaskState:
+    return replace(
+        state,
+        status=status,
+        progress=state.progress if progress is None else progress,
+        metadata=_merge(state.metadata, metadata),
+        seq=seq,
+        updated_at=now,
+    )
+
+
+def _merge(current: Mapping[str, Any], extra: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    if not extra:
+        return current
+    return _check_metadata({**current, **extra})
+
+
+def _check_progress(value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidCommandError("progress", "must be a number")
+    if not math.isfinite(value) or not 0 <= value <= 100:
+        raise InvalidCommandError("progress", "must be a number from 0 to 100")
+    return float(value)
+
+
+def _check_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    try:
+        size = len(json.dumps(metadata, separators=(",", ":"), allow_nan=False).encode())
+    except (TypeError, ValueError) as exc:
+        raise InvalidCommandError("metadata", f"must be plain JSON: {exc}") from None
+    if size > MAX_METADATA_BYTES:
+        raise InvalidCommandError("metadata", f"is {size} bytes; at most {MAX_METADATA_BYTES}")
+    return metadata
+
+
+def _event(
+    seq: int,
+    event_type: EventType,
+    message: str,
+    progress: float | None,
+    metadata: Mapping[str, Any] | None,
+    now: float,
+) -> Event:
+    return Event(
+        seq=seq,
+        event_type=event_type,
+        message=message,
+        progress=progress,
+        metadata=metadata,
+        timestamp=now,
+    )
+
+
+def _percent(progress: float) -> str:
+    return str(int(progress)) if progress.is_integer() else f"{progress:g}"
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
