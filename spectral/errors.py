@@ -1,0 +1,37 @@
+"""The error envelope of SPEC §4: ``{"error": {"code", "message", "details"?}}``."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+
+class ApiError(Exception):
+    """An error answered to the client with its status and envelope."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+    def body(self) -> dict[str, Any]:
+        """The JSON envelope."""
+        return envelope(self.code, self.message, self.details)
+
+
+def envelope(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    """``{"error": {...}}`` with ``details`` only when there are some."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    return {"error": error}
+
+
+def code_for_status(status: int) -> str:
+    """UPPER_SNAKE code for an HTTP status (404 → NOT_FOUND)."""
+    try:
+        return HTTPStatus(status).name
+    except ValueError:
+        return "ERROR"

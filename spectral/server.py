@@ -1,0 +1,128 @@
+"""``spectral serve``: the router and the HTTP server in one trio run.
+
+Start-up: lock the data directory, make sure the admin key exists, open the
+router (which reconciles nothing yet and schedules persisted alarms), then serve
+HTTP. Shutdown on SIGINT/SIGTERM: hypercorn stops accepting and gives in-flight
+requests ``graceful_timeout`` seconds; long-lived handlers see
+``state.shutting_down`` and close their sockets with 1001; then the router
+finishes in-flight turns, commits and closes every file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gc
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import TextIO
+
+import hypercorn.trio
+import trio
+from hypercorn.config import Config as HypercornConfig
+from quart_trio import QuartTrio
+
+from actors import Actor, RouterConfig, open_router
+from spectral.adminkey import ensure_admin_key
+from spectral.app import create_app
+from spectral.settings import Settings
+from spectral.state import ServerState
+
+log = logging.getLogger("spectral")
+
+#: Object kinds the server runs (the task and room kinds join in later issues).
+KINDS: Sequence[type[Actor]] = ()
+
+
+class DataDirLockedError(RuntimeError):
+    """Another process serves this data directory."""
+
+
+@contextmanager
+def lock_data_dir(data_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``<data-dir>/spectral.lock`` for the block's duration."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / "spectral.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataDirLockedError(f"{data_dir} is in use by another spectral process") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def hypercorn_config(settings: Settings) -> HypercornConfig:
+    """hypercorn settings for one trio worker (see DESIGN.md's measured notes)."""
+    config = HypercornConfig()
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    config.bind = [f"{host}:{settings.port}"]
+    config.backlog = settings.backlog
+    config.graceful_timeout = settings.graceful_timeout
+    config.keep_alive_timeout = 75
+    config.max_requests = None
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.include_server_header = False
+    return config
+
+
+def tune_gc() -> None:
+    """Freeze start-up objects and raise thresholds: the collector dominated fan-out CPU."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
+
+
+async def serve(settings: Settings, out: TextIO = sys.stdout) -> None:
+    """Run the server until SIGINT or SIGTERM, then shut down gracefully."""
+    with lock_data_dir(settings.data_dir):
+        admin = ensure_admin_key(settings.admin_key_path, settings.admin_key)
+        if admin.source == "created":
+            print(
+                f"spectral created an admin key (shown once, saved to {settings.admin_key_path}):"
+                f"\n  {admin.secret}",
+                file=out,
+                flush=True,
+            )
+        async with open_router(settings.data_dir, KINDS, RouterConfig()) as router:
+            state = ServerState(router, settings, admin.secret)
+            app = create_app(state)
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                await _serve_http(app, state, signals, out)
+        log.info("stopped")
+
+
+async def _serve_http(
+    app: QuartTrio, state: ServerState, signals: AsyncIterator[int], out: TextIO
+) -> None:
+    settings = state.settings
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_watch_signals, state, signals)
+        binds = await nursery.start(
+            partial(
+                hypercorn.trio.serve,
+                app,
+                hypercorn_config(settings),
+                shutdown_trigger=state.shutting_down.wait,
+            )
+        )
+        tune_gc()
+        print(f"spectral listening on {binds[0]}", file=out, flush=True)
+        log.info("serving", extra={"url": binds[0], "dataDir": str(settings.data_dir)})
+        await state.shutting_down.wait()
+        log.info("shutting down")
+        nursery.cancel_scope.deadline = trio.current_time() + settings.graceful_timeout + 5
+
+
+async def _watch_signals(state: ServerState, signals: AsyncIterator[int]) -> None:
+    async for signum in signals:
+        log.info("signal received", extra={"signal": signal.Signals(signum).name})
+        state.shutting_down.set()
+        return

@@ -1,0 +1,27 @@
+"""What the HTTP layer needs from the running server, in one object."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import trio
+
+from actors import Router
+from spectral.settings import Settings
+
+
+@dataclass
+class ServerState:
+    """The router, settings and lifecycle of one running server."""
+
+    router: Router
+    settings: Settings
+    admin_key: str
+    started: float = field(default_factory=time.monotonic)
+    #: Set when SIGINT/SIGTERM arrives: long-lived handlers close with 1001.
+    shutting_down: trio.Event = field(default_factory=trio.Event)
+
+    def uptime(self) -> float:
+        """Seconds since the server started."""
+        return time.monotonic() - self.started

@@ -1,0 +1,133 @@
+"""``spectral serve`` as a real process: defaults, admin key, /health, errors, shutdown."""
+
+from __future__ import annotations
+
+import json
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from tests.procs import ROOT, running
+
+SERVE = [sys.executable, "-m", "spectral", "serve", "--port", "0"]
+
+
+def serve_in(data_dir: Path, *extra: str) -> list[str]:
+    """argv of ``spectral serve`` on a free port over ``data_dir``."""
+    return [*SERVE, "--data-dir", str(data_dir), *extra]
+
+
+async def test_first_start_creates_and_prints_admin_key_once(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with running(serve_in(data)) as server:
+        key = (data / "admin.key").read_text().strip()
+        assert key.startswith("spk_admin_") and len(key) > 40
+        assert stat.S_IMODE((data / "admin.key").stat().st_mode) == 0o600
+        assert key in server.output
+    async with running(serve_in(data)) as server:
+        assert (data / "admin.key").read_text().strip() == key
+        assert key not in server.output
+        assert "admin key" not in server.output
+
+
+async def test_admin_key_from_environment_is_not_written(tmp_path: Path) -> None:
+    secret = "env-admin-key-0123456789"
+    async with running(serve_in(tmp_path), env={"SPECTRAL_ADMIN_KEY": secret}) as server:
+        assert not (tmp_path / "admin.key").exists()
+        assert secret not in server.output
+
+
+async def test_default_data_dir_is_data_under_the_working_directory(tmp_path: Path) -> None:
+    async with running([*SERVE], cwd=tmp_path, env={"SPECTRAL_DATA_DIR": ""}):
+        assert (tmp_path / "data" / "admin.key").exists()
+        assert (tmp_path / "data" / "registry.sqlite").exists()
+
+
+async def test_health_answers_the_spec_shape(tmp_path: Path) -> None:
+    async with running(serve_in(tmp_path)) as server, httpx.AsyncClient() as client:
+        response = await client.get(server.url + "/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert list(body) == ["status", "version", "uptimeSeconds", "actors", "connections"]
+    assert body["status"] == "healthy"
+    assert isinstance(body["version"], str) and body["version"]
+    assert 0 <= body["uptimeSeconds"] < 60
+    assert body["actors"] == {"live": 0, "evicted": 0}
+    assert body["connections"] == 0
+
+
+async def test_unknown_route_and_method_get_the_json_error_envelope(tmp_path: Path) -> None:
+    async with running(serve_in(tmp_path)) as server, httpx.AsyncClient() as client:
+        missing = await client.get(server.url + "/no/such/route")
+        wrong_method = await client.delete(server.url + "/health")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/json"
+    assert missing.json() == {
+        "error": {"code": "NOT_FOUND", "message": "no route for GET /no/such/route"}
+    }
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
+    assert "GET" in wrong_method.headers["allow"]
+
+
+async def test_every_request_is_logged_as_one_json_line(tmp_path: Path) -> None:
+    async with running(serve_in(tmp_path)) as server, httpx.AsyncClient() as client:
+        await client.get(server.url + "/health")
+        await client.get(server.url + "/missing")
+        server.terminate()
+        with trio.fail_after(15):
+            await server.wait()
+    records = [json.loads(line) for line in server.lines if line.startswith("{")]
+    requests = [r for r in records if r.get("msg") == "request"]
+    assert [(r["method"], r["route"], r["status"]) for r in requests] == [
+        ("GET", "/health", 200),
+        ("GET", "(unmatched)", 404),
+    ]
+    assert all(r["ms"] >= 0 for r in requests)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_signal_shuts_down_gracefully_with_exit_code_zero(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    async with running(serve_in(tmp_path)) as server:
+        server.process.send_signal(signum)
+        with trio.fail_after(15):
+            code = await server.wait()
+    assert code == 0, server.output
+    assert '"msg":"stopped"' in server.output
+
+
+async def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
+    async with running(serve_in(tmp_path)):
+        second = await trio.run_process(
+            serve_in(tmp_path), capture_stdout=True, capture_stderr=True, check=False
+        )
+    assert second.returncode == 1
+    assert b"in use by another spectral process" in second.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "field"), [(["--port", "70000"], "port"), (["--log-level", "LOUD"], "log_level")]
+)
+async def test_invalid_settings_exit_2_naming_the_field(
+    tmp_path: Path, flags: list[str], field: str
+) -> None:
+    argv = [sys.executable, "-m", "spectral", "serve", "--data-dir", str(tmp_path), *flags]
+    result = await trio.run_process(
+        argv, capture_stdout=True, capture_stderr=True, check=False, cwd=ROOT
+    )
+    assert result.returncode == 2
+    assert f"invalid setting {field}".encode() in result.stderr
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "spectral"
+    result = subprocess.run([script, "--version"], capture_output=True, text=True, check=True)
+    assert result.stdout.startswith("spectral ")
