@@ -45,7 +45,7 @@ from actors.errors import (
 )
 from actors.mailbox import ALARM_DUE, Cell, Envelope
 from actors.sockets import SocketSet
-from storage import ObjectMissingError, ObjectStore, Registry, StorageError
+from storage import ObjectMissingError, ObjectStore, Registry, StorageError, refresh_changed
 
 log = logging.getLogger("actors")
 
@@ -380,6 +380,7 @@ async def open_router(
     )
     router = Router(store, registry, kinds, config, clock)
     try:
+        _recover_registry(router)
         async with trio.open_nursery() as services:
             await services.start(registry.serve)
             await services.start(router._serve_reaper)
@@ -393,7 +394,7 @@ async def open_router(
                     yield router
                 finally:
                     router._begin_close()
-            registry.flush_now()
+            registry.end_run()
             services.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # Keep nursery plumbing out of callers' code: re-raise a lone error as itself.
@@ -403,6 +404,19 @@ async def open_router(
         raise
     finally:
         registry.conn.close()
+
+
+def _recover_registry(router: Router) -> None:
+    """After an unclean stop, bring staged-but-lost registry fields back from the files."""
+    unclean_since = router.registry.begin_run()
+    if unclean_since is None:
+        return
+    for kind in router.kinds:
+        refreshed = refresh_changed(router.store, router.registry, kind, unclean_since)
+        log.warning(
+            "registry refreshed after an unclean stop",
+            extra={"kind": kind, "objects": len(refreshed)},
+        )
 
 
 def _leaves(group: BaseExceptionGroup) -> list[BaseException]:

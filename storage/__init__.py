@@ -7,7 +7,7 @@ from storage.errors import MigrationError, ObjectCorruptError, ObjectMissingErro
 from storage.migrations import Migration, migrate, schema_version
 from storage.objects import ObjectStore, read_record, write_record
 from storage.paths import object_digest, object_path
-from storage.reconcile import Report, reconcile
+from storage.reconcile import Report, reconcile, refresh_changed
 from storage.registry import ObjectRow, Page, Registry
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "object_path",
     "read_record",
     "reconcile",
+    "refresh_changed",
     "schema_version",
     "write_record",
 ]

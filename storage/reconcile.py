@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,3 +104,41 @@ def reconcile(store: ObjectStore, registry: Registry, kind: str, *, repair: bool
         registry.flush_now()
         report.repaired = True
     return report
+
+
+#: Seconds of slack for file timestamps (coarse mtime, clock adjustments).
+MTIME_SLACK = 2.0
+
+
+def refresh_changed(store: ObjectStore, registry: Registry, kind: str, since: float) -> list[str]:
+    """After an unclean stop: re-read every file of ``kind`` changed since ``since``
+    (its database or WAL modified) and write its record to the registry.
+
+    Only fields staged but never flushed can be stale (creation, deletion and status
+    changes are written before their answers), so files untouched since the last
+    flush are skipped by their timestamps. Returns the ids that were refreshed.
+    """
+    threshold = since - MTIME_SLACK
+    refreshed: list[str] = []
+    for path in store.iter_files(kind):
+        if _modified(path) < threshold:
+            continue
+        try:
+            row = read_file_row(kind, path)
+        except sqlite3.Error:
+            continue  # unreadable: activation reports it for that id alone
+        if row is None or object_digest(kind, row.id) != path.stem:
+            continue
+        if registry.get(kind, row.id) != row:
+            registry.stage(row)
+            refreshed.append(row.id)
+    registry.flush_now()
+    return refreshed
+
+
+def _modified(path: Path) -> float:
+    latest = 0.0
+    for candidate in (str(path), f"{path}-wal"):
+        with contextlib.suppress(FileNotFoundError):
+            latest = max(latest, os.stat(candidate).st_mtime)
+    return latest

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,12 @@ REGISTRY_MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX objects_by_owner_status
             ON objects (kind, owner, status, created_at DESC, id DESC);
         CREATE INDEX objects_by_alarm ON objects (alarm_at) WHERE alarm_at IS NOT NULL;
+        """,
+    ),
+    Migration(
+        2,
+        """
+        CREATE TABLE registry_state (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
         """,
     ),
 )
@@ -204,6 +211,7 @@ class Registry:
                 )
             if deletes:
                 self.conn.executemany("DELETE FROM objects WHERE kind = ? AND id = ?", deletes)
+            self._set_state("flushed_at", time.time())
             self.conn.execute("COMMIT")
         except sqlite3.Error:
             if self.conn.in_transaction:
@@ -251,6 +259,35 @@ class Registry:
         """Flush and close the database."""
         self.flush_now()
         self.conn.close()
+
+    # -- crash bookkeeping -------------------------------------------------------
+
+    def _set_state(self, key: str, value: object) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO registry_state VALUES (?, ?)", (key, value))
+
+    def _state(self, key: str) -> Any:
+        row = self.conn.execute("SELECT value FROM registry_state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def begin_run(self) -> float | None:
+        """Mark the registry in use; return when the last run's final flush happened if
+        that run did not end cleanly (its staged changes may be lost), else None.
+        """
+        unclean = self._state("running") == 1
+        flushed_at = self._state("flushed_at")
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._set_state("running", 1)
+        self.conn.execute("COMMIT")
+        if not unclean:
+            return None
+        return float(flushed_at) if flushed_at is not None else 0.0
+
+    def end_run(self) -> None:
+        """Flush and mark the run as ended cleanly (everything staged is written)."""
+        self.flush_now()
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._set_state("running", 0)
+        self.conn.execute("COMMIT")
 
     # -- reading ---------------------------------------------------------------
 
