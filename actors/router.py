@@ -44,7 +44,7 @@ from actors.errors import (
     RouterClosedError,
 )
 from actors.mailbox import ALARM_DUE, Cell, Envelope
-from actors.sockets import SocketSet
+from actors.sockets import CLOSE_GOING_AWAY, CloseReason, SocketSet
 from storage import ObjectMissingError, ObjectStore, Registry, StorageError, refresh_changed
 
 log = logging.getLogger("actors")
@@ -195,6 +195,15 @@ class Router:
         socket_set = self._sockets.get(key)
         if socket_set is not None and not len(socket_set):
             del self._sockets[key]
+
+    def close_watchers(self, reason: CloseReason) -> int:
+        """Close every watcher of every object (after its queue drains); returns how many."""
+        closed = 0
+        for socket_set in list(self._sockets.values()):
+            closed += len(socket_set)
+            socket_set.close_all(reason)
+        self._sockets.clear()
+        return closed
 
     def statistics(self) -> RouterStatistics:
         """A snapshot of counters and sizes."""
@@ -347,6 +356,7 @@ class Router:
 
     def _begin_close(self) -> None:
         self._closed = True
+        self.close_watchers(CloseReason(CLOSE_GOING_AWAY, "server shutting down"))
         for cell in list(self._live.values()):
             cell.close()
 

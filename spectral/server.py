@@ -27,7 +27,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from quart_trio import QuartTrio
 
-from actors import Actor, RouterConfig, open_router
+from actors import CLOSE_GOING_AWAY, Actor, CloseReason, RouterConfig, open_router
 from spectral.adminkey import ensure_admin_key
 from spectral.app import create_app
 from spectral.settings import Settings
@@ -117,7 +117,8 @@ async def _serve_http(
         print(f"spectral listening on {binds[0]}", file=out, flush=True)
         log.info("serving", extra={"url": binds[0], "dataDir": str(settings.data_dir)})
         await state.shutting_down.wait()
-        log.info("shutting down")
+        closed = state.router.close_watchers(CloseReason(CLOSE_GOING_AWAY, "server shutting down"))
+        log.info("shutting down", extra={"watchersClosed": closed})
         nursery.cancel_scope.deadline = trio.current_time() + settings.graceful_timeout + 5
 
 
