@@ -1,0 +1,389 @@
+"""The Task object: one actor per task, its state and history in its own SQLite file.
+
+Theory of operation
+-------------------
+The actor holds the task's :class:`~spectral.task_state.TaskState` in memory and
+in its file (table ``task``, one row; ``events``, the history). A mutation runs
+the pure state machine, writes the new state and the appended event in the
+turn's transaction, re-arms the task's one alarm (heartbeat timeout or
+retention), updates the registry record, and registers an ``after_commit``
+broadcast: watchers hear of the change only once it is committed. In-memory
+state changes last, so a refused or crashed message leaves it untouched.
+
+A watch attaches its watcher from an ``after_commit`` callback of its own
+message: callbacks run in message order after the commit, so the watcher gets
+exactly the broadcasts of the messages that come after the snapshot it was given
+— no gap and no duplicate, whatever else the turn's batch held.
+
+Every message carries the caller's owner (``None`` for an admin). A task of
+another owner answers exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from actors import CLOSE_NORMAL, Actor, CloseReason, Migration, Rejected, Watcher
+from spectral import wire
+from spectral.task_state import (
+    Cancel,
+    Command,
+    Complete,
+    Create,
+    Event,
+    EventType,
+    Fail,
+    Log,
+    Progress,
+    Status,
+    TaskNotFoundError,
+    TaskState,
+    TaskStateError,
+    TimeOut,
+    apply,
+)
+
+KIND = "task"
+#: Events kept per task (oldest dropped first), SPEC §3.
+HISTORY_CAP = 10_000
+#: Events in ``latestHistory`` answers (newest first).
+LATEST = 10
+
+MIGRATIONS = (
+    Migration(
+        1,
+        """
+        CREATE TABLE task (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            state TEXT NOT NULL,
+            metadata TEXT NOT NULL
+        );
+        CREATE TABLE events (
+            seq INTEGER PRIMARY KEY,
+            event_type TEXT NOT NULL,
+            message TEXT NOT NULL,
+            progress REAL,
+            metadata TEXT,
+            timestamp REAL NOT NULL
+        );
+        """,
+    ),
+)
+
+#: Live watcher message type per command.
+_LIVE_TYPES: dict[type, str] = {
+    Create: "event",
+    Progress: "progress",
+    Log: "event",
+    Complete: "complete",
+    Fail: "fail",
+    Cancel: "cancel",
+    TimeOut: "timeout",
+}
+
+
+class TaskRejected(Rejected):
+    """A task message refused by the state machine or by ownership; wraps the reason."""
+
+    def __init__(self, reason: TaskStateError) -> None:
+        super().__init__(str(reason))
+        self.reason = reason
+
+
+# -- messages ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Mutate:
+    """Apply a state-machine command."""
+
+    command: Command
+    owner: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """Answer the current task."""
+
+    owner: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadHistory:
+    """Answer events with ``after < seq <= upto``, oldest first, at most ``limit``."""
+
+    after: int = 0
+    limit: int = 50
+    upto: int | None = None
+    owner: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """Attach ``watcher`` after this turn's commit; answer where its replay starts."""
+
+    watcher: Watcher
+    since: int | None = None
+    epoch: str | None = None
+    owner: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Remove:
+    """Delete the task: its file, its registry row; watchers get ``deleted`` and 1000."""
+
+    owner: str | None = None
+
+
+# -- answers -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Mutation:
+    """What a committed mutation answers."""
+
+    task: dict[str, Any]
+    event: dict[str, Any]
+    latest_history: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """A page of history."""
+
+    events: list[Event]
+    next_after: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class WatchStart:
+    """Where a new watcher starts: replay ``(since, snapshot.seq]`` then the snapshot."""
+
+    snapshot: TaskState
+    replay_after: int | None
+    recovered: bool
+
+
+# -- the actor -----------------------------------------------------------------------
+
+
+class Task(Actor):
+    """One task (see the module docstring)."""
+
+    kind = KIND
+    migrations = MIGRATIONS
+    history_cap = HISTORY_CAP
+
+    state: TaskState | None
+    #: The last events' JSON shapes, oldest first (for ``latestHistory``).
+    recent: deque[dict[str, Any]]
+
+    def load(self) -> None:
+        """Read the state and the last events from the file."""
+        row = self.db.execute("SELECT state, metadata FROM task WHERE id = 1").fetchone()
+        self.state = None if row is None else _state_from_row(row[0], row[1])
+        rows = self.db.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY seq DESC LIMIT ?", (LATEST,)
+        ).fetchall()
+        self.recent = deque(
+            (wire.event_json(_event_from_row(r)) for r in reversed(rows)), maxlen=LATEST
+        )
+
+    def handle(self, message: Any) -> Any:
+        """Dispatch one message."""
+        try:
+            match message:
+                case Mutate():
+                    return self._mutate(message.command, message.owner)
+                case Read():
+                    return wire.task_json(self._visible(message.owner))
+                case ReadHistory():
+                    self._visible(message.owner)
+                    return self._history(message.after, message.limit, message.upto)
+                case Watch():
+                    return self._watch(message)
+                case Remove():
+                    return self._remove(self._visible(message.owner))
+        except TaskStateError as error:
+            raise TaskRejected(error) from None
+        raise TypeError(f"not a task message: {message!r}")
+
+    def alarm(self) -> None:
+        """Heartbeat timeout (fail "timed out") or retention (delete), whichever is due."""
+        state = self.state
+        if state is None:
+            return
+        now = self.now()
+        retention = state.retention_deadline()
+        if retention is not None and retention <= now:
+            self._remove(state)
+            return
+        heartbeat = state.heartbeat_deadline()
+        if heartbeat is not None and heartbeat <= now:
+            self._mutate(TimeOut(), None)
+            return
+        self.set_alarm(_next_alarm(state))
+
+    # -- mutations ---------------------------------------------------------------------
+
+    def _mutate(self, command: Command, owner: str | None) -> Mutation:
+        if not isinstance(command, Create):
+            self._visible(owner)
+        now = self.now()
+        new, event = apply(self.state, command, now)
+        metadata_changed = self.state is None or new.metadata is not self.state.metadata
+        self._write(new, event, metadata_changed=metadata_changed)
+        self.set_alarm(_next_alarm(new))
+        record: dict[str, Any] = {"progress": new.progress}
+        if self.state is None or self.state.status is not new.status:
+            record["status"] = new.status.value
+        if self.state is None:
+            record["owner"] = new.owner
+        task, event_body = wire.task_json(new), wire.event_json(event)
+        record["summary"] = task
+        self.update_record(**record)
+        outgoing = wire.live_message(_LIVE_TYPES[type(command)], task, event_body, now)
+        sockets = self.sockets
+        self.after_commit(lambda: sockets.broadcast(outgoing))
+        latest = [event_body, *reversed(self.recent)][:LATEST]
+        # Last: in-memory state changes only once nothing above can fail.
+        self.state = new
+        self.recent.append(event_body)
+        return Mutation(task=task, event=event_body, latest_history=latest)
+
+    def _write(self, state: TaskState, event: Event, *, metadata_changed: bool) -> None:
+        db = self.db
+        if self.state is None:
+            db.execute(
+                "INSERT INTO task (id, state, metadata) VALUES (1, ?, ?)",
+                (_state_row(state), _json(state.metadata)),
+            )
+        elif metadata_changed:
+            db.execute(
+                "UPDATE task SET state = ?, metadata = ? WHERE id = 1",
+                (_state_row(state), _json(state.metadata)),
+            )
+        else:
+            db.execute("UPDATE task SET state = ? WHERE id = 1", (_state_row(state),))
+        db.execute(
+            f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                event.seq,
+                event.event_type.value,
+                event.message,
+                event.progress,
+                None if event.metadata is None else _json(event.metadata),
+                event.timestamp,
+            ),
+        )
+        if event.seq > self.history_cap:
+            db.execute("DELETE FROM events WHERE seq <= ?", (event.seq - self.history_cap,))
+
+    def _remove(self, state: TaskState) -> bool:
+        now = self.now()
+        self.delete()
+        outgoing = wire.deleted_message(state.task_id, state.seq + 1, now)
+        sockets = self.sockets
+
+        def notify() -> None:
+            sockets.broadcast(outgoing)
+            sockets.close_all(CloseReason(CLOSE_NORMAL, "task deleted"))
+
+        self.after_commit(notify)
+        return True
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def _visible(self, owner: str | None) -> TaskState:
+        state = self.state
+        if state is None or (owner is not None and state.owner != owner):
+            raise TaskNotFoundError("task not found")
+        return state
+
+    def _history(self, after: int, limit: int, upto: int | None) -> History:
+        assert self.state is not None
+        upto = self.state.seq if upto is None else upto
+        rows = self.db.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+            (after, upto, limit + 1),
+        ).fetchall()
+        events = [_event_from_row(r) for r in rows[:limit]]
+        next_after = events[-1].seq if len(rows) > limit else None
+        return History(events, next_after)
+
+    def _watch(self, message: Watch) -> WatchStart:
+        state = self._visible(message.owner)
+        replay_after: int | None = None
+        recovered = False
+        if message.since is not None and message.epoch == state.epoch:
+            oldest = self._oldest_seq()
+            if 0 <= message.since <= state.seq and (
+                message.since >= state.seq or (oldest is not None and oldest <= message.since + 1)
+            ):
+                recovered = True
+                replay_after = message.since if message.since < state.seq else None
+        watcher = message.watcher
+        sockets = self.sockets
+        self.after_commit(lambda: sockets.attach(watcher))
+        return WatchStart(state, replay_after, recovered)
+
+    def _oldest_seq(self) -> int | None:
+        row = self.db.execute("SELECT min(seq) FROM events").fetchone()
+        return None if row is None else row[0]
+
+
+# -- persistence helpers ----------------------------------------------------------------
+
+_EVENT_COLUMNS = "seq, event_type, message, progress, metadata, timestamp"
+_STATE_FIELDS = (
+    "task_id",
+    "owner",
+    "epoch",
+    "status",
+    "progress",
+    "error",
+    "seq",
+    "created_at",
+    "updated_at",
+    "started_at",
+    "completed_at",
+    "failed_at",
+    "canceled_at",
+    "timeout_seconds",
+    "ttl_seconds",
+)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _state_row(state: TaskState) -> str:
+    return _json([getattr(state, name) for name in _STATE_FIELDS])
+
+
+def _state_from_row(state_text: str, metadata_text: str) -> TaskState:
+    values = dict(zip(_STATE_FIELDS, json.loads(state_text), strict=True))
+    values["status"] = Status(values["status"])
+    return TaskState(metadata=json.loads(metadata_text), **values)
+
+
+def _event_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Event:
+    seq, event_type, message, progress, metadata, timestamp = row
+    return Event(
+        seq=seq,
+        event_type=EventType(event_type),
+        message=message,
+        progress=progress,
+        metadata=None if metadata is None else json.loads(metadata),
+        timestamp=timestamp,
+    )
+
+
+def _next_alarm(state: TaskState) -> float | None:
+    deadlines = [d for d in (state.heartbeat_deadline(), state.retention_deadline()) if d]
+    return min(deadlines) if deadlines else None

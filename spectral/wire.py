@@ -1,0 +1,144 @@
+"""JSON shapes on the wire: tasks, events and watcher messages (SPEC §3, §7).
+
+Pure functions from the state machine's values to plain dicts, plus the
+encode-once envelope that a broadcast hands to every watcher.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from spectral.task_state import Event, EventType, TaskState
+
+#: Watcher message type for each event type (replay and live use the same words).
+MESSAGE_TYPES: dict[EventType, str] = {
+    EventType.CREATED: "event",
+    EventType.LOG: "event",
+    EventType.PROGRESS: "progress",
+    EventType.SUCCESS: "complete",
+    EventType.ERROR: "fail",
+    EventType.CANCELED: "cancel",
+    EventType.TIMEOUT: "timeout",
+}
+
+
+def iso(timestamp: float | None) -> str | None:
+    """Unix seconds → ISO-8601 UTC with milliseconds and ``Z`` (None stays None)."""
+    if timestamp is None:
+        return None
+    milliseconds = int(timestamp * 1000)
+    second, millis = divmod(milliseconds, 1000)
+    return f"{_second_prefix(second)}{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _second_prefix(second: int) -> str:
+    # Formatting a date is slow (~3 µs); a task's timestamps repeat a few seconds.
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+
+
+def task_json(state: TaskState) -> dict[str, Any]:
+    """The task as clients see it (SPEC §3)."""
+    return {
+        "taskId": state.task_id,
+        "status": state.status.value,
+        "progress": _number(state.progress),
+        "metadata": dict(state.metadata),
+        "error": state.error,
+        "owner": state.owner,
+        "seq": state.seq,
+        "epoch": state.epoch,
+        "createdAt": iso(state.created_at),
+        "updatedAt": iso(state.updated_at),
+        "startedAt": iso(state.started_at),
+        "completedAt": iso(state.completed_at),
+        "failedAt": iso(state.failed_at),
+        "canceledAt": iso(state.canceled_at),
+        "timeoutSeconds": state.timeout_seconds,
+        "ttlSeconds": state.ttl_seconds,
+    }
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """One history event (SPEC §3)."""
+    return {
+        "seq": event.seq,
+        "eventType": event.event_type.value,
+        "message": event.message,
+        "progress": None if event.progress is None else _number(event.progress),
+        "metadata": None if event.metadata is None else dict(event.metadata),
+        "timestamp": iso(event.timestamp),
+    }
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON (no NaN: the model never holds one)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A watcher message encoded once and shared by every watcher's writer.
+
+    ``seq`` is the SSE ``id:``; ``final`` says the stream ends after it (deletion).
+    """
+
+    seq: int
+    text: str
+    final: bool = False
+
+
+def live_message(
+    message_type: str, task: dict[str, Any], event: dict[str, Any], timestamp: float
+) -> Outgoing:
+    """The message every watcher gets after a committed mutation (JSON shapes given)."""
+    body: dict[str, Any] = {
+        "type": message_type,
+        "taskId": task["taskId"],
+        "task": task,
+        "event": event,
+        "seq": task["seq"],
+        "timestamp": iso(timestamp),
+    }
+    return Outgoing(task["seq"], dumps(body))
+
+
+def replayed_message(task_id: str, event: Event) -> Outgoing:
+    """A history event re-sent to a resuming watcher (``task`` omitted, ``replayed``)."""
+    body = {
+        "type": MESSAGE_TYPES[event.event_type],
+        "taskId": task_id,
+        "event": event_json(event),
+        "seq": event.seq,
+        "timestamp": iso(event.timestamp),
+        "replayed": True,
+    }
+    return Outgoing(event.seq, dumps(body))
+
+
+def snapshot_message(state: TaskState, *, recovered: bool) -> Outgoing:
+    """The first live message of a watch: the current task."""
+    body = {
+        "type": "snapshot",
+        "taskId": state.task_id,
+        "task": task_json(state),
+        "seq": state.seq,
+        "epoch": state.epoch,
+        "recovered": recovered,
+    }
+    return Outgoing(state.seq, dumps(body))
+
+
+def deleted_message(task_id: str, seq: int, timestamp: float) -> Outgoing:
+    """The last message of a deleted task's watchers."""
+    body = {"type": "deleted", "taskId": task_id, "seq": seq, "timestamp": iso(timestamp)}
+    return Outgoing(seq, dumps(body), final=True)
+
+
+def _number(value: float) -> int | float:
+    """Whole numbers as ints (``50`` rather than ``50.0``), like the original's answers."""
+    return int(value) if value.is_integer() else value
