@@ -15,6 +15,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from spectral import __version__
+from spectral.api import rest
 from spectral.errors import ApiError, code_for_status, envelope
 from spectral.logs import log_request
 from spectral.state import ServerState
@@ -76,4 +77,5 @@ def create_app(state: ServerState) -> QuartTrio:
             "connections": stats.watchers,
         }
 
+    rest.register(app, state)
     return app

@@ -29,8 +29,14 @@ def envelope(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": error}
 
 
+#: Codes whose standard names vary between Python versions.
+_CODES = {413: "PAYLOAD_TOO_LARGE", 422: "UNPROCESSABLE_CONTENT"}
+
+
 def code_for_status(status: int) -> str:
     """UPPER_SNAKE code for an HTTP status (404 → NOT_FOUND)."""
+    if status in _CODES:
+        return _CODES[status]
     try:
         return HTTPStatus(status).name
     except ValueError:

@@ -32,11 +32,12 @@ from spectral.adminkey import ensure_admin_key
 from spectral.app import create_app
 from spectral.settings import Settings
 from spectral.state import ServerState
+from spectral.tasks import Task
 
 log = logging.getLogger("spectral")
 
-#: Object kinds the server runs (the task and room kinds join in later issues).
-KINDS: Sequence[type[Actor]] = ()
+#: Object kinds the server runs (the room kind joins in a later issue).
+KINDS: Sequence[type[Actor]] = (Task,)
 
 
 class DataDirLockedError(RuntimeError):

@@ -1,0 +1,1 @@
+"""The HTTP surfaces of spectral: REST, WebSocket, SSE (and later RPC), one module each."""

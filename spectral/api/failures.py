@@ -1,0 +1,77 @@
+"""Turning what can go wrong below the HTTP layer into the SPEC's error answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from actors import (
+    ActorBrokenError,
+    ActorCrashedError,
+    ObjectNotFoundError,
+    RouterClosedError,
+)
+from spectral.errors import ApiError
+from spectral.task_state import InvalidCommandError, TaskStateError
+from spectral.tasks import TaskRejected
+
+
+def validation_error(error: ValidationError, where: str = "") -> ApiError:
+    """400 naming each offending field; malformed JSON is ``INVALID_JSON``."""
+    problems = error.errors(include_url=False, include_context=False, include_input=False)
+    if any(problem["type"] == "json_invalid" for problem in problems):
+        return ApiError(400, "INVALID_JSON", f"the body is not valid JSON: {problems[0]['msg']}")
+    details = [
+        {"field": _field(where, problem["loc"]), "message": problem["msg"]} for problem in problems
+    ]
+    first = details[0]
+    return ApiError(400, "VALIDATION_ERROR", f"{first['field']}: {first['message']}", details)
+
+
+def _field(where: str, loc: tuple[Any, ...]) -> str:
+    parts = [where] if where else []
+    parts += [str(part) for part in loc]
+    return ".".join(parts) or "body"
+
+
+def task_error(error: BaseException, task_id: str) -> ApiError:
+    """The answer for an error raised by a call to a task's actor."""
+    match error:
+        case TaskRejected():
+            return state_error(error.reason, task_id)
+        case ObjectNotFoundError():
+            return ApiError(404, "TASK_NOT_FOUND", f"task {task_id!r} not found")
+        case RouterClosedError():
+            return ApiError(503, "SHUTTING_DOWN", "the server is shutting down")
+        case ActorBrokenError():
+            return ApiError(
+                503, "STORAGE_UNAVAILABLE", f"task {task_id!r} is unavailable; try again later"
+            )
+        case ActorCrashedError():
+            return ApiError(500, "INTERNAL", f"task {task_id!r} failed to apply the request")
+    raise error
+
+
+def state_error(reason: TaskStateError, task_id: str) -> ApiError:
+    """The answer for a refusal of the task state machine."""
+    if isinstance(reason, InvalidCommandError):
+        return ApiError(
+            400,
+            reason.code,
+            str(reason),
+            [{"field": reason.field, "message": str(reason).split(": ", 1)[-1]}],
+        )
+    if reason.code == "TASK_NOT_FOUND":
+        return ApiError(404, reason.code, f"task {task_id!r} not found")
+    return ApiError(reason.status, reason.code, str(reason))
+
+
+#: Errors :func:`task_error` knows how to answer.
+TASK_ERRORS = (
+    TaskRejected,
+    ObjectNotFoundError,
+    ActorBrokenError,
+    ActorCrashedError,
+    RouterClosedError,
+)

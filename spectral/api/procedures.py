@@ -1,0 +1,171 @@
+"""The task operations, independent of how they arrive (REST now, RPC later).
+
+Each takes the server state, the principal and a validated model, calls the
+task's actor and returns the JSON answer; errors leave as :class:`ApiError`.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from typing import Any
+
+import trio
+from pydantic import ValidationError
+
+from spectral import task_state as sm
+from spectral.api import models
+from spectral.api.context import Principal
+from spectral.api.failures import TASK_ERRORS, task_error, validation_error
+from spectral.errors import ApiError
+from spectral.state import ServerState
+from spectral.tasks import KIND, Mutate, Mutation, Read, ReadHistory, Remove
+from spectral.wire import event_json
+
+
+async def call_task(state: ServerState, task_id: str, message: Any, *, create: bool = False) -> Any:
+    """Send ``message`` to the task's actor; translate failures into API errors."""
+    try:
+        return await state.router.call(KIND, task_id, message, create=create)
+    except TASK_ERRORS as error:
+        raise task_error(error, task_id) from None
+
+
+def mutation_answer(result: Mutation) -> dict[str, Any]:
+    """The answer shape shared by every mutation but create."""
+    return {
+        "success": True,
+        "task": result.task,
+        "event": result.event,
+        "latestHistory": result.latest_history,
+    }
+
+
+async def create(state: ServerState, who: Principal, body: models.CreateTask) -> dict[str, Any]:
+    """Create a task owned by the caller's owner."""
+    command = sm.Create(
+        task_id=body.task_id,
+        owner=who.owner,
+        epoch=secrets.token_hex(8),
+        status=sm.Status(body.status),
+        progress=body.progress,
+        metadata=body.metadata or {},
+        timeout_seconds=body.timeout_seconds,
+        ttl_seconds=body.ttl_seconds,
+    )
+    result: Mutation = await call_task(state, body.task_id, Mutate(command), create=True)
+    return {"success": True, "taskId": body.task_id, "task": result.task}
+
+
+async def update_progress(
+    state: ServerState, who: Principal, body: models.UpdateProgress
+) -> dict[str, Any]:
+    """Report progress."""
+    command = sm.Progress(progress=body.progress, message=body.message, metadata=body.metadata)
+    return mutation_answer(await call_task(state, body.task_id, Mutate(command, who.owner_filter)))
+
+
+async def add_event(state: ServerState, who: Principal, body: models.AddEvent) -> dict[str, Any]:
+    """Append a log or progress event."""
+    event = body.event
+    command = sm.Log(
+        message=event.message,
+        event_type=sm.EventType(event.event_type),
+        progress=event.progress,
+        metadata=event.metadata,
+    )
+    return mutation_answer(await call_task(state, body.task_id, Mutate(command, who.owner_filter)))
+
+
+async def complete(state: ServerState, who: Principal, body: models.Complete) -> dict[str, Any]:
+    """Finish the task successfully."""
+    command = sm.Complete(metadata=body.metadata)
+    return mutation_answer(await call_task(state, body.task_id, Mutate(command, who.owner_filter)))
+
+
+async def fail(state: ServerState, who: Principal, body: models.Fail) -> dict[str, Any]:
+    """Finish the task with an error."""
+    command = sm.Fail(error=body.error, metadata=body.metadata)
+    return mutation_answer(await call_task(state, body.task_id, Mutate(command, who.owner_filter)))
+
+
+async def cancel(state: ServerState, who: Principal, body: models.Cancel) -> dict[str, Any]:
+    """Cancel the task."""
+    command = sm.Cancel(metadata=body.metadata)
+    return mutation_answer(await call_task(state, body.task_id, Mutate(command, who.owner_filter)))
+
+
+async def batch_update_progress(
+    state: ServerState, who: Principal, body: models.BatchUpdateProgress
+) -> dict[str, Any]:
+    """Apply many progress updates concurrently; each item succeeds or fails alone."""
+    results: list[dict[str, Any] | None] = [None] * len(body.updates)
+
+    async def one(index: int, raw: dict[str, Any]) -> None:
+        task_id = raw.get("taskId") if isinstance(raw.get("taskId"), str) else None
+        try:
+            try:
+                item = models.UpdateProgress.model_validate(raw, strict=True)
+            except ValidationError as exc:
+                raise validation_error(exc, f"updates.{index}") from None
+            answer = await update_progress(state, who, item)
+        except ApiError as error:
+            results[index] = {"taskId": task_id, "ok": False, "error": error.body()["error"]}
+        else:
+            results[index] = {"taskId": item.task_id, "ok": True, "task": answer["task"]}
+
+    async with trio.open_nursery() as nursery:
+        for index, raw in enumerate(body.updates):
+            nursery.start_soon(one, index, raw)
+    return {"results": results}
+
+
+async def get_task(state: ServerState, who: Principal, task_id: str) -> dict[str, Any]:
+    """The task."""
+    task: dict[str, Any] = await call_task(state, task_id, Read(who.owner_filter))
+    return task
+
+
+async def history(
+    state: ServerState, who: Principal, task_id: str, query: models.HistoryQuery
+) -> dict[str, Any]:
+    """A page of the task's history, oldest first."""
+    page = await call_task(
+        state, task_id, ReadHistory(query.after, query.limit, owner=who.owner_filter)
+    )
+    return {"events": [event_json(e) for e in page.events], "nextAfter": page.next_after}
+
+
+async def delete(state: ServerState, who: Principal, task_id: str) -> dict[str, Any]:
+    """Delete the task: file, registry row; watchers are told and closed."""
+    await call_task(state, task_id, Remove(who.owner_filter))
+    return {"success": True}
+
+
+def list_tasks(state: ServerState, who: Principal, query: models.ListQuery) -> dict[str, Any]:
+    """A page of tasks, newest first (admins may filter by owner; others see their own)."""
+    if who.is_admin:
+        owner = query.owner
+    elif query.owner is not None and query.owner != who.owner:
+        owner = "\x00no-such-owner"  # asking for another owner's tasks finds nothing
+    else:
+        owner = who.owner
+    page = state.router.registry.list(
+        KIND,
+        owner=owner,
+        status=None if query.status is None else query.status.value,
+        id_prefix=query.q or None,
+        limit=query.limit,
+        offset=(query.page - 1) * query.limit,
+    )
+    tasks = [row.summary for row in page.rows]
+    return {
+        "tasks": tasks,
+        "count": len(tasks),
+        "pagination": {
+            "total": page.total,
+            "page": query.page,
+            "limit": query.limit,
+            "pages": math.ceil(page.total / query.limit),
+        },
+    }

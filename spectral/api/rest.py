@@ -1,0 +1,92 @@
+"""REST endpoints of SPEC §4: parse, authorize, forward to a procedure, answer JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from quart import Quart, request
+
+from spectral.api import models, procedures
+from spectral.api.context import Principal, principal
+from spectral.api.failures import validation_error
+from spectral.errors import ApiError
+from spectral.state import ServerState
+
+M = TypeVar("M", bound=BaseModel)
+Procedure = Callable[[ServerState, Principal, Any], Awaitable[dict[str, Any]]]
+
+#: ``POST /tasks/{name}``: request model, procedure and success status.
+MUTATIONS: dict[str, tuple[type[BaseModel], Procedure, int]] = {
+    "create": (models.CreateTask, procedures.create, 201),
+    "updateProgress": (models.UpdateProgress, procedures.update_progress, 200),
+    "addEvent": (models.AddEvent, procedures.add_event, 200),
+    "complete": (models.Complete, procedures.complete, 200),
+    "fail": (models.Fail, procedures.fail, 200),
+    "cancel": (models.Cancel, procedures.cancel, 200),
+    "batchUpdateProgress": (models.BatchUpdateProgress, procedures.batch_update_progress, 200),
+}
+
+
+async def parse_body(model: type[M]) -> M:
+    """Validate the request body against ``model`` (400 naming the field on failure)."""
+    data = await request.get_data(cache=False)
+    if not data:
+        raise ApiError(400, "INVALID_JSON", "the body is empty; send a JSON object")
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as error:
+        raise validation_error(error) from None
+
+
+def parse_query(model: type[M]) -> M:
+    """Validate the query string against ``model``."""
+    try:
+        return model.model_validate(request.args.to_dict())
+    except ValidationError as error:
+        raise validation_error(error) from None
+
+
+def parse_task_id(task_id: str) -> str:
+    """Validate a task id taken from the path."""
+    try:
+        return models.TaskRef.model_validate({"taskId": task_id}).task_id
+    except ValidationError as error:
+        raise validation_error(error) from None
+
+
+def register(app: Quart, state: ServerState) -> None:
+    """Add the task endpoints to ``app``."""
+
+    async def mutate(name: str) -> tuple[dict[str, Any], int]:
+        entry = MUTATIONS.get(name)
+        if entry is None:
+            raise ApiError(404, "NOT_FOUND", f"no route for POST /tasks/{name}")
+        model, procedure, status = entry
+        body = await parse_body(model)
+        return await procedure(state, principal(), body), status
+
+    app.add_url_rule("/tasks/<name>", "tasks_mutate", mutate, methods=["POST"])
+
+    @app.get("/tasks")
+    async def list_tasks() -> dict[str, Any]:
+        """Page through tasks, newest first."""
+        return procedures.list_tasks(state, principal(), parse_query(models.ListQuery))
+
+    @app.get("/tasks/<task_id>")
+    async def get_task(task_id: str) -> dict[str, Any]:
+        """One task."""
+        return await procedures.get_task(state, principal(), parse_task_id(task_id))
+
+    @app.get("/tasks/<task_id>/history")
+    async def history(task_id: str) -> dict[str, Any]:
+        """A page of history."""
+        task_id = parse_task_id(task_id)
+        query = parse_query(models.HistoryQuery)
+        return await procedures.history(state, principal(), task_id, query)
+
+    @app.delete("/tasks/<task_id>")
+    async def delete(task_id: str) -> dict[str, Any]:
+        """Delete a task."""
+        return await procedures.delete(state, principal(), parse_task_id(task_id))
