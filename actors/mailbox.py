@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -261,7 +262,9 @@ class Cell:
             record_changes = self._record_changes(effects, wrote, now)
             if record_changes:
                 write_record(conn, _encode_record(record_changes))
+            committing = time.perf_counter()
             conn.execute("COMMIT")
+            router.stats.commit_seconds += time.perf_counter() - committing
             if self.unsettled:
                 router.store.settle(conn)
                 self.unsettled = False

@@ -85,6 +85,7 @@ class _Counters:
     restarts: int = 0
     turns: int = 0
     messages: int = 0
+    commit_seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,8 @@ class RouterStatistics:
     socket_sets: int
     watchers: int
     alarms: int
+    #: Seconds spent in COMMIT since start (with ``turns``: mean commit latency).
+    commit_seconds: float = 0.0
 
 
 class _Pending:
@@ -219,6 +222,7 @@ class Router:
             socket_sets=len(self._sockets),
             watchers=sum(len(s) for s in self._sockets.values()),
             alarms=len(self.alarms),
+            commit_seconds=self.stats.commit_seconds,
         )
 
     async def evict(self, kind: str, object_id: str) -> bool:

@@ -9,7 +9,7 @@ of what it did receive is never broken.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +78,19 @@ class Watcher:
         if self.close_reason is None:
             self.close_reason = reason
         self._send.close()
+
+    async def stream(self) -> AsyncIterator[Any]:
+        """Yield queued messages until the watcher is closed (for pull-based writers, e.g. SSE).
+
+        After it ends, :attr:`close_reason` says why.
+        """
+        async with self._receive:
+            async for message in self._receive:
+                if self._abort:
+                    break
+                yield message
+        if self.close_reason is None:
+            self.close_reason = CloseReason(CLOSE_GOING_AWAY, "writer stopped")
 
     async def serve_writer(
         self, send: Callable[[Any], Awaitable[None]], *, send_timeout: float = 10.0

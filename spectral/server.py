@@ -15,6 +15,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
@@ -22,13 +23,14 @@ from functools import partial
 from pathlib import Path
 from typing import TextIO
 
-import hypercorn.trio
 import trio
 from hypercorn.config import Config as HypercornConfig
 from quart_trio import QuartTrio
 
 from actors import CLOSE_GOING_AWAY, Actor, CloseReason, RouterConfig, open_router
+from spectral import front, metrics
 from spectral.adminkey import ensure_admin_key
+from spectral.api.watch import serve_websocket
 from spectral.app import create_app
 from spectral.settings import Settings
 from spectral.state import ServerState
@@ -94,6 +96,8 @@ async def serve(settings: Settings, out: TextIO = sys.stdout) -> None:
             )
         async with open_router(settings.data_dir, KINDS, RouterConfig()) as router:
             state = ServerState(router, settings, admin.secret)
+            state.keepalive.interval = settings.ws_ping_interval
+            metrics.install(router)
             app = create_app(state)
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 await _serve_http(app, state, signals, out)
@@ -104,23 +108,46 @@ async def _serve_http(
     app: QuartTrio, state: ServerState, signals: AsyncIterator[int], out: TextIO
 ) -> None:
     settings = state.settings
+    sock = listen_socket(settings.host, settings.port)
+    on_watch = partial(serve_websocket, state)
+
+    async def run_front(*, task_status: trio.TaskStatus[str]) -> None:
+        await front.serve(
+            app,
+            hypercorn_config(settings),
+            sock,
+            on_watch,
+            shutdown_trigger=state.shutting_down.wait,
+            task_status=task_status,
+        )
+        nursery.cancel_scope.cancel()  # stops the keepalive service
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_watch_signals, state, signals)
-        binds = await nursery.start(
-            partial(
-                hypercorn.trio.serve,
-                app,
-                hypercorn_config(settings),
-                shutdown_trigger=state.shutting_down.wait,
-            )
-        )
+        await nursery.start(state.keepalive.serve)
+        url = await nursery.start(run_front)
         tune_gc()
-        print(f"spectral listening on {binds[0]}", file=out, flush=True)
-        log.info("serving", extra={"url": binds[0], "dataDir": str(settings.data_dir)})
+        print(f"spectral listening on {url}", file=out, flush=True)
+        log.info("serving", extra={"url": url, "dataDir": str(settings.data_dir)})
         await state.shutting_down.wait()
         closed = state.router.close_watchers(CloseReason(CLOSE_GOING_AWAY, "server shutting down"))
         log.info("shutting down", extra={"watchersClosed": closed})
         nursery.cancel_scope.deadline = trio.current_time() + settings.graceful_timeout + 5
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A bound (not yet listening) TCP socket; port 0 picks a free one."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
 
 
 async def _watch_signals(state: ServerState, signals: AsyncIterator[int]) -> None:

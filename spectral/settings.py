@@ -34,6 +34,12 @@ class Settings(BaseModel):
     graceful_timeout: float = Field(5.0, ge=0)
     #: TCP accept backlog (hypercorn's default of 100 stalls bursts of connects).
     backlog: int = Field(4096, ge=1)
+    #: Messages a watcher may lag behind before it is closed with 4008 (SPEC §7).
+    watcher_queue: int = Field(1000, ge=1)
+    #: Seconds one write to a watcher may take before the watcher is dropped.
+    ws_send_timeout: float = Field(10.0, gt=0)
+    #: Seconds between protocol pings to idle WebSocket peers.
+    ws_ping_interval: float = Field(30.0, gt=0)
 
     @field_validator("log_level")
     @classmethod

@@ -9,6 +9,7 @@ import trio
 
 from actors import Router
 from spectral.settings import Settings
+from spectral.websocket import Keepalive
 
 
 @dataclass
@@ -21,6 +22,8 @@ class ServerState:
     started: float = field(default_factory=time.monotonic)
     #: Set when SIGINT/SIGTERM arrives: long-lived handlers close with 1001.
     shutting_down: trio.Event = field(default_factory=trio.Event)
+    #: Pings idle WebSocket peers and drops dead ones.
+    keepalive: Keepalive = field(default_factory=Keepalive)
 
     def uptime(self) -> float:
         """Seconds since the server started."""

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from spectral.task_state import Event, EventType, TaskState
+from spectral.websocket import text_frame
 
 #: Watcher message type for each event type (replay and live use the same words).
 MESSAGE_TYPES: dict[EventType, str] = {
@@ -80,16 +80,39 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-@dataclass(frozen=True, slots=True)
 class Outgoing:
     """A watcher message encoded once and shared by every watcher's writer.
 
     ``seq`` is the SSE ``id:``; ``final`` says the stream ends after it (deletion).
+    :attr:`frame` (the WebSocket frame) and :attr:`sse` (the SSE record) are built on
+    first use and then shared by every watcher.
     """
 
-    seq: int
-    text: str
-    final: bool = False
+    __slots__ = ("_frame", "_sse", "final", "seq", "text")
+
+    def __init__(self, seq: int, text: str, final: bool = False) -> None:
+        self.seq = seq
+        self.text = text
+        self.final = final
+        self._frame: bytes | None = None
+        self._sse: bytes | None = None
+
+    def __repr__(self) -> str:
+        return f"Outgoing(seq={self.seq}, text={self.text!r}, final={self.final})"
+
+    @property
+    def frame(self) -> bytes:
+        """The WebSocket text frame carrying :attr:`text`."""
+        if self._frame is None:
+            self._frame = text_frame(self.text.encode())
+        return self._frame
+
+    @property
+    def sse(self) -> bytes:
+        """The Server-Sent Events record (``id:`` = seq)."""
+        if self._sse is None:
+            self._sse = f"id: {self.seq}\ndata: {self.text}\n\n".encode()
+        return self._sse
 
 
 def live_message(

@@ -1,0 +1,204 @@
+"""Watching a task live: the WebSocket endpoint ``/ws/task/{taskId}`` and the shared
+replay logic that the SSE endpoint uses too (SPEC §7).
+
+Order of what a watcher receives: the replay of history after ``since`` (paged
+from the actor by the watcher's own writer), the snapshot, then every live
+message, in seq order. The watcher is attached inside the actor's turn (see
+:mod:`spectral.tasks`), so the live queue starts exactly after the snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import trio
+from pydantic import ValidationError
+
+from actors import CLOSE_GOING_AWAY, CLOSE_TOO_SLOW, CloseReason, Watcher
+from spectral import metrics, wire
+from spectral.api import models
+from spectral.api.context import Principal, principal
+from spectral.api.failures import TASK_ERRORS, task_error
+from spectral.errors import ApiError
+from spectral.logs import log_request
+from spectral.state import ServerState
+from spectral.tasks import KIND, ReadHistory, Watch, WatchStart
+from spectral.websocket import Peer, PeerGone, accept
+
+log = logging.getLogger("spectral.http")
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_NOT_FOUND = 4404
+CLOSE_TRY_AGAIN = 1013
+CLOSE_POLICY = 1008
+CLOSE_INTERNAL = 1011
+#: Events per replay page read from the actor.
+REPLAY_PAGE = 500
+TASK_ROUTE = "/ws/task/"
+
+
+def close_for(error: ApiError) -> CloseReason:
+    """The WebSocket close code for an error answer."""
+    if error.status == 404:
+        return CloseReason(CLOSE_NOT_FOUND, "task not found")
+    if error.status == 401:
+        return CloseReason(CLOSE_UNAUTHENTICATED, "unauthenticated")
+    if error.code == "SHUTTING_DOWN":
+        return CloseReason(CLOSE_GOING_AWAY, "server shutting down")
+    if error.status == 503:
+        return CloseReason(CLOSE_TRY_AGAIN, "task unavailable")
+    if error.status == 400:
+        return CloseReason(CLOSE_POLICY, error.message[:120])
+    return CloseReason(CLOSE_INTERNAL, "internal error")
+
+
+async def start_watch(
+    state: ServerState, who: Principal, task_id: str, query: models.WatchQuery, watcher: Watcher
+) -> WatchStart:
+    """Register ``watcher`` with the task's actor; raises :class:`ApiError`."""
+    message = Watch(watcher, query.since, query.epoch, owner=who.owner_filter)
+    try:
+        start: WatchStart = await state.router.call(KIND, task_id, message)
+    except TASK_ERRORS as error:
+        raise task_error(error, task_id) from None
+    return start
+
+
+async def opening(
+    state: ServerState, who: Principal, task_id: str, start: WatchStart
+) -> AsyncIterator[wire.Outgoing]:
+    """The replayed events (if any) and then the snapshot."""
+    snapshot = start.snapshot
+    after = start.replay_after
+    while after is not None and after < snapshot.seq:
+        request = ReadHistory(after, REPLAY_PAGE, upto=snapshot.seq, owner=who.owner_filter)
+        try:
+            page = await state.router.call(KIND, task_id, request)
+        except TASK_ERRORS:
+            break  # deleted meanwhile: the queue holds the "deleted" message
+        for event in page.events:
+            yield wire.replayed_message(task_id, event)
+        after = page.next_after
+    yield wire.snapshot_message(snapshot, recovered=start.recovered)
+
+
+def release(state: ServerState, task_id: str, watcher: Watcher) -> None:
+    """Detach a finished watcher and drop the task's socket set if it is empty."""
+    state.router.sockets(KIND, task_id).detach(watcher)
+    state.router.release_sockets(KIND, task_id)
+
+
+def parse_target(target: str) -> tuple[str, dict[str, str]]:
+    """Path and query parameters of a request target."""
+    parts = urlsplit(target)
+    return unquote(parts.path), dict(parse_qsl(parts.query))
+
+
+async def serve_websocket(state: ServerState, stream: trio.SocketStream, head: bytes) -> None:
+    """Serve one WebSocket connection whose request head is ``head``."""
+    started = time.perf_counter()
+    accepted = await accept(stream, head, send_timeout=state.settings.ws_send_timeout)
+    if accepted is None:
+        return
+    peer, request = accepted
+    path, params = parse_target(request.target)
+    state.keepalive.add(peer)
+    metrics.WS_CONNECTIONS.inc()
+    try:
+        if path.startswith(TASK_ROUTE):
+            await watch_task(state, peer, path[len(TASK_ROUTE) :], params)
+        else:
+            await peer.close(CLOSE_NOT_FOUND, "no such route")
+    finally:
+        metrics.WS_CONNECTIONS.dec()
+        state.keepalive.discard(peer)
+        await peer.abort()
+        route = TASK_ROUTE + "{taskId}" if path.startswith(TASK_ROUTE) else "(unmatched)"
+        log_request(log, "GET", route, 101, started, closeCode=peer.close_code)
+
+
+async def watch_task(state: ServerState, peer: Peer, raw_id: str, params: dict[str, str]) -> None:
+    """The watch protocol on one accepted WebSocket."""
+    who = principal()
+    try:
+        task_id = models.TaskRef.model_validate({"taskId": raw_id}).task_id
+    except ValidationError:
+        await peer.close(CLOSE_NOT_FOUND, "task not found")
+        return
+    try:
+        query = models.WatchQuery.model_validate(params)
+    except ValidationError as error:
+        field = ".".join(str(p) for p in error.errors()[0]["loc"])
+        await peer.close(CLOSE_POLICY, f"invalid {field}")
+        return
+    watcher = Watcher(state.settings.watcher_queue)
+    try:
+        start = await start_watch(state, who, task_id, query, watcher)
+    except ApiError as error:
+        reason = close_for(error)
+        await peer.close(reason.code, reason.reason)
+        return
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_read_client, peer, watcher)
+            reason = await _write(state, peer, who, task_id, start, watcher)
+            nursery.cancel_scope.cancel()
+        if reason.code == CLOSE_TOO_SLOW:
+            metrics.WATCHERS_DROPPED.inc()
+        await peer.close(reason.code, reason.reason)
+    finally:
+        watcher.close(CloseReason(CLOSE_GOING_AWAY, "connection ended"))
+        release(state, task_id, watcher)
+
+
+async def _write(
+    state: ServerState,
+    peer: Peer,
+    who: Principal,
+    task_id: str,
+    start: WatchStart,
+    watcher: Watcher,
+) -> CloseReason:
+    sent = metrics.WS_MESSAGES_SENT
+    try:
+        async for outgoing in opening(state, who, task_id, start):
+            await peer.send_bytes(outgoing.frame)
+            sent.inc()
+
+        async def send(item: Any) -> None:
+            await peer.send_bytes(item.frame)
+            sent.inc()
+
+        return await watcher.serve_writer(send, send_timeout=state.settings.ws_send_timeout)
+    except PeerGone:
+        return CloseReason(CLOSE_GOING_AWAY, "peer gone")
+
+
+async def _read_client(peer: Peer, watcher: Watcher) -> None:
+    try:
+        async for message in peer.messages():
+            reply = _reply(message)
+            if reply is not None:
+                await peer.send_text(reply)
+    except PeerGone:
+        pass
+    # The client is gone (or closed): stop the writer.
+    watcher.close(CloseReason(CLOSE_GOING_AWAY, "client closed"))
+
+
+def _reply(message: str | bytes) -> str | None:
+    """Answers to what a watcher may send: ``ping`` and ``{"type": "ping"}``."""
+    if message == "ping":
+        return "pong"
+    try:
+        body = json.loads(message)
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if isinstance(body, dict) and body.get("type") == "ping":
+        return wire.dumps({"type": "pong", "timestamp": wire.iso(time.time())})
+    return wire.dumps({"type": "error", "message": "unknown message; send 'ping'"})

@@ -1,0 +1,267 @@
+"""A lean server-side WebSocket on a trio stream, for fan-out to many watchers.
+
+Theory of operation
+-------------------
+Watchers only receive, so the hot path is sending. Frames from a server are not
+masked, so a text frame's bytes are the same for every peer: :func:`text_frame`
+builds them once per message and every peer's writer hands those same bytes to
+``send_all``. wsproto still parses what peers send (masked frames, pings, close)
+and writes control frames; data frames bypass it, which wsproto allows because
+it keeps no state about outgoing data messages.
+
+Every write goes through :meth:`Peer.send_bytes`, under a lock (so frames never
+interleave) and a deadline: a peer that does not take its bytes in time is
+aborted — its socket is closed — so a stalled client can never pin a task or
+hold up shutdown. Keepalive is one task for all peers (:class:`Keepalive`): it
+pings each idle peer and aborts those silent for too long.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import AsyncIterator
+from typing import Any
+
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Pong,
+    RejectConnection,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+
+log = logging.getLogger("spectral.websocket")
+
+#: Largest message a client may send (SPEC §10); bigger closes with 1009.
+MAX_CLIENT_MESSAGE = 64 * 1024
+CLOSE_TOO_BIG = 1009
+CLOSE_PROTOCOL_ERROR = 1002
+RECEIVE_SIZE = 65536
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One unmasked, final text frame carrying ``payload`` (RFC 6455 §5.2)."""
+    size = len(payload)
+    if size < 126:
+        header = bytes((0x81, size))
+    elif size < 65536:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + payload
+
+
+class PeerGone(Exception):
+    """The peer closed, went away, or was aborted."""
+
+
+class Peer:
+    """One accepted WebSocket connection.
+
+    Args:
+        stream: the connection (its handshake already answered by :func:`accept`).
+        connection: the wsproto state machine that parsed the handshake.
+        send_timeout: seconds a write may take before the peer is aborted.
+    """
+
+    def __init__(
+        self, stream: trio.abc.Stream, connection: WSConnection, send_timeout: float
+    ) -> None:
+        self.stream = stream
+        self.connection = connection
+        self.send_timeout = send_timeout
+        self.closed = False
+        self.close_code: int | None = None
+        self.last_heard = trio.current_time()
+        self._lock = trio.Lock()
+
+    async def send_bytes(self, data: bytes) -> None:
+        """Write raw bytes (a frame); abort the peer if it does not take them in time."""
+        if self.closed:
+            raise PeerGone("closed")
+        async with self._lock:
+            try:
+                with trio.fail_after(self.send_timeout):
+                    await self.stream.send_all(data)
+            except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+                await self.abort()
+                raise PeerGone("send failed") from None
+
+    @property
+    def writing(self) -> bool:
+        """True while a write is in progress."""
+        return self._lock.locked()
+
+    async def ping(self) -> None:
+        """Send a protocol ping (the answer refreshes :attr:`last_heard`)."""
+        await self._send_control(Ping(b"ka"))
+
+    async def send_text(self, text: str) -> None:
+        """Send one text message."""
+        await self.send_bytes(text_frame(text.encode()))
+
+    async def messages(self) -> AsyncIterator[str | bytes]:
+        """Yield complete client messages; answer pings and the close handshake.
+
+        Ends when the peer closes or goes away; a message over the limit closes 1009.
+        """
+        parts: list[Any] = []
+        size = 0
+        while not self.closed:
+            try:
+                data = await self.stream.receive_some(RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            if not data:
+                await self.abort()
+                return
+            self.last_heard = trio.current_time()
+            try:
+                self.connection.receive_data(data)
+                events = list(self.connection.events())
+            except RemoteProtocolError:
+                await self.close(CLOSE_PROTOCOL_ERROR, "protocol error")
+                return
+            for event in events:
+                if isinstance(event, TextMessage | BytesMessage):
+                    size += len(event.data)
+                    if size > MAX_CLIENT_MESSAGE:
+                        await self.close(CLOSE_TOO_BIG, "message too big")
+                        return
+                    parts.append(event.data)
+                    if event.message_finished:
+                        empty: str | bytes = "" if isinstance(event, TextMessage) else b""
+                        message = empty.join(parts)
+                        parts, size = [], 0
+                        yield message
+                elif isinstance(event, Ping):
+                    await self._send_control(event.response())
+                elif isinstance(event, CloseConnection):
+                    self.close_code = event.code
+                    await self._send_control(event.response())
+                    await self.abort()
+                    return
+                elif isinstance(event, Pong):
+                    pass
+
+    async def close(self, code: int, reason: str = "") -> None:
+        """Send a close frame, give the peer a moment to answer, then close the socket."""
+        if self.closed:
+            return
+        self.close_code = code
+        try:
+            await self._send_control(CloseConnection(code=code, reason=reason))
+        except PeerGone:
+            return
+        with trio.move_on_after(1.0):
+            try:
+                while await self.stream.receive_some(RECEIVE_SIZE):
+                    pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+        await self.abort()
+
+    async def abort(self) -> None:
+        """Close the socket now."""
+        if self.closed:
+            return
+        self.closed = True
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(self.stream)
+
+    async def _send_control(self, event: Any) -> None:
+        try:
+            data = self.connection.send(event)
+        except LocalProtocolError:
+            return  # e.g. closing a connection wsproto already sees as closed
+        await self.send_bytes(data)
+
+
+async def accept(
+    stream: trio.abc.Stream, head: bytes, *, send_timeout: float
+) -> tuple[Peer, Request] | None:
+    """Complete the handshake of a request whose bytes so far are ``head``.
+
+    Returns the peer and the parsed request, or None (after answering 400) if the
+    request is not a valid WebSocket handshake.
+    """
+    connection = WSConnection(ConnectionType.SERVER)
+    request: Request | None = None
+    data = head
+    with trio.move_on_after(10):
+        while request is None:
+            try:
+                connection.receive_data(data)
+                for event in connection.events():
+                    if isinstance(event, Request):
+                        request = event
+            except RemoteProtocolError as exc:
+                await _reject(stream, connection, exc)
+                return None
+            if request is None:
+                data = await stream.receive_some(RECEIVE_SIZE)
+                if not data:
+                    return None
+    if request is None:
+        return None
+    peer = Peer(stream, connection, send_timeout)
+    await peer.send_bytes(connection.send(AcceptConnection()))
+    return peer, request
+
+
+async def _reject(stream: trio.abc.Stream, connection: WSConnection, exc: Exception) -> None:
+    try:
+        data = connection.send(RejectConnection(status_code=400))
+        await stream.send_all(data)
+    except (LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    log.debug("bad websocket handshake: %s", exc)
+    await trio.aclose_forcefully(stream)
+
+
+class Keepalive:
+    """Pings every registered peer each ``interval`` and aborts the silent ones.
+
+    One task for all peers: a peer costs a set entry, not a task.
+    """
+
+    def __init__(self, interval: float = 30.0) -> None:
+        self.interval = interval
+        self.peers: set[Peer] = set()
+
+    def add(self, peer: Peer) -> None:
+        """Watch ``peer`` until :meth:`discard`."""
+        self.peers.add(peer)
+
+    def discard(self, peer: Peer) -> None:
+        """Stop watching ``peer``."""
+        self.peers.discard(peer)
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled."""
+        task_status.started()
+        while True:
+            await trio.sleep(self.interval)
+            now = trio.current_time()
+            async with trio.open_nursery() as nursery:
+                for peer in list(self.peers):
+                    if peer.closed:
+                        self.peers.discard(peer)
+                    elif now - peer.last_heard > 2 * self.interval + 5:
+                        self.peers.discard(peer)
+                        nursery.start_soon(peer.abort)
+                    elif now - peer.last_heard >= self.interval and not peer.writing:
+                        nursery.start_soon(self._ping, peer)
+
+    async def _ping(self, peer: Peer) -> None:
+        try:
+            await peer.ping()
+        except PeerGone:
+            self.peers.discard(peer)
