@@ -9,7 +9,7 @@ of what it did receive is never broken.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,18 +79,20 @@ class Watcher:
             self.close_reason = reason
         self._send.close()
 
-    async def stream(self) -> AsyncIterator[Any]:
-        """Yield queued messages until the watcher is closed (for pull-based writers, e.g. SSE).
+    async def next(self) -> Any:
+        """The next queued message, for pull-based writers (e.g. SSE); cancel-safe.
 
-        After it ends, :attr:`close_reason` says why.
+        Raises:
+            trio.EndOfChannel: the watcher is closed (see :attr:`close_reason`).
         """
-        async with self._receive:
-            async for message in self._receive:
-                if self._abort:
-                    break
-                yield message
-        if self.close_reason is None:
-            self.close_reason = CloseReason(CLOSE_GOING_AWAY, "writer stopped")
+        if self._abort:
+            raise trio.EndOfChannel
+        try:
+            return await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            if self.close_reason is None:
+                self.close_reason = CloseReason(CLOSE_GOING_AWAY, "writer stopped")
+            raise trio.EndOfChannel from None
 
     async def serve_writer(
         self, send: Callable[[Any], Awaitable[None]], *, send_timeout: float = 10.0

@@ -10,12 +10,13 @@ import logging
 import time
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Response, g, jsonify, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from spectral import __version__
-from spectral.api import rest
+from spectral import __version__, metrics
+from spectral.api import rest, sse
 from spectral.errors import ApiError, code_for_status, envelope
 from spectral.logs import log_request
 from spectral.state import ServerState
@@ -27,6 +28,7 @@ def create_app(state: ServerState) -> QuartTrio:
     """Build the quart-trio application serving ``state``."""
     app = QuartTrio("spectral")
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    app.config["RESPONSE_TIMEOUT"] = None  # event streams stay open
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["spectral"] = state
 
@@ -37,7 +39,11 @@ def create_app(state: ServerState) -> QuartTrio:
     @app.after_request
     async def _log_request(response: Response) -> Response:
         rule = request.url_rule.rule if request.url_rule is not None else "(unmatched)"
-        log_request(log, request.method, rule, response.status_code, g.get("started", 0.0))
+        started = g.get("started", 0.0)
+        metrics.REQUEST_SECONDS.labels(request.method, rule, str(response.status_code)).observe(
+            time.perf_counter() - started
+        )
+        log_request(log, request.method, rule, response.status_code, started)
         return response
 
     @app.errorhandler(ApiError)
@@ -77,5 +83,11 @@ def create_app(state: ServerState) -> QuartTrio:
             "connections": stats.watchers,
         }
 
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        """Prometheus text exposition (SPEC §11)."""
+        return Response(metrics.render(), content_type=CONTENT_TYPE_LATEST)
+
     rest.register(app, state)
+    sse.register(app, state)
     return app

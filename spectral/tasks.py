@@ -319,7 +319,8 @@ class Task(Actor):
         state = self._visible(message.owner)
         replay_after: int | None = None
         recovered = False
-        if message.since is not None and message.epoch == state.epoch:
+        # Without an epoch (e.g. a browser's EventSource resuming) the seq alone is trusted.
+        if message.since is not None and message.epoch in (None, state.epoch):
             oldest = self._oldest_seq()
             if 0 <= message.since <= state.seq and (
                 message.since >= state.seq or (oldest is not None and oldest <= message.since + 1)

@@ -56,18 +56,27 @@ def parse_task_id(task_id: str) -> str:
         raise validation_error(error) from None
 
 
-def register(app: Quart, state: ServerState) -> None:
-    """Add the task endpoints to ``app``."""
-
-    async def mutate(name: str) -> tuple[dict[str, Any], int]:
-        entry = MUTATIONS.get(name)
-        if entry is None:
-            raise ApiError(404, "NOT_FOUND", f"no route for POST /tasks/{name}")
-        model, procedure, status = entry
+def _mutation_view(
+    state: ServerState, model: type[BaseModel], procedure: Procedure, status: int
+) -> Callable[[], Awaitable[tuple[dict[str, Any], int]]]:
+    async def view() -> tuple[dict[str, Any], int]:
         body = await parse_body(model)
         return await procedure(state, principal(), body), status
 
-    app.add_url_rule("/tasks/<name>", "tasks_mutate", mutate, methods=["POST"])
+    view.__doc__ = procedure.__doc__
+    return view
+
+
+def register(app: Quart, state: ServerState) -> None:
+    """Add the task endpoints to ``app``."""
+
+    for name, (model, procedure, status) in MUTATIONS.items():
+        app.add_url_rule(
+            f"/tasks/{name}",
+            f"tasks_{name}",
+            _mutation_view(state, model, procedure, status),
+            methods=["POST"],
+        )
 
     @app.get("/tasks")
     async def list_tasks() -> dict[str, Any]:
