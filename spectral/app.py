@@ -57,6 +57,8 @@ def create_app(state: ServerState) -> QuartTrio:
             message = f"no route for {request.method} {request.path}"
         elif status == 405:
             message = f"method {request.method} is not allowed on {request.path}"
+        elif status == 413:
+            message = "the request body is larger than 1 MiB"
         else:
             message = error.description or error.name
         response = jsonify(envelope(code_for_status(status), message))
@@ -64,6 +66,9 @@ def create_app(state: ServerState) -> QuartTrio:
         for name, value in error.get_headers():
             if name.lower() not in {"content-type", "content-length"}:
                 response.headers[name] = value
+        if status == 413:
+            # The rest of the body is never read: this connection cannot carry another request.
+            response.headers["Connection"] = "close"
         return response
 
     @app.errorhandler(Exception)

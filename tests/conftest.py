@@ -1,0 +1,43 @@
+"""Shared fixtures: a real ``spectral serve`` process on a free loopback port."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.procs import Server, running
+
+
+def serve_argv(data_dir: Path, *extra: str) -> list[str]:
+    """argv of ``spectral serve`` on a free port over ``data_dir``."""
+    return [
+        sys.executable,
+        "-m",
+        "spectral",
+        "serve",
+        "--port",
+        "0",
+        "--data-dir",
+        str(data_dir),
+        "--log-level",
+        "WARNING",
+        *extra,
+    ]
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    """A server over a fresh data directory."""
+    async with running(serve_argv(tmp_path / "data")) as process:
+        yield process
+
+
+@pytest.fixture
+async def client(server: Server) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for :func:`server`."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=20) as http:
+        yield http
