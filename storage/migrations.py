@@ -92,9 +92,11 @@ def _set_version(conn: sqlite3.Connection, stream: str | None, version: int) -> 
 
 def _statements(script: str) -> list[str]:
     # executescript() would COMMIT our transaction first; split on complete statements.
+    # Pieces end at every ";"; a piece inside a string literal is not complete yet.
     statements, buffer = [], ""
-    for line in script.splitlines(keepends=True):
-        buffer += line
+    pieces = script.split(";")
+    for index, piece in enumerate(pieces):
+        buffer += piece if index == len(pieces) - 1 else piece + ";"
         if sqlite3.complete_statement(buffer):
             if buffer.strip():
                 statements.append(buffer.strip())
