@@ -104,6 +104,8 @@ class RouterStatistics:
     alarms: int
     #: Seconds spent in COMMIT since start (with ``turns``: mean commit latency).
     commit_seconds: float = 0.0
+    #: Evicted actors still finishing their last turn and closing their file.
+    closing: int = 0
 
 
 class _Pending:
@@ -223,6 +225,7 @@ class Router:
             watchers=sum(len(s) for s in self._sockets.values()),
             alarms=len(self.alarms),
             commit_seconds=self.stats.commit_seconds,
+            closing=len(self._closing),
         )
 
     async def evict(self, kind: str, object_id: str) -> bool:
@@ -353,10 +356,15 @@ class Router:
         interval = max(min(self.config.idle_timeout / 4, 5.0), 0.01)
         while True:
             await trio.sleep(interval)
-            deadline = trio.current_time() - self.config.idle_timeout
+            now = trio.current_time()
+            deadline = now - self.config.idle_timeout
             for cell in list(self._live.values()):
-                if cell.last_used <= deadline and cell.idle and not cell.closing:
+                if not cell.idle or cell.closing:
+                    continue
+                if cell.last_used <= deadline:
                     self._evict(cell)
+                elif cell.last_used <= now - interval:
+                    cell.shrink()  # idle for a while: give back its page cache
 
     def _begin_close(self) -> None:
         self._closed = True

@@ -47,3 +47,14 @@ def tune_sqlite_memory() -> bool:
     lib.sqlite3_initialize()
     _applied = ok
     return ok
+
+
+def sqlite_memory_used() -> int | None:
+    """Bytes of memory SQLite holds now (all connections), or None if unavailable."""
+    name = ctypes.util.find_library("sqlite3") or "libsqlite3.so.0"
+    try:
+        lib = ctypes.CDLL(name)
+    except OSError:
+        return None
+    lib.sqlite3_memory_used.restype = ctypes.c_int64
+    return int(lib.sqlite3_memory_used())
