@@ -14,6 +14,7 @@ import fcntl
 import gc
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -76,6 +77,28 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     return config
 
 
+def raise_fd_limit() -> int:
+    """Raise the soft limit of open files to the hard one; return the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def live_actor_cap(fd_limit: int) -> int:
+    """Live actors to allow: half the file descriptors, 2 per actor, at most 10,000.
+
+    The other half is for client connections (each watcher holds a socket).
+    """
+    return max(64, min(10_000, (fd_limit // 2 - 256) // 2))
+
+
 def tune_gc() -> None:
     """Freeze start-up objects and raise thresholds: the collector dominated fan-out CPU."""
     gc.collect()
@@ -94,7 +117,10 @@ async def serve(settings: Settings, out: TextIO = sys.stdout) -> None:
                 file=out,
                 flush=True,
             )
-        async with open_router(settings.data_dir, KINDS, RouterConfig()) as router:
+        fd_limit = raise_fd_limit()
+        config = RouterConfig(max_live=live_actor_cap(fd_limit))
+        log.info("limits", extra={"openFiles": fd_limit, "maxLiveActors": config.max_live})
+        async with open_router(settings.data_dir, KINDS, config) as router:
             state = ServerState(router, settings, admin.secret)
             state.keepalive.interval = settings.ws_ping_interval
             metrics.install(router)

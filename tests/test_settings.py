@@ -67,3 +67,12 @@ def test_empty_admin_key_file_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "admin.key").write_text("\n")
     with pytest.raises(ValueError, match="empty"):
         ensure_admin_key(tmp_path / "admin.key")
+
+
+def test_live_actor_cap_leaves_half_the_descriptors_for_sockets() -> None:
+    from spectral.server import live_actor_cap
+
+    assert live_actor_cap(20_000) == 4_872
+    assert live_actor_cap(1_024) == 128
+    assert live_actor_cap(256) == 64  # a floor, even on a tiny limit
+    assert live_actor_cap(1_000_000) == 10_000
