@@ -43,11 +43,16 @@ class Count:
 
 @dataclass(frozen=True)
 class SetRecord:
-    """Change the registry record."""
+    """Change the registry record; answers the record as committed *before* this message."""
 
     owner: str | None = None
     status: str | None = None
     progress: float | None = None
+
+
+@dataclass(frozen=True)
+class GetRecord:
+    """Answer the committed record (``Actor.record``)."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,8 @@ class Ledger(Actor):
                 return [r[0] for r in self.db.execute("SELECT value FROM entries ORDER BY seq")]
             case Count():
                 return self.count
+            case GetRecord():
+                return self.record
             case SetRecord(owner=owner, status=status, progress=progress):
                 fields = {"owner": owner, "status": status, "progress": progress}
                 self.update_record(**{k: v for k, v in fields.items() if v is not None})
