@@ -29,6 +29,7 @@ from tests.kinds import (
     Delete,
     GetRecord,
     Ledger,
+    Note,
     Refused,
     Rows,
     SetRecord,
@@ -197,7 +198,7 @@ async def test_a_failed_activation_for_creation_leaves_no_file(tmp_path: Path) -
 
 
 async def test_a_corrupt_file_breaks_only_its_own_id(tmp_path: Path) -> None:
-    config = RouterConfig(broken_cooldown=0.2)
+    config = RouterConfig(broken_cooldown=0.5)
     async with open_router(tmp_path, KINDS, config) as router:
         for name in ("good", "bad", "other"):
             await router.call("ledger", name, Append(name), create=True)
@@ -216,7 +217,7 @@ async def test_a_corrupt_file_breaks_only_its_own_id(tmp_path: Path) -> None:
         assert await router.call("ledger", "good", Append("more")) == 2
         assert await router.call("ledger", "other", Append("more")) == 2
         assert await router.call("ledger", "new", Append(1), create=True) == 1
-        await trio.sleep(0.25)  # after the cool-down, activation is tried again: still bad
+        await trio.sleep(0.55)  # after the cool-down, activation is tried again: still bad
         assert router.statistics().broken == 0
         with pytest.raises(ActorBrokenError):
             await router.call("ledger", "bad", Rows())
@@ -303,11 +304,11 @@ async def test_idle_actors_are_evicted_and_state_survives_reactivation(tmp_path:
 
 
 async def test_a_busy_actor_is_not_evicted_while_messages_keep_coming(tmp_path: Path) -> None:
-    config = RouterConfig(idle_timeout=0.2)
+    config = RouterConfig(idle_timeout=0.3)
     async with open_router(tmp_path, KINDS, config) as router:
         await router.call("ledger", "busy", Append(0), create=True)
-        for n in range(1, 16):
-            await trio.sleep(0.02)
+        for n in range(1, 21):  # 0.6 s in all, never 0.3 s idle
+            await trio.sleep(0.03)
             await router.call("ledger", "busy", Append(n))
         stats = router.statistics()
         assert (stats.activations, stats.evicted) == (1, 0)
@@ -352,9 +353,9 @@ async def test_max_live_bounds_live_actors_and_open_files_over_5000_objects(
         async def worker(first: int) -> None:
             nonlocal peak_live, peak_fds
             for n in range(first, objects, workers):
-                assert await router.call("ledger", f"o{n}", Append(n), create=True) == 1
+                assert await router.call("ledger", f"o{n}", Note(n), create=True) == 1
                 peak_live = max(peak_live, router.statistics().live)
-                if n % 50 == first:
+                if n % 25 == 0:
                     peak_fds = max(peak_fds, open_fds())
 
         async with trio.open_nursery() as nursery:
@@ -375,4 +376,5 @@ async def test_max_live_bounds_live_actors_and_open_files_over_5000_objects(
     assert peak_fds <= baseline + 2 * cap + 50
     assert open_fds() <= baseline + 2
     assert not [p for p in object_files(tmp_path) if p.name.endswith(("-wal", "-shm", ".tmp"))]
-    assert elapsed < 15, f"took {elapsed:.1f} s"
+    # ~9 s on an idle 2-core machine; the bound only catches a pathological slowdown.
+    assert elapsed < 60, f"took {elapsed:.1f} s"

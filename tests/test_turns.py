@@ -25,6 +25,7 @@ from actors import (
     open_router,
 )
 from tests.kinds import (
+    ALL_KINDS,
     KINDS,
     Append,
     Count,
@@ -273,8 +274,8 @@ async def test_crashes_back_off_exponentially_and_success_resets(
 
 
 async def test_a_crash_loop_breaks_only_that_id_until_the_cooldown(tmp_path: Path) -> None:
-    config = RouterConfig(crash_limit=3, crash_backoff=0.001, broken_cooldown=0.3)
-    async with open_router(tmp_path, KINDS, config) as router:
+    config = RouterConfig(crash_limit=3, crash_backoff=0.001, broken_cooldown=0.5)
+    async with open_router(tmp_path, ALL_KINDS, config) as router:
         await router.call("ledger", "healthy", Append(1), create=True)
         for _ in range(3):
             with pytest.raises(ActorCrashedError, match="ZeroDivisionError") as info:
@@ -296,14 +297,14 @@ async def test_a_crash_loop_breaks_only_that_id_until_the_cooldown(tmp_path: Pat
         assert await router.call("ledger", "healthy", Append(2)) == 2
         assert router.statistics().broken == 1
         # After the cool-down the id is activated again (and crashes again).
-        await trio.sleep(0.35)
+        await trio.sleep(0.55)
         assert router.statistics().broken == 0
         with pytest.raises(ActorCrashedError):
             await router.call("always_crashes", "loop", "go", create=True)
 
 
 async def test_a_crashing_load_breaks_the_id_at_once_and_recovers(tmp_path: Path) -> None:
-    config = RouterConfig(broken_cooldown=0.2)
+    config = RouterConfig(broken_cooldown=0.5)
     async with open_router(tmp_path, KINDS, config) as router:
         await router.call("ledger", "fragile", Append("kept"), create=True)
         await router.call("ledger", "sturdy", Append("x"), create=True)
@@ -317,7 +318,7 @@ async def test_a_crashing_load_breaks_the_id_at_once_and_recovers(tmp_path: Path
         assert router.statistics().broken == 1
         assert await router.call("ledger", "sturdy", Rows()) == ["x"]
         Ledger.load_crashes.clear()
-        await trio.sleep(0.25)
+        await trio.sleep(0.55)
         assert await router.call("ledger", "fragile", Rows()) == ["kept"]  # data intact
         assert router.statistics().broken == 0
 
