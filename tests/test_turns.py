@@ -20,6 +20,7 @@ from actors import (
     ActorCrashedError,
     ObjectNotFoundError,
     Rejected,
+    Router,
     RouterConfig,
     Watcher,
     open_router,
@@ -350,3 +351,64 @@ async def test_refusals_are_not_crashes(tmp_path: Path) -> None:
         assert Ledger.loads == ["picky"]  # no reload for a refusal
         assert await router.call("ledger", "picky", Rows()) == ["a"]
         assert await router.call("ledger", "picky", Count()) == 1
+
+
+async def pile_up(router: Router, object_id: str, messages: list[object]) -> list[object]:
+    """Send ``messages`` while the actor backs off after a crash, so they wait in its inbox
+    together; answer each caller's outcome (value or exception), in sending order."""
+    with pytest.raises(ActorCrashedError):
+        await router.call("ledger", object_id, Append("boom", fail="crash"))
+    outcomes: list[object] = [None] * len(messages)
+
+    async def call(index: int) -> None:
+        try:
+            outcomes[index] = await router.call("ledger", object_id, messages[index])
+        except Exception as error:
+            outcomes[index] = error
+
+    async with trio.open_nursery() as nursery:
+        for index in range(len(messages)):
+            nursery.start_soon(call, index)
+            await trio.testing.wait_all_tasks_blocked()  # enqueued, in this order
+    return outcomes
+
+
+async def test_max_batch_bounds_the_messages_of_one_turn(tmp_path: Path) -> None:
+    config = RouterConfig(max_batch=10, crash_backoff=0.5)
+    async with open_router(tmp_path, KINDS, config) as router:
+        await router.call("ledger", "mb", Append("first"), create=True)
+        before = router.statistics()
+        outcomes = await pile_up(router, "mb", [Append(n) for n in range(45)])
+        after = router.statistics()
+        assert outcomes == list(range(2, 47))  # in inbox order
+        assert after.turns - before.turns == 1 + 5  # the crash, then 10+10+10+10+5
+        assert after.messages - before.messages == 1 + 45
+
+
+async def test_a_full_inbox_refuses_callers_as_overloaded(tmp_path: Path) -> None:
+    config = RouterConfig(inbox_size=5, crash_backoff=0.5)
+    async with open_router(tmp_path, KINDS, config) as router:
+        await router.call("ledger", "full", Append("first"), create=True)
+        outcomes = await pile_up(router, "full", [Append(n) for n in range(8)])
+        assert outcomes[:5] == [2, 3, 4, 5, 6]
+        assert all(isinstance(o, ActorBrokenError) for o in outcomes[5:])
+        assert "overloaded" in str(outcomes[5])
+        assert router.statistics().broken == 0  # only those callers were refused
+        assert await router.call("ledger", "full", Append("later")) == 7
+
+
+async def test_a_failing_after_commit_callback_does_not_fail_the_message(tmp_path: Path) -> None:
+    def explode(object_id: str, value: object) -> None:
+        raise RuntimeError("callback bug")
+
+    async with open_router(tmp_path, KINDS) as router:
+        await router.call("ledger", "cb", Append(0), create=True)
+        watcher = Watcher()
+        router.sockets("ledger", "cb").attach(watcher)
+        Ledger.on_commit = explode
+        assert await router.call("ledger", "cb", Append(1)) == 2
+        assert await router.call("ledger", "cb", Append(2)) == 3
+        assert [await watcher.next(), await watcher.next()] == [1, 2]  # later callbacks ran
+        stats = router.statistics()
+        assert (stats.restarts, stats.broken) == (0, 0)
+        assert await router.call("ledger", "cb", Rows()) == ["0", "1", "2"]
