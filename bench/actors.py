@@ -20,7 +20,9 @@ import gc
 import json
 import os
 import platform
+import resource
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +35,7 @@ import trio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from actors import Actor, Migration, Router, open_router  # noqa: E402
+from actors import Actor, Migration, Router, RouterConfig, open_router  # noqa: E402
 from storage.tuning import sqlite_memory_used  # noqa: E402
 
 
@@ -116,7 +118,7 @@ async def create_objects(router: Router, prefix: str, count: int, concurrency: i
 async def hot(root: Path, quick: bool) -> dict[str, Any]:
     """One actor, 64 concurrent callers."""
     updates = 5_000 if quick else 50_000
-    async with open_router(root, [BenchCounter]) as router:
+    async with open_router(root, [BenchCounter], RouterConfig(max_live=live_cap())) as router:
         await router.call("bench", "hot", None, create=True)
         before = router.statistics()
         elapsed, latencies = await run_callers(
@@ -135,11 +137,18 @@ async def hot(root: Path, quick: bool) -> dict[str, Any]:
     }
 
 
+def live_cap() -> int:
+    """Live actors this process can hold open: 2 fds each, 500 fds kept for the rest."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return (soft - 500) // 2
+
+
 async def spread(root: Path, quick: bool) -> dict[str, Any]:
-    """64 callers round-robin over 10,000 live actors."""
-    actors = 1_000 if quick else 10_000
+    """64 callers round-robin over up to 10,000 live actors (as many as fds allow)."""
+    cap = live_cap()
+    actors = 1_000 if quick else min(10_000, cap)
     updates = 5_000 if quick else 50_000
-    async with open_router(root, [BenchCounter]) as router:
+    async with open_router(root, [BenchCounter], RouterConfig(max_live=cap)) as router:
         log(f"spread: creating {actors} actors")
         await create_objects(router, "s", actors)
         before = router.statistics()
@@ -149,6 +158,7 @@ async def spread(root: Path, quick: bool) -> dict[str, Any]:
         after = router.statistics()
     return {
         "actors": actors,
+        "live_cap": cap,
         "updates": updates,
         "callers": 64,
         "updates_per_s": round(updates / elapsed),
@@ -162,7 +172,7 @@ async def create(root: Path, quick: bool) -> dict[str, Any]:
     """New objects, each its own new SQLite file."""
     count = 500 if quick else 5_000
     out: dict[str, Any] = {"objects": count}
-    async with open_router(root, [BenchCounter]) as router:
+    async with open_router(root, [BenchCounter], RouterConfig(max_live=live_cap())) as router:
         elapsed, latencies = await run_callers(
             count, 64, lambda i: router.call("bench", f"c{i}", None, create=True)
         )
@@ -179,9 +189,10 @@ async def create(root: Path, quick: bool) -> dict[str, Any]:
 async def cold(root: Path, quick: bool) -> dict[str, Any]:
     """First call on hibernated objects (open file, read state, apply, commit)."""
     count = 200 if quick else 2_000
-    async with open_router(root, [BenchCounter]) as router:
+    async with open_router(root, [BenchCounter], RouterConfig(max_live=live_cap())) as router:
         await create_objects(router, "k", count)
-    async with open_router(root, [BenchCounter]) as router:  # every object is cold now
+    # A new router: every object is cold now.
+    async with open_router(root, [BenchCounter], RouterConfig(max_live=live_cap())) as router:
         _, cold_latencies = await run_callers(
             count, 1, lambda i: router.call("bench", f"k{i}", None)
         )
@@ -199,8 +210,8 @@ async def cold(root: Path, quick: bool) -> dict[str, Any]:
 
 async def memory(root: Path, quick: bool) -> dict[str, Any]:
     """RSS and fds per live idle actor (SQLite connection included)."""
-    count = 1_000 if quick else 10_000
-    async with open_router(root, [BenchCounter]) as router:
+    count = 1_000 if quick else min(10_000, live_cap() - 100)
+    async with open_router(root, [BenchCounter], RouterConfig(max_live=live_cap())) as router:
         await create_objects(router, "m", 100)  # warm-up: templates, caches, code
         gc.collect()
         rss_before, fds_before = rss_kib(), open_fds()
@@ -223,7 +234,7 @@ async def memory(root: Path, quick: bool) -> dict[str, Any]:
 async def evict(root: Path, quick: bool) -> dict[str, Any]:
     """Evict live actors (each closes its connection, checkpointing its WAL)."""
     count = 500 if quick else 5_000
-    async with open_router(root, [BenchCounter]) as router:
+    async with open_router(root, [BenchCounter], RouterConfig(max_live=live_cap())) as router:
         await create_objects(router, "e", count)
         started = time.perf_counter()
         for i in range(count):
@@ -252,7 +263,7 @@ async def main_async(names: list[str], base: Path, quick: bool) -> dict[str, Any
         "cpus": os.cpu_count(),
         "quick": quick,
         "data_dir": str(base),
-        "gc": "collected before memory readings; thresholds left at their defaults",
+        "gc": "as spectral serve: gc.freeze() after imports, thresholds (100000, 50, 100)",
     }
     for name in names:
         log(f"{name}...")
@@ -262,15 +273,36 @@ async def main_async(names: list[str], base: Path, quick: bool) -> dict[str, Any
     return results
 
 
+def run_isolated(names: list[str], base: Path, quick: bool) -> dict[str, Any]:
+    """Each scenario in a fresh process (memory, fds and the heap start clean)."""
+    results: dict[str, Any] = {}
+    for name in names:
+        argv = [sys.executable, __file__, "--scenario", name, "--dir", str(base), "--in-process"]
+        if quick:
+            argv.append("--quick")
+        out = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True).stdout
+        one = json.loads(out)
+        results.update({k: v for k, v in one.items() if k not in results})
+    return results
+
+
 def main() -> None:
     """Parse flags, run, print JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), action="append")
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
+    parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     names = args.scenario or list(SCENARIOS)
-    results = trio.run(main_async, names, args.dir, args.quick)
+    if len(names) > 1 and not args.in_process:
+        results = run_isolated(names, args.dir, args.quick)
+    else:
+        # The server's collector settings (spectral.server.tune_gc): measured, not defaults.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(100_000, 50, 100)
+        results = trio.run(main_async, names, args.dir, args.quick)
     print(json.dumps(results, indent=2))
 
 

@@ -187,10 +187,13 @@ class Task(Actor):
         row = self.db.execute("SELECT state, metadata FROM task WHERE id = 1").fetchone()
         self.state = None if row is None else _state_from_row(row[0], row[1])
         rows = self.db.execute(
-            f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY seq DESC LIMIT ?", (LATEST,)
+            f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY seq DESC LIMIT ?",
+            (min(LATEST, self.history_cap),),
         ).fetchall()
+        # Never more than history keeps: latestHistory is a view of history.
         self.recent = deque(
-            (wire.event_json(_event_from_row(r)) for r in reversed(rows)), maxlen=LATEST
+            (wire.event_json(_event_from_row(r)) for r in reversed(rows)),
+            maxlen=min(LATEST, self.history_cap),
         )
 
     def handle(self, message: Any) -> Any:
@@ -249,7 +252,7 @@ class Task(Actor):
         outgoing = wire.live_message(_LIVE_TYPES[type(command)], task, event_body, now)
         sockets = self.sockets
         self.after_commit(lambda: sockets.broadcast(outgoing))
-        latest = [event_body, *reversed(self.recent)][:LATEST]
+        latest = [event_body, *reversed(self.recent)][: self.recent.maxlen]
         # Last: in-memory state changes only once nothing above can fail.
         self.state = new
         self.recent.append(event_body)

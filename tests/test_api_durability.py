@@ -1,0 +1,202 @@
+"""Tasks across crashes and restarts: kill -9, alarms, corrupt files, listing at scale."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from storage import object_path
+from tests.conftest import serve_argv
+from tests.procs import running
+
+TASKS = [f"crash-{n:02d}" for n in range(50)]
+CLIENTS = 32
+
+
+async def mutate_until_killed(
+    url: str, acknowledged: dict[str, dict[int, float]], first: trio.Event, stop: trio.Event
+) -> None:
+    """Progress updates on 50 tasks from 32 connections; record every 200 with its seq."""
+    limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
+
+    async def client(http: httpx.AsyncClient, index: int) -> None:
+        step = 0
+        while not stop.is_set():
+            task_id = TASKS[(index * 7 + step) % len(TASKS)]
+            value = float((index + step) % 100)
+            step += 1
+            body = {"taskId": task_id, "progress": value}
+            try:
+                response = await http.post("/tasks/updateProgress", json=body)
+            except httpx.HTTPError:
+                return
+            if response.status_code == 200:
+                event = response.json()["event"]
+                acknowledged[task_id][event["seq"]] = event["progress"]
+                first.set()
+
+    async with (
+        httpx.AsyncClient(base_url=url, timeout=5, limits=limits) as http,
+        trio.open_nursery() as nursery,
+    ):
+        for index in range(CLIENTS):
+            nursery.start_soon(client, http, index)
+
+
+async def history(http: httpx.AsyncClient, task_id: str) -> dict[int, Any]:
+    """Every event of a task by seq."""
+    events: dict[int, Any] = {}
+    after = 0
+    while True:
+        page = (
+            await http.get(f"/tasks/{task_id}/history", params={"after": after, "limit": 1000})
+        ).json()
+        events.update({e["seq"]: e for e in page["events"]})
+        if page["nextAfter"] is None:
+            return events
+        after = page["nextAfter"]
+
+
+async def test_kill_9_during_concurrent_writes_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    acknowledged: dict[str, dict[int, float]] = {task_id: {} for task_id in TASKS}
+    async with running(serve_argv(data)) as server, httpx.AsyncClient(base_url=server.url) as http:
+        for task_id in TASKS:
+            assert (await http.post("/tasks/create", json={"id": task_id})).status_code == 201
+    for cycle in range(3):
+        before = sum(map(len, acknowledged.values()))
+        async with running(serve_argv(data)) as server:
+            first, stop = trio.Event(), trio.Event()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(mutate_until_killed, server.url, acknowledged, first, stop)
+                with trio.fail_after(10):
+                    await first.wait()
+                await trio.sleep(0.5)
+                server.kill()
+                await server.wait()
+                stop.set()
+        after = sum(map(len, acknowledged.values()))
+        assert after > before + 50, f"cycle {cycle}: only {after - before} acknowledged"
+
+        async with (
+            running(serve_argv(data)) as server,
+            httpx.AsyncClient(base_url=server.url) as http,
+        ):
+            for task_id, seqs in acknowledged.items():
+                events = await history(http, task_id)
+                for seq, value in seqs.items():
+                    assert seq in events, f"cycle {cycle}: {task_id} lost seq {seq}"
+                    assert events[seq]["progress"] == value
+                task = (await http.get(f"/tasks/{task_id}")).json()
+                assert task["seq"] == max(events)  # history and state agree
+                assert sorted(events) == list(range(1, task["seq"] + 1))  # no holes
+            listed = (await http.get("/tasks", params={"limit": 100})).json()
+            assert listed["pagination"]["total"] == 50
+            by_id = {t["taskId"]: t for t in listed["tasks"]}
+            for task_id in TASKS:  # the registry was refreshed from the files
+                task = (await http.get(f"/tasks/{task_id}")).json()
+                assert by_id[task_id]["progress"] == task["progress"]
+
+
+async def test_alarms_fire_after_a_restart(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with running(serve_argv(data)) as server, httpx.AsyncClient(base_url=server.url) as http:
+        await http.post("/tasks/create", json={"id": "heartbeat", "timeoutSeconds": 1.5})
+        await http.post("/tasks/create", json={"id": "retained", "ttlSeconds": 1.5})
+        await http.post("/tasks/complete", json={"taskId": "retained"})
+        await http.post("/tasks/create", json={"id": "alive", "timeoutSeconds": 60})
+        server.kill()
+        await server.wait()
+    await trio.sleep(1.6)  # both alarms come due while no server runs
+    async with running(serve_argv(data)) as server, httpx.AsyncClient(base_url=server.url) as http:
+        with trio.fail_after(10):
+            while (await http.get("/tasks/heartbeat")).json()["status"] != "failed":
+                await trio.sleep(0.05)
+            while (await http.get("/tasks/retained")).status_code != 404:
+                await trio.sleep(0.05)
+        task = (await http.get("/tasks/heartbeat")).json()
+        assert task["error"] == "timed out"
+        events = (await http.get("/tasks/heartbeat/history")).json()["events"]
+        assert [e["eventType"] for e in events] == ["created", "timeout"]
+        assert (await http.get("/tasks/alive")).json()["status"] == "pending"
+        listed = (await http.get("/tasks")).json()
+        assert {t["taskId"] for t in listed["tasks"]} == {"heartbeat", "alive"}
+
+
+async def test_a_heartbeat_is_kept_alive_by_updates(tmp_path: Path) -> None:
+    async with (
+        running(serve_argv(tmp_path / "data")) as server,
+        httpx.AsyncClient(base_url=server.url) as http,
+    ):
+        await http.post("/tasks/create", json={"id": "beating", "timeoutSeconds": 0.6})
+        for value in range(6):
+            await trio.sleep(0.3)
+            body = {"taskId": "beating", "progress": value}
+            assert (await http.post("/tasks/updateProgress", json=body)).status_code == 200
+        with trio.fail_after(5):
+            while (await http.get("/tasks/beating")).json()["status"] != "failed":
+                await trio.sleep(0.05)
+
+
+async def test_a_corrupt_task_file_answers_503_while_others_serve(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with running(serve_argv(data)) as server, httpx.AsyncClient(base_url=server.url) as http:
+        for task_id in ("broken", "healthy"):
+            await http.post("/tasks/create", json={"id": task_id})
+        server.terminate()
+        with trio.fail_after(15):
+            await server.wait()
+    object_path(data, "task", "broken").write_bytes(b"\x13garbage" * 4096)
+    async with running(serve_argv(data)) as server, httpx.AsyncClient(base_url=server.url) as http:
+        response = await http.get("/tasks/broken")
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "STORAGE_UNAVAILABLE"
+        update = {"taskId": "broken", "progress": 5}
+        assert (await http.post("/tasks/updateProgress", json=update)).status_code == 503
+        healthy = {"taskId": "healthy", "progress": 5}
+        assert (await http.post("/tasks/updateProgress", json=healthy)).status_code == 200
+        assert (await http.get("/health")).json()["status"] == "healthy"
+
+
+async def test_listing_totals_and_filters_on_500_tasks(tmp_path: Path) -> None:
+    async with (
+        running(serve_argv(tmp_path / "data")) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=30) as http,
+    ):
+        for start in range(0, 500, 100):
+            async with trio.open_nursery() as nursery:
+                for n in range(start, start + 100):
+                    body = {"id": f"bulk-{n:03d}", "status": "in-progress"}
+                    nursery.start_soon(partial(http.post, "/tasks/create", json=body))
+        updates = [{"taskId": f"bulk-{n:03d}", "progress": 50} for n in range(0, 500, 2)]
+        await http.post("/tasks/batchUpdateProgress", json={"updates": updates})
+        for n in range(0, 500, 5):
+            await http.post("/tasks/complete", json={"taskId": f"bulk-{n:03d}"})
+
+        everything = (await http.get("/tasks", params={"limit": 100})).json()
+        assert everything["pagination"] == {"total": 500, "page": 1, "limit": 100, "pages": 5}
+        seen: list[str] = []
+        for page in range(1, 6):
+            body = (await http.get("/tasks", params={"limit": 100, "page": page})).json()
+            seen += [t["taskId"] for t in body["tasks"]]
+        assert sorted(seen) == [f"bulk-{n:03d}" for n in range(500)]
+        assert len(set(seen)) == 500
+
+        done = (await http.get("/tasks", params={"status": "success", "limit": 100})).json()
+        assert done["pagination"]["total"] == 100
+        running_now = (await http.get("/tasks", params={"status": "in-progress"})).json()
+        assert running_now["pagination"]["total"] == 400
+        prefixed = (await http.get("/tasks", params={"q": "bulk-49", "limit": 100})).json()
+        assert sorted(t["taskId"] for t in prefixed["tasks"]) == [
+            f"bulk-{n}" for n in range(490, 500)
+        ]
+        with trio.fail_after(5):  # progress reaches the listing within the flush interval
+            while True:
+                body = (await http.get("/tasks", params={"q": "bulk-002"})).json()
+                if body["tasks"][0]["progress"] == 50:
+                    break
+                await trio.sleep(0.05)
