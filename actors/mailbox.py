@@ -37,7 +37,13 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from actors.errors import ActorBrokenError, ActorClosedError, ActorCrashedError, Rejected
+from actors.errors import (
+    ActorBrokenError,
+    ActorClosedError,
+    ActorCrashedError,
+    ObjectNotFoundError,
+    Rejected,
+)
 from storage import ObjectRow, StorageError, read_record, write_record
 
 if TYPE_CHECKING:
@@ -103,6 +109,9 @@ class Cell:
         #: Set when the loop has ended and the file is closed.
         self.finished = trio.Event()
         self.busy = False
+        #: True from activation until the activating caller has sent its message, so
+        #: the live cap and the reaper never evict a cell before its first message.
+        self.reserved = True
         self.last_used = trio.current_time()
         self.record: dict[str, Any] = {}
         self.crashes = 0
@@ -135,7 +144,16 @@ class Cell:
     @property
     def idle(self) -> bool:
         """True when no turn runs and nothing waits in the inbox."""
-        return not self.busy and self.send_channel.statistics().current_buffer_used == 0
+        return (
+            not self.busy
+            and not self.reserved
+            and self.send_channel.statistics().current_buffer_used == 0
+        )
+
+    @property
+    def created(self) -> bool:
+        """True once a committed turn has written to the object."""
+        return self.record.get("created_at") is not None
 
     def send(self, envelope: Envelope) -> None:
         """Put an envelope in the inbox (never blocks; raises if the cell is closing)."""
@@ -250,7 +268,13 @@ class Cell:
         self._effects = effects
         try:
             conn.execute("BEGIN")
+            deleted = False
             for envelope in batch:
+                if deleted:
+                    # The object is gone once this turn commits: later messages of the
+                    # batch are answered as if they had arrived after the deletion.
+                    outcomes.append((False, _not_found(self)))
+                    continue
                 mark = len(effects)
                 changes = conn.total_changes
                 conn.execute("SAVEPOINT message")
@@ -272,6 +296,7 @@ class Cell:
                 conn.execute("RELEASE message")
                 outcomes.append((True, result))
                 wrote = wrote or conn.total_changes != changes or len(effects) != mark
+                deleted = any(item[0] == "delete" for item in effects[mark:])
             record_changes = self._record_changes(effects, wrote, now)
             if record_changes:
                 write_record(conn, _encode_record(record_changes))
@@ -410,6 +435,10 @@ class Cell:
             log.exception("%s %r: restart failed", self.kind, self.object_id)
             self.router.mark_broken(self.key)
             self.close()
+
+
+def _not_found(cell: Cell) -> ObjectNotFoundError:
+    return ObjectNotFoundError(f"{cell.kind} {cell.object_id!r} does not exist")
 
 
 def _crash_error(cell: Cell, exc: BaseException) -> ActorCrashedError:

@@ -170,9 +170,16 @@ class Router:
         """
         for _ in range(10):
             cell = await self._activate(kind, object_id, create)
+            if not create and not cell.created:
+                # Live only for a creation that has not committed (or wrote nothing).
+                cell.reserved = False
+                raise ObjectNotFoundError(f"{kind} {object_id!r} does not exist")
             envelope = Envelope(message)
             try:
-                cell.send(envelope)
+                try:
+                    cell.send(envelope)
+                finally:
+                    cell.reserved = False
                 return await envelope.wait()
             except RouterClosedError:
                 raise
@@ -284,12 +291,15 @@ class Router:
     async def _run_cell(
         self, kind: str, object_id: str, create: bool, *, task_status: trio.TaskStatus[Cell]
     ) -> None:
+        fresh = create and not self.store.exists(kind, object_id)
         conn = self.store.open(kind, object_id, create=create)
         cell = Cell(self, self.kinds[kind], object_id, conn)
         try:
             cell.load()
         except Exception as exc:
             conn.close()
+            if fresh:  # our own template copy: leave no file behind
+                self.store.delete(kind, object_id)
             raise StorageError(f"{kind} {object_id!r}: cannot load: {exc}") from exc
         self._live[cell.key] = cell
         task_status.started(cell)
@@ -356,6 +366,7 @@ class Router:
         interval = max(min(self.config.idle_timeout / 4, 5.0), 0.01)
         while True:
             await trio.sleep(interval)
+            self._enforce_cap()  # cells that were busy at their activation may be idle now
             now = trio.current_time()
             deadline = now - self.config.idle_timeout
             for cell in list(self._live.values()):

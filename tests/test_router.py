@@ -181,11 +181,6 @@ async def test_an_object_activated_for_creation_that_never_wrote_leaves_nothing(
     assert registry_rows(tmp_path) == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="actors/router.py _run_cell: when load() raises on a freshly created file, the "
-    "connection is closed but the template file is not removed",
-)
 async def test_a_failed_activation_for_creation_leaves_no_file(tmp_path: Path) -> None:
     Ledger.load_crashes.add("ghost")
     async with open_router(tmp_path, KINDS) as router:
@@ -197,13 +192,6 @@ async def test_a_failed_activation_for_creation_leaves_no_file(tmp_path: Path) -
         assert not router.store.exists("ledger", "ghost")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="actors/router.py _activate: a create=False call reaches a live actor whose object "
-    "was never created (activated by an earlier create=True call that wrote nothing or was "
-    "refused) and its write creates the object; after eviction the same call raises "
-    "ObjectNotFoundError",
-)
 async def test_create_false_does_not_reach_an_uncreated_live_actor(tmp_path: Path) -> None:
     async with open_router(tmp_path, KINDS) as router:
         with pytest.raises(Refused):
@@ -260,7 +248,7 @@ async def test_delete_removes_the_file_and_the_registry_row(tmp_path: Path) -> N
             await router.call("ledger", "doomed", Rows())
         # The id can be created afresh: nothing of the old object remains.
         assert await router.call("ledger", "doomed", Rows(), create=True) == []
-        assert await router.call("ledger", "doomed", Append("new")) == 1
+        assert await router.call("ledger", "doomed", Append("new"), create=True) == 1
         assert await router.call("ledger", "kept", Rows()) == ["1"]
     assert set(registry_rows(tmp_path)) == {("ledger", "doomed"), ("ledger", "kept")}
     assert registry_rows(tmp_path)[("ledger", "doomed")][:2] == (None, None)  # new record
@@ -331,12 +319,6 @@ async def test_a_busy_actor_is_not_evicted_while_messages_keep_coming(tmp_path: 
         assert (stats.activations, stats.evicted) == (1, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="actors/router.py _enforce_cap/_activate: the cap evicts freshly activated cells "
-    "whose caller has not sent yet (they look idle); after 10 retries call() raises "
-    "ActorBrokenError('... keeps closing') for a healthy object",
-)
 async def test_cold_callers_beyond_max_live_all_get_answers(tmp_path: Path) -> None:
     config = RouterConfig(max_live=5)
     failures: list[BaseException] = []

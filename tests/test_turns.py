@@ -162,12 +162,6 @@ async def test_messages_of_one_turn_see_each_others_writes(tmp_path: Path) -> No
     assert sorted(answers) == list(range(2, 31))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="actors/mailbox.py _turn/_publish: a message applied after delete() in the same "
-    "batch is answered as applied (and its after_commit runs), then the file is deleted; "
-    "the same message in its own turn gets ObjectNotFoundError",
-)
 async def test_a_message_after_delete_in_the_same_batch_is_not_answered_as_applied(
     tmp_path: Path,
 ) -> None:
