@@ -5,6 +5,7 @@ Scenarios (``--scenario NAME``, default all):
 - ``hot``: one actor, 64 concurrent callers, committed updates/s and coalescing.
 - ``spread``: 10,000 live actors, 64 callers round-robin, updates/s.
 - ``create``: new objects (each a new SQLite file), 64 concurrent and sequential.
+- ``fs_floor``: the same file work without the runtime (the filesystem's ceiling).
 - ``cold``: first-call latency on hibernated objects, p50/p99/max.
 - ``memory``: RSS and file descriptors per live idle actor.
 - ``evict``: evictions/s of live actors.
@@ -186,6 +187,42 @@ async def create(root: Path, quick: bool) -> dict[str, Any]:
     return out
 
 
+async def fs_floor(root: Path, quick: bool) -> dict[str, Any]:
+    """The filesystem's share of a creation, without the runtime: what ``create`` can reach.
+
+    Per object, as the store does it: write the template to a temporary file, rename it
+    into its shard, open it (exclusive locking), commit one row at ``synchronous=OFF``.
+    """
+    count = 500 if quick else 5_000
+    template = root / "template.sqlite"
+    conn = sqlite3.connect(template, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE c (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
+    conn.close()
+    data = template.read_bytes()
+    for shard in range(256):
+        (root / f"{shard:02x}").mkdir()
+    keep: list[sqlite3.Connection] = []
+    started = time.perf_counter()
+    for i in range(count):
+        path = root / f"{i % 256:02x}" / f"o{i}.sqlite"
+        fd = os.open(f"{path}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.write(fd, data)
+        os.close(fd)
+        os.replace(f"{path}.tmp", path)
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+        conn.execute("PRAGMA synchronous = OFF")
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO c (id, n) VALUES (1, 1)")
+        conn.execute("COMMIT")
+        keep.append(conn)
+    elapsed = time.perf_counter() - started
+    for conn in keep:
+        conn.close()
+    return {"objects": count, "sequential_per_s": round(count / elapsed)}
+
+
 async def cold(root: Path, quick: bool) -> dict[str, Any]:
     """First call on hibernated objects (open file, read state, apply, commit)."""
     count = 200 if quick else 2_000
@@ -249,6 +286,7 @@ SCENARIOS: dict[str, Callable[[Path, bool], Awaitable[dict[str, Any]]]] = {
     "hot": hot,
     "spread": spread,
     "create": create,
+    "fs_floor": fs_floor,
     "cold": cold,
     "memory": memory,
     "evict": evict,
