@@ -1,7 +1,7 @@
 """The bare stack's ceiling: a minimal quart-trio JSON echo on spectral's hypercorn settings.
 
 ``python bench/echo_app.py --port 0`` prints ``echo listening on http://HOST:PORT``.
-bench/http.py measures it in the same run as spectral, with the same load generator.
+bench/http_load.py measures it in the same run as spectral, with the same load generator.
 """
 
 from __future__ import annotations

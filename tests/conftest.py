@@ -11,6 +11,12 @@ import pytest
 
 from tests.procs import Server, running
 
+#: The admin key test servers run with (``SPECTRAL_ADMIN_KEY``), and the headers that send it.
+ADMIN_KEY = "spectral-test-admin-key-0123456789"
+ADMIN_HEADERS = {"X-API-Key": ADMIN_KEY}
+#: Environment for test servers.
+SERVE_ENV = {"SPECTRAL_ADMIN_KEY": ADMIN_KEY}
+
 
 def serve_argv(data_dir: Path, *extra: str) -> list[str]:
     """argv of ``spectral serve`` on a free port over ``data_dir``."""
@@ -32,12 +38,12 @@ def serve_argv(data_dir: Path, *extra: str) -> list[str]:
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[Server]:
     """A server over a fresh data directory."""
-    async with running(serve_argv(tmp_path / "data")) as process:
+    async with running(serve_argv(tmp_path / "data"), env=SERVE_ENV) as process:
         yield process
 
 
 @pytest.fixture
 async def client(server: Server) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client for :func:`server`."""
-    async with httpx.AsyncClient(base_url=server.url, timeout=20) as http:
+    async with httpx.AsyncClient(base_url=server.url, timeout=20, headers=ADMIN_HEADERS) as http:
         yield http

@@ -29,11 +29,8 @@ from typing import Any
 
 import trio
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-# This file is named http.py: keep its folder off the path so that the standard
-# library's http package stays importable by whatever imports it later.
-sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != HERE)]
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 from tests.procs import Server, running  # noqa: E402
 
