@@ -248,9 +248,13 @@ async def open_watcher(url: str, path: str) -> trio.SocketStream:
 
 
 def frames(buffer: bytearray) -> list[bytes]:
-    """Complete unmasked frames' payloads taken from the front of ``buffer``."""
+    """Payloads of the complete unmasked text frames at the front of ``buffer``.
+
+    Control frames (ping, pong) are skipped; a close frame raises :class:`ConnectionError`.
+    """
     out: list[bytes] = []
     while len(buffer) >= 2:
+        opcode = buffer[0] & 0x0F
         size = buffer[1] & 0x7F
         offset = 2
         if size == 126:
@@ -265,8 +269,13 @@ def frames(buffer: bytearray) -> list[bytes]:
             offset = 10
         if len(buffer) < offset + size:
             break
-        out.append(bytes(buffer[offset : offset + size]))
+        payload = bytes(buffer[offset : offset + size])
         del buffer[: offset + size]
+        if opcode == 0x8:
+            code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+            raise ConnectionError(f"closed by the server with code {code}")
+        if opcode == 0x1:
+            out.append(payload)
     return out
 
 
@@ -279,6 +288,7 @@ async def fanout_once(server: Server, watchers: int, updates: int, gap: float) -
     latencies: list[float] = []
     received = [0] * watchers
     streams: list[trio.SocketStream] = []
+    closes: dict[str, int] = {}
 
     async def watcher(index: int, *, task_status: Any) -> None:
         stream, rest = await open_watcher(server.url, f"/ws/task/{task_id}")
@@ -294,10 +304,16 @@ async def fanout_once(server: Server, watchers: int, updates: int, gap: float) -
         while received[index] < updates:
             data = await stream.receive_some(65536)
             if not data:
+                closes["eof"] = closes.get("eof", 0) + 1
                 return
             now = time.perf_counter()
             buffer += data
-            for payload in frames(buffer):
+            try:
+                payloads = frames(buffer)
+            except ConnectionError as closed:
+                closes[str(closed)] = closes.get(str(closed), 0) + 1
+                return
+            for payload in payloads:
                 seq = json.loads(payload)["seq"]
                 latencies.append(now - sent_at[seq])
                 received[index] += 1
@@ -327,6 +343,7 @@ async def fanout_once(server: Server, watchers: int, updates: int, gap: float) -
         "updates": updates,
         "deliveries": len(latencies),
         "missed": watchers * updates - len(latencies),
+        "closed_early": closes,
         **percentiles(latencies),
         "server_kib_per_idle_ws": round((rss_after - rss_before) / watchers, 1),
     }
