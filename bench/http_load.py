@@ -34,6 +34,10 @@ sys.path.insert(0, str(ROOT))
 
 from tests.procs import Server, running  # noqa: E402
 
+#: The admin key the benchmarked server runs with (admins are never rate limited).
+BENCH_KEY = "spectral-bench-admin-key-0123456789"
+SERVE_ENV = {"SPECTRAL_ADMIN_KEY": BENCH_KEY}
+
 
 def log(message: str) -> None:
     """Progress on stderr."""
@@ -79,6 +83,7 @@ class Connection:
         payload = b"" if body is None else json.dumps(body).encode()
         head = (
             f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"X-API-Key: {BENCH_KEY}\r\n"
             f"Content-Length: {len(payload)}\r\n\r\n"
         ).encode()
         await self.stream.send_all(head + payload)
@@ -236,6 +241,7 @@ async def open_watcher(url: str, path: str) -> trio.SocketStream:
     await stream.send_all(
         (
             f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"X-API-Key: {BENCH_KEY}\r\n"
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         ).encode()
     )
@@ -410,7 +416,7 @@ async def main_async(names: list[str], base: Path, quick: bool) -> dict[str, Any
     live = [n for n in names if n in {"mutate", "batch", "read", "fanout"}]
     if live:
         with tempfile.TemporaryDirectory(dir=base, prefix="bench-http-") as data:
-            async with running(serve_argv(Path(data))) as server:
+            async with running(serve_argv(Path(data)), env=SERVE_ENV) as server:
                 await create_tasks(server.url, [f"m-{n:04d}" for n in range(1000)])
                 for name in live:
                     log(f"{name}...")
@@ -430,7 +436,7 @@ async def main_async(names: list[str], base: Path, quick: bool) -> dict[str, Any
         data_dir = base / f"bench-http-dataset-{count}"
         await build_dataset(data_dir, count)
         started = time.perf_counter()
-        async with running(serve_argv(data_dir)) as server:
+        async with running(serve_argv(data_dir), env=SERVE_ENV) as server:
             results["restart"] = {
                 "tasks": count,
                 "seconds_to_serving": round(time.perf_counter() - started, 2),

@@ -12,16 +12,28 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Response, g, jsonify, request
+from quart_cors import cors
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from spectral import __version__, metrics
-from spectral.api import rest, sse
+from spectral import __version__, metrics, tokens
+from spectral.api import admin, rest, sse
+from spectral.api.context import principal, require_admin
 from spectral.errors import ApiError, code_for_status, envelope
 from spectral.logs import log_request
 from spectral.state import ServerState
 
 log = logging.getLogger("spectral.http")
+
+#: Routes that need no key.
+PUBLIC_PATHS = frozenset({"/health"})
+#: Endpoints that accept a watch token (``?token=``) scoped to their task.
+TOKEN_ENDPOINTS = frozenset({"task_events"})
+#: Request headers a browser may send cross-origin, and response headers it may read.
+CORS_ALLOW_HEADERS = [
+    "X-API-Key", "Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID",
+]  # fmt: skip
+CORS_EXPOSE_HEADERS = ["Retry-After", "Idempotent-Replayed"]
 
 
 def create_app(state: ServerState) -> QuartTrio:
@@ -33,8 +45,16 @@ def create_app(state: ServerState) -> QuartTrio:
     app.extensions["spectral"] = state
 
     @app.before_request
-    async def _start_timer() -> None:
+    async def _authenticate() -> None:
         g.started = time.perf_counter()
+        if request.method == "OPTIONS" or request.path in PUBLIC_PATHS:
+            return  # CORS preflights carry no credentials; /health needs none
+        scope = None
+        if request.endpoint in TOKEN_ENDPOINTS and request.view_args:
+            scope = tokens.task_scope(str(request.view_args.get("task_id", "")))
+        g.principal = state.auth.authenticate(
+            request.headers.get, token=request.args.get("token"), scope=scope
+        )
 
     @app.after_request
     async def _log_request(response: Response) -> Response:
@@ -43,12 +63,14 @@ def create_app(state: ServerState) -> QuartTrio:
         metrics.REQUEST_SECONDS.labels(request.method, rule, str(response.status_code)).observe(
             time.perf_counter() - started
         )
-        log_request(log, request.method, rule, response.status_code, started)
+        who = g.get("principal")
+        fields = {} if who is None else {"keyId": who.key_id, "owner": who.owner}
+        log_request(log, request.method, rule, response.status_code, started, **fields)
         return response
 
     @app.errorhandler(ApiError)
-    async def _api_error(error: ApiError) -> tuple[Any, int]:
-        return jsonify(error.body()), error.status
+    async def _api_error(error: ApiError) -> tuple[Any, int, dict[str, str]]:
+        return jsonify(error.body()), error.status, error.headers
 
     @app.errorhandler(HTTPException)
     async def _http_error(error: HTTPException) -> Response:
@@ -90,9 +112,20 @@ def create_app(state: ServerState) -> QuartTrio:
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
-        """Prometheus text exposition (SPEC §11)."""
+        """Prometheus text exposition (SPEC §11); admin keys only."""
+        require_admin(principal(), "read metrics")
         return Response(metrics.render(), content_type=CONTENT_TYPE_LATEST)
 
     rest.register(app, state)
     sse.register(app, state)
+    admin.register(app, state)
+    if state.settings.cors_origins:
+        app = cors(
+            app,
+            allow_origin=list(state.settings.cors_origins),
+            allow_headers=CORS_ALLOW_HEADERS,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            expose_headers=CORS_EXPOSE_HEADERS,
+            max_age=600,
+        )
     return app

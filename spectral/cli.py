@@ -1,15 +1,16 @@
-"""The ``spectral`` command line: ``spectral serve`` (more subcommands join later)."""
+"""The ``spectral`` command line: ``spectral serve`` and ``spectral keys create|list|revoke``."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
 import trio
 from pydantic import ValidationError
 
-from spectral import __version__, logs
+from spectral import __version__, keys, logs
 from spectral.server import DataDirLockedError, serve
 from spectral.settings import Settings
 
@@ -26,7 +27,57 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--host", help="listen address (default 127.0.0.1)")
     serve_parser.add_argument("--port", type=int, help="listen port (default 8094; 0 = any free)")
     serve_parser.add_argument("--log-level", help="DEBUG, INFO (default), WARNING or ERROR")
+    keys_parser = commands.add_parser(
+        "keys", help="manage API keys (works whether or not the server runs)"
+    )
+    keys_commands = keys_parser.add_subparsers(dest="keys_command", required=True)
+    create = keys_commands.add_parser("create", help="create a key; its secret is printed once")
+    create.add_argument("--owner", required=True, help="the owner (user or tenant) it acts for")
+    create.add_argument("--role", required=True, choices=keys.ROLES)
+    create.add_argument("--name", help="a label to recognise the key by")
+    listing = keys_commands.add_parser("list", help="list keys (never their secrets)")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    revoke = keys_commands.add_parser("revoke", help="revoke a key at once")
+    revoke.add_argument("key_id", help="the key's id (see keys list)")
+    for sub in (create, listing, revoke):
+        sub.add_argument(
+            "--data-dir", help="data directory (default ./data, env SPECTRAL_DATA_DIR)"
+        )
     return parser
+
+
+def run_keys(args: argparse.Namespace, settings: Settings) -> int:
+    """``spectral keys ...`` on the data directory's registry."""
+    store, close = keys.open_store(settings.data_dir)
+    try:
+        if args.keys_command == "create":
+            try:
+                api_key, secret = store.create(args.owner, args.role, args.name)
+            except keys.KeyRequestError as exc:
+                print(f"spectral: {exc}", file=sys.stderr)
+                return 2
+            print(f"created key {api_key.id} (owner {api_key.owner}, role {api_key.role})")
+            print(f"secret (shown once): {secret}")
+        elif args.keys_command == "list":
+            for api_key in store.list():
+                row = api_key.public()
+                if args.json:
+                    print(json.dumps(row))
+                else:
+                    state = "revoked" if api_key.revoked_at else "active"
+                    print(
+                        f"{row['id']}  {row['owner']:<20} {row['role']:<8} {state:<8}"
+                        f" created {row['createdAt']}  last used {row['lastUsedAt'] or '-'}"
+                        f"  {row['name'] or ''}".rstrip()
+                    )
+        elif args.keys_command == "revoke":
+            if store.revoke(args.key_id) is None:
+                print(f"spectral: no API key with id {args.key_id!r}", file=sys.stderr)
+                return 1
+            print(f"revoked key {args.key_id}")
+    finally:
+        close()
+    return 0
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -34,9 +85,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings.load(
         {
             "data_dir": args.data_dir,
-            "host": args.host,
-            "port": args.port,
-            "log_level": args.log_level,
+            "host": getattr(args, "host", None),
+            "port": getattr(args, "port", None),
+            "log_level": getattr(args, "log_level", None),
         }
     )
 
@@ -52,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"spectral: invalid setting {field}: {error['msg']}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level)
+    if args.command == "keys":
+        return run_keys(args, settings)
     if args.command == "serve":
         try:
             trio.run(serve, settings)

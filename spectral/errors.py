@@ -9,12 +9,22 @@ from typing import Any
 class ApiError(Exception):
     """An error answered to the client with its status and envelope."""
 
-    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details
+        #: Extra response headers (e.g. ``Retry-After`` on a 429).
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         """The JSON envelope."""

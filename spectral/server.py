@@ -28,11 +28,14 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from quart_trio import QuartTrio
 
-from actors import CLOSE_GOING_AWAY, Actor, CloseReason, RouterConfig, open_router
-from spectral import front, metrics
+from actors import CLOSE_GOING_AWAY, Actor, CloseReason, Router, RouterConfig, open_router
+from spectral import front, keys, metrics
+from spectral import secret as server_secret
 from spectral.adminkey import ensure_admin_key
 from spectral.api.watch import serve_websocket
 from spectral.app import create_app
+from spectral.auth import Authenticator
+from spectral.ratelimit import RateLimiter
 from spectral.settings import Settings
 from spectral.state import ServerState
 from spectral.tasks import Task
@@ -99,6 +102,20 @@ def live_actor_cap(fd_limit: int) -> int:
     return max(64, min(10_000, (fd_limit // 2 - 256) // 2))
 
 
+def build_authenticator(
+    settings: Settings, router: Router, admin_secret: str, secret: bytes
+) -> Authenticator:
+    """The request authenticator over the registry's key table."""
+    store = keys.KeyStore(router.registry.conn, server_secret.derive(secret, "api-keys"))
+    return Authenticator(
+        keys=store,
+        admin_secret=admin_secret,
+        token_key=server_secret.derive(secret, "watch-tokens"),
+        limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
+        watchers_per_key=settings.watchers_per_key,
+    )
+
+
 def tune_gc() -> None:
     """Freeze start-up objects and raise thresholds: the collector dominated fan-out CPU."""
     gc.collect()
@@ -120,8 +137,13 @@ async def serve(settings: Settings, out: TextIO = sys.stdout) -> None:
         fd_limit = raise_fd_limit()
         config = RouterConfig(max_live=live_actor_cap(fd_limit))
         log.info("limits", extra={"openFiles": fd_limit, "maxLiveActors": config.max_live})
-        async with open_router(settings.data_dir, KINDS, config) as router:
-            state = ServerState(router, settings, admin.secret)
+        secret = server_secret.load_or_create(settings.data_dir)
+        migrations = {keys.STREAM: keys.MIGRATIONS}
+        async with open_router(
+            settings.data_dir, KINDS, config, registry_migrations=migrations
+        ) as router:
+            auth = build_authenticator(settings, router, admin.secret, secret)
+            state = ServerState(router, settings, auth)
             state.keepalive.interval = settings.ws_ping_interval
             metrics.install(router)
             app = create_app(state)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,10 @@ ENVIRONMENT = {
     "SPECTRAL_PORT": "port",
     "SPECTRAL_ADMIN_KEY": "admin_key",
     "SPECTRAL_LOG_LEVEL": "log_level",
+    "SPECTRAL_RATE_LIMIT": "rate_limit",
+    "SPECTRAL_RATE_BURST": "rate_burst",
+    "SPECTRAL_WS_MAX_PER_KEY": "watchers_per_key",
+    "SPECTRAL_CORS_ORIGINS": "cors_origins",
 }
 
 
@@ -40,6 +45,30 @@ class Settings(BaseModel):
     ws_send_timeout: float = Field(10.0, gt=0)
     #: Seconds between protocol pings to idle WebSocket peers.
     ws_ping_interval: float = Field(30.0, gt=0)
+
+    #: Requests per second per key, sustained (0 disables rate limiting; admins exempt).
+    rate_limit: float = Field(200.0, ge=0)
+    #: Requests per key that may arrive at once.
+    rate_burst: float = Field(400.0, ge=1)
+    #: Open watch connections (WebSocket + SSE) per key (0 = no cap; admins exempt).
+    watchers_per_key: int = Field(1000, ge=0)
+    #: Origins allowed to call the API from a browser (CORS); empty = same origin only.
+    cors_origins: tuple[str, ...] = ()
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_are_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if origin != "*" and not re.match(r"^https?://[^/\s]+$", origin):
+                raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import trio
 
 from actors import Router
+from spectral.auth import Authenticator
 from spectral.settings import Settings
 from spectral.websocket import Keepalive
 
@@ -18,7 +19,7 @@ class ServerState:
 
     router: Router
     settings: Settings
-    admin_key: str
+    auth: Authenticator
     started: float = field(default_factory=time.monotonic)
     #: Set when SIGINT/SIGTERM arrives: long-lived handlers close with 1001.
     shutting_down: trio.Event = field(default_factory=trio.Event)

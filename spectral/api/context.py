@@ -1,14 +1,20 @@
-"""Who is asking: the principal every handler acts for.
+"""Who is asking: the principal every handler acts for, and what its role may do.
 
-Until API keys land (the auth issue), every request acts as the admin. Handlers
-already take the principal from :func:`principal` and pass ``owner_filter`` to
-the actors, so authentication only has to fill this in.
+Authentication (:mod:`spectral.auth`) stores the principal of each HTTP request in
+quart's ``g``; handlers take it from :func:`principal` and pass ``owner_filter`` to
+the actors, so a non-admin only ever reaches its own owner's objects. What a role
+may do is checked where the operation is, with :func:`require_write` and
+:func:`require_admin`, so that every surface (REST, RPC) applies the same rules.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+
+from quart import g
+
+from spectral.errors import ApiError
 
 Role = Literal["admin", "service", "reader"]
 
@@ -18,11 +24,13 @@ ADMIN_OWNER = "admin"
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated caller: the key's id, its owner and its role."""
+    """An authenticated caller: the key's id, its owner, its role (and a token's scope)."""
 
     key_id: str
     owner: str
     role: Role
+    #: Set for a watch token: the one task or room (``task:<id>``) it may watch.
+    scope: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -35,9 +43,25 @@ class Principal:
         return None if self.is_admin else self.owner
 
 
-BOOTSTRAP_ADMIN = Principal(key_id="bootstrap", owner=ADMIN_OWNER, role="admin")
-
-
 def principal() -> Principal:
-    """The principal of the current request (every request is the admin until auth lands)."""
-    return BOOTSTRAP_ADMIN
+    """The principal of the current HTTP request (set by authentication)."""
+    who: Principal | None = g.get("principal")
+    if who is None:
+        raise RuntimeError("no principal: this route was not authenticated")
+    return who
+
+
+def require_write(who: Principal, action: str = "change tasks") -> None:
+    """403 unless the caller may create and mutate (admin, service; never a token)."""
+    if who.scope is not None or who.role not in ("admin", "service"):
+        raise ApiError(403, "FORBIDDEN", f"a {_kind(who)} may not {action}")
+
+
+def require_admin(who: Principal, action: str = "use admin endpoints") -> None:
+    """403 unless the caller holds an admin key."""
+    if who.scope is not None or not who.is_admin:
+        raise ApiError(403, "FORBIDDEN", f"a {_kind(who)} may not {action}")
+
+
+def _kind(who: Principal) -> str:
+    return "watch token" if who.scope is not None else f"{who.role} key"

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from spectral import task_state as sm
 from spectral.api import models
-from spectral.api.context import Principal
+from spectral.api.context import Principal, require_write
 from spectral.api.failures import TASK_ERRORS, task_error, validation_error
 from spectral.errors import ApiError
 from spectral.state import ServerState
@@ -43,6 +43,7 @@ def mutation_answer(result: Mutation) -> dict[str, Any]:
 
 async def create(state: ServerState, who: Principal, body: models.CreateTask) -> dict[str, Any]:
     """Create a task owned by the caller's owner."""
+    require_write(who)
     command = sm.Create(
         task_id=body.task_id,
         owner=who.owner,
@@ -61,12 +62,14 @@ async def update_progress(
     state: ServerState, who: Principal, body: models.UpdateProgress
 ) -> dict[str, Any]:
     """Report progress."""
+    require_write(who)
     command = sm.Progress(progress=body.progress, message=body.message, metadata=body.metadata)
     return mutation_answer(await call_task(state, body.task_id, Mutate(command, who.owner_filter)))
 
 
 async def add_event(state: ServerState, who: Principal, body: models.AddEvent) -> dict[str, Any]:
     """Append a log or progress event."""
+    require_write(who)
     event = body.event
     command = sm.Log(
         message=event.message,
@@ -79,18 +82,21 @@ async def add_event(state: ServerState, who: Principal, body: models.AddEvent) -
 
 async def complete(state: ServerState, who: Principal, body: models.Complete) -> dict[str, Any]:
     """Finish the task successfully."""
+    require_write(who)
     command = sm.Complete(metadata=body.metadata)
     return mutation_answer(await call_task(state, body.task_id, Mutate(command, who.owner_filter)))
 
 
 async def fail(state: ServerState, who: Principal, body: models.Fail) -> dict[str, Any]:
     """Finish the task with an error."""
+    require_write(who)
     command = sm.Fail(error=body.error, metadata=body.metadata)
     return mutation_answer(await call_task(state, body.task_id, Mutate(command, who.owner_filter)))
 
 
 async def cancel(state: ServerState, who: Principal, body: models.Cancel) -> dict[str, Any]:
     """Cancel the task."""
+    require_write(who)
     command = sm.Cancel(metadata=body.metadata)
     return mutation_answer(await call_task(state, body.task_id, Mutate(command, who.owner_filter)))
 
@@ -99,6 +105,7 @@ async def batch_update_progress(
     state: ServerState, who: Principal, body: models.BatchUpdateProgress
 ) -> dict[str, Any]:
     """Apply many progress updates concurrently; each item succeeds or fails alone."""
+    require_write(who)
     results: list[dict[str, Any] | None] = [None] * len(body.updates)
 
     async def one(index: int, raw: dict[str, Any]) -> None:
@@ -138,6 +145,7 @@ async def history(
 
 async def delete(state: ServerState, who: Principal, task_id: str) -> dict[str, Any]:
     """Delete the task: file, registry row; watchers are told and closed."""
+    require_write(who, "delete tasks")
     await call_task(state, task_id, Remove(who.owner_filter))
     return {"success": True}
 

@@ -21,6 +21,7 @@ from spectral.api.context import principal
 from spectral.api.failures import validation_error
 from spectral.api.rest import parse_task_id
 from spectral.api.watch import opening, release, start_watch
+from spectral.errors import ApiError
 from spectral.state import ServerState
 
 KEEPALIVE_SECONDS = 15.0
@@ -48,8 +49,14 @@ def register(app: Quart, state: ServerState) -> None:
         task_id = parse_task_id(task_id)
         query = watch_query()
         who = principal()
+        if not state.auth.open_watch(who):
+            raise ApiError(429, "TOO_MANY_WATCHERS", "too many watch connections for this key")
         watcher = Watcher(state.settings.watcher_queue)
-        start = await start_watch(state, who, task_id, query, watcher)
+        try:
+            start = await start_watch(state, who, task_id, query, watcher)
+        except BaseException:
+            state.auth.close_watch(who)
+            raise
 
         async def stream() -> AsyncIterator[bytes]:
             metrics.SSE_STREAMS.inc()
@@ -65,6 +72,7 @@ def register(app: Quart, state: ServerState) -> None:
                             return
                     yield KEEPALIVE if item is None else item.sse
             finally:
+                state.auth.close_watch(who)
                 metrics.SSE_STREAMS.dec()
                 watcher.close(CloseReason(CLOSE_GOING_AWAY, "stream ended"))
                 release(state, task_id, watcher)

@@ -20,9 +20,9 @@ import trio
 from pydantic import ValidationError
 
 from actors import CLOSE_GOING_AWAY, CLOSE_TOO_SLOW, CloseReason, Watcher
-from spectral import metrics, wire
+from spectral import metrics, tokens, wire
 from spectral.api import models
-from spectral.api.context import Principal, principal
+from spectral.api.context import Principal
 from spectral.api.failures import TASK_ERRORS, task_error
 from spectral.errors import ApiError
 from spectral.logs import log_request
@@ -37,6 +37,8 @@ CLOSE_NOT_FOUND = 4404
 CLOSE_TRY_AGAIN = 1013
 CLOSE_POLICY = 1008
 CLOSE_INTERNAL = 1011
+#: Rate limited, or too many watch connections for one key.
+CLOSE_RATE_LIMITED = 4429
 #: Events per replay page read from the actor.
 REPLAY_PAGE = 500
 TASK_ROUTE = "/ws/task/"
@@ -47,7 +49,9 @@ def close_for(error: ApiError) -> CloseReason:
     if error.status == 404:
         return CloseReason(CLOSE_NOT_FOUND, "task not found")
     if error.status == 401:
-        return CloseReason(CLOSE_UNAUTHENTICATED, "unauthenticated")
+        return CloseReason(CLOSE_UNAUTHENTICATED, error.message[:120])
+    if error.status == 429:
+        return CloseReason(CLOSE_RATE_LIMITED, "rate limited")
     if error.code == "SHUTTING_DOWN":
         return CloseReason(CLOSE_GOING_AWAY, "server shutting down")
     if error.status == 503:
@@ -109,22 +113,42 @@ async def serve_websocket(state: ServerState, stream: trio.SocketStream, head: b
     path, params = parse_target(request.target)
     state.keepalive.add(peer)
     metrics.WS_CONNECTIONS.inc()
+    who: Principal | None = None
+    counted = False
     try:
-        if path.startswith(TASK_ROUTE):
-            await watch_task(state, peer, path[len(TASK_ROUTE) :], params)
+        headers = {
+            name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in request.extra_headers
+        }
+        scope = tokens.task_scope(path[len(TASK_ROUTE) :]) if path.startswith(TASK_ROUTE) else None
+        try:
+            who = state.auth.authenticate(headers.get, token=params.get("token"), scope=scope)
+        except ApiError as error:
+            reason = close_for(error)
+            await peer.close(reason.code, reason.reason)
+            return
+        counted = state.auth.open_watch(who)
+        if not counted:
+            await peer.close(CLOSE_RATE_LIMITED, "too many watch connections for this key")
+        elif path.startswith(TASK_ROUTE):
+            await watch_task(state, peer, who, path[len(TASK_ROUTE) :], params)
         else:
             await peer.close(CLOSE_NOT_FOUND, "no such route")
     finally:
+        if counted and who is not None:
+            state.auth.close_watch(who)
         metrics.WS_CONNECTIONS.dec()
         state.keepalive.discard(peer)
         await peer.abort()
         route = TASK_ROUTE + "{taskId}" if path.startswith(TASK_ROUTE) else "(unmatched)"
-        log_request(log, "GET", route, 101, started, closeCode=peer.close_code)
+        fields = {} if who is None else {"keyId": who.key_id, "owner": who.owner}
+        log_request(log, "GET", route, 101, started, closeCode=peer.close_code, **fields)
 
 
-async def watch_task(state: ServerState, peer: Peer, raw_id: str, params: dict[str, str]) -> None:
-    """The watch protocol on one accepted WebSocket."""
-    who = principal()
+async def watch_task(
+    state: ServerState, peer: Peer, who: Principal, raw_id: str, params: dict[str, str]
+) -> None:
+    """The watch protocol on one accepted WebSocket, for an authenticated ``who``."""
     try:
         task_id = models.TaskRef.model_validate({"taskId": raw_id}).task_id
     except ValidationError:

@@ -1,0 +1,147 @@
+"""Who is asking, and may they: API keys, watch tokens, rate limits, watch-connection caps.
+
+The HTTP layer calls :meth:`Authenticator.authenticate` once per request (and the
+WebSocket front door once per connection) and gets a
+:class:`~spectral.api.context.Principal` or an :class:`~spectral.errors.ApiError`
+(401, or 429 with ``Retry-After``). What each role may do is decided where the
+operation is (``context.require_write`` / ``require_admin``), so REST and RPC share it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from spectral import tokens
+from spectral.api.context import ADMIN_OWNER, Principal
+from spectral.errors import ApiError
+from spectral.keys import KeyStore
+from spectral.ratelimit import RateLimiter, retry_after_header
+
+#: Key id of the bootstrap admin key (``admin.key`` / ``SPECTRAL_ADMIN_KEY``).
+BOOTSTRAP_KEY_ID = "bootstrap"
+
+
+def credential(headers: Callable[[str], str | None]) -> str | None:
+    """The API key sent as ``X-API-Key`` or ``Authorization: Bearer``, if any."""
+    key = headers("x-api-key")
+    if key:
+        return key.strip()
+    authorization = headers("authorization")
+    if authorization:
+        scheme, _, value = authorization.strip().partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    return None
+
+
+def unauthenticated(message: str = "send a valid API key (X-API-Key)") -> ApiError:
+    """The 401 answer."""
+    return ApiError(401, "UNAUTHENTICATED", message)
+
+
+@dataclass
+class Authenticator:
+    """Checks credentials against the bootstrap admin key and the key store.
+
+    Args:
+        keys: the stored API keys.
+        admin_secret: the bootstrap admin key.
+        token_key: the watch-token signing key.
+        limiter: the per-key rate limiter (admins are never limited).
+        watchers_per_key: open watch connections (WebSocket and SSE) per key; 0 = no cap.
+        clock: wall-clock seconds.
+    """
+
+    keys: KeyStore
+    admin_secret: str
+    token_key: bytes
+    limiter: RateLimiter
+    watchers_per_key: int = 1000
+    clock: Callable[[], float] = time.time
+    _watching: dict[str, int] = field(default_factory=dict)
+
+    def authenticate(
+        self,
+        headers: Callable[[str], str | None],
+        *,
+        token: str | None = None,
+        scope: str | None = None,
+    ) -> Principal:
+        """The principal of a request, rate limit applied.
+
+        Args:
+            headers: looks up a request header by lower-case name.
+            token: a ``?token=`` value, honoured only where ``scope`` is given (watch routes).
+            scope: the watch scope of the route (``task:<id>``), for tokens.
+
+        Raises:
+            ApiError: 401 (no, bad, revoked or out-of-scope credential), 429 (rate limited).
+        """
+        secret = credential(headers)
+        if secret is not None:
+            who = self._from_key(secret)
+        elif token and scope is not None:
+            who = self._from_token(token, scope)
+        else:
+            raise unauthenticated()
+        self.check_rate(who)
+        return who
+
+    def check_rate(self, who: Principal) -> None:
+        """Take one request from the key's bucket; 429 when it is empty (admins exempt)."""
+        if who.is_admin and who.scope is None:
+            return
+        wait = self.limiter.acquire(who.key_id, time.monotonic())
+        if wait > 0:
+            raise ApiError(
+                429,
+                "RATE_LIMITED",
+                "too many requests for this key; slow down",
+                headers={"Retry-After": retry_after_header(wait)},
+            )
+
+    def mint(self, who: Principal, scope: str, ttl_seconds: float) -> tuple[str, float]:
+        """A watch token for ``scope`` on behalf of ``who``; returns it and its expiry."""
+        expires_at = float(int(self.clock() + ttl_seconds))
+        grant = tokens.WatchGrant(who.key_id, who.owner_filter, scope, expires_at)
+        return tokens.sign(grant, self.token_key), expires_at
+
+    def open_watch(self, who: Principal) -> bool:
+        """Count one more watch connection for the key; False if it is at its cap."""
+        capped = self.watchers_per_key and not who.is_admin
+        if capped and self._watching.get(who.key_id, 0) >= self.watchers_per_key:
+            return False
+        self._watching[who.key_id] = self._watching.get(who.key_id, 0) + 1
+        return True
+
+    def close_watch(self, who: Principal) -> None:
+        """A watch connection of the key ended."""
+        left = self._watching.get(who.key_id, 0) - 1
+        if left > 0:
+            self._watching[who.key_id] = left
+        else:
+            self._watching.pop(who.key_id, None)
+
+    def _from_key(self, secret: str) -> Principal:
+        if hmac.compare_digest(secret.encode(), self.admin_secret.encode()):
+            return Principal(BOOTSTRAP_KEY_ID, ADMIN_OWNER, "admin")
+        key = self.keys.authenticate(secret)
+        if key is None:
+            raise unauthenticated("the API key is not valid (unknown or revoked)")
+        return Principal(key.id, key.owner, key.role)
+
+    def _from_token(self, token: str, scope: str) -> Principal:
+        try:
+            grant = tokens.verify(token, self.token_key, self.clock())
+        except tokens.TokenError as error:
+            raise unauthenticated(f"watch token refused: {error}") from None
+        if grant.scope != scope:
+            raise unauthenticated("watch token refused: it is for another task or room")
+        if grant.key_id != BOOTSTRAP_KEY_ID and not self.keys.is_live(grant.key_id):
+            raise unauthenticated("watch token refused: its key was revoked")
+        if grant.owner is None:
+            return Principal(grant.key_id, ADMIN_OWNER, "admin", scope=grant.scope)
+        return Principal(grant.key_id, grant.owner, "reader", scope=grant.scope)
