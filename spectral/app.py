@@ -17,7 +17,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from spectral import __version__, metrics, tokens
-from spectral.api import admin, rest, sse
+from spectral.api import admin, rest, rpc, sse
 from spectral.api.context import principal, require_admin
 from spectral.errors import ApiError, code_for_status, envelope
 from spectral.logs import log_request
@@ -117,6 +117,7 @@ def create_app(state: ServerState) -> QuartTrio:
         return Response(metrics.render(), content_type=CONTENT_TYPE_LATEST)
 
     rest.register(app, state)
+    rpc.register(app, state)
     sse.register(app, state)
     admin.register(app, state)
     if state.settings.cors_origins:
