@@ -14,6 +14,7 @@ from tests.procs import Server, running
 #: The admin key test servers run with (``SPECTRAL_ADMIN_KEY``), and the headers that send it.
 ADMIN_KEY = "spectral-test-admin-key-0123456789"
 ADMIN_HEADERS = {"X-API-Key": ADMIN_KEY}
+WS_HEADERS = [(b"X-API-Key", ADMIN_KEY.encode())]
 #: Environment for test servers.
 SERVE_ENV = {"SPECTRAL_ADMIN_KEY": ADMIN_KEY}
 

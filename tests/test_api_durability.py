@@ -10,7 +10,7 @@ import httpx
 import trio
 
 from storage import object_path
-from tests.conftest import serve_argv
+from tests.conftest import ADMIN_HEADERS, SERVE_ENV, serve_argv
 from tests.procs import running
 
 TASKS = [f"crash-{n:02d}" for n in range(50)]
@@ -40,7 +40,7 @@ async def mutate_until_killed(
                 first.set()
 
     async with (
-        httpx.AsyncClient(base_url=url, timeout=5, limits=limits) as http,
+        httpx.AsyncClient(base_url=url, timeout=5, limits=limits, headers=ADMIN_HEADERS) as http,
         trio.open_nursery() as nursery,
     ):
         for index in range(CLIENTS):
@@ -64,12 +64,15 @@ async def history(http: httpx.AsyncClient, task_id: str) -> dict[int, Any]:
 async def test_kill_9_during_concurrent_writes_loses_nothing_acknowledged(tmp_path: Path) -> None:
     data = tmp_path / "data"
     acknowledged: dict[str, dict[int, float]] = {task_id: {} for task_id in TASKS}
-    async with running(serve_argv(data)) as server, httpx.AsyncClient(base_url=server.url) as http:
+    async with (
+        running(serve_argv(data), env=SERVE_ENV) as server,
+        httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS) as http,
+    ):
         for task_id in TASKS:
             assert (await http.post("/tasks/create", json={"id": task_id})).status_code == 201
     for cycle in range(3):
         before = sum(map(len, acknowledged.values()))
-        async with running(serve_argv(data)) as server:
+        async with running(serve_argv(data), env=SERVE_ENV) as server:
             first, stop = trio.Event(), trio.Event()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(mutate_until_killed, server.url, acknowledged, first, stop)
@@ -83,8 +86,8 @@ async def test_kill_9_during_concurrent_writes_loses_nothing_acknowledged(tmp_pa
         assert after > before + 50, f"cycle {cycle}: only {after - before} acknowledged"
 
         async with (
-            running(serve_argv(data)) as server,
-            httpx.AsyncClient(base_url=server.url) as http,
+            running(serve_argv(data), env=SERVE_ENV) as server,
+            httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS) as http,
         ):
             for task_id, seqs in acknowledged.items():
                 events = await history(http, task_id)
@@ -104,7 +107,10 @@ async def test_kill_9_during_concurrent_writes_loses_nothing_acknowledged(tmp_pa
 
 async def test_alarms_fire_after_a_restart(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    async with running(serve_argv(data)) as server, httpx.AsyncClient(base_url=server.url) as http:
+    async with (
+        running(serve_argv(data), env=SERVE_ENV) as server,
+        httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS) as http,
+    ):
         await http.post("/tasks/create", json={"id": "heartbeat", "timeoutSeconds": 1.5})
         await http.post("/tasks/create", json={"id": "retained", "ttlSeconds": 1.5})
         await http.post("/tasks/complete", json={"taskId": "retained"})
@@ -112,7 +118,10 @@ async def test_alarms_fire_after_a_restart(tmp_path: Path) -> None:
         server.kill()
         await server.wait()
     await trio.sleep(1.6)  # both alarms come due while no server runs
-    async with running(serve_argv(data)) as server, httpx.AsyncClient(base_url=server.url) as http:
+    async with (
+        running(serve_argv(data), env=SERVE_ENV) as server,
+        httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS) as http,
+    ):
         with trio.fail_after(10):
             while (await http.get("/tasks/heartbeat")).json()["status"] != "failed":
                 await trio.sleep(0.05)
@@ -129,8 +138,8 @@ async def test_alarms_fire_after_a_restart(tmp_path: Path) -> None:
 
 async def test_a_heartbeat_is_kept_alive_by_updates(tmp_path: Path) -> None:
     async with (
-        running(serve_argv(tmp_path / "data")) as server,
-        httpx.AsyncClient(base_url=server.url) as http,
+        running(serve_argv(tmp_path / "data"), env=SERVE_ENV) as server,
+        httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS) as http,
     ):
         await http.post("/tasks/create", json={"id": "beating", "timeoutSeconds": 0.6})
         for value in range(6):
@@ -144,14 +153,20 @@ async def test_a_heartbeat_is_kept_alive_by_updates(tmp_path: Path) -> None:
 
 async def test_a_corrupt_task_file_answers_503_while_others_serve(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    async with running(serve_argv(data)) as server, httpx.AsyncClient(base_url=server.url) as http:
+    async with (
+        running(serve_argv(data), env=SERVE_ENV) as server,
+        httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS) as http,
+    ):
         for task_id in ("broken", "healthy"):
             await http.post("/tasks/create", json={"id": task_id})
         server.terminate()
         with trio.fail_after(15):
             await server.wait()
     object_path(data, "task", "broken").write_bytes(b"\x13garbage" * 4096)
-    async with running(serve_argv(data)) as server, httpx.AsyncClient(base_url=server.url) as http:
+    async with (
+        running(serve_argv(data), env=SERVE_ENV) as server,
+        httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS) as http,
+    ):
         response = await http.get("/tasks/broken")
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "STORAGE_UNAVAILABLE"
@@ -164,8 +179,8 @@ async def test_a_corrupt_task_file_answers_503_while_others_serve(tmp_path: Path
 
 async def test_listing_totals_and_filters_on_500_tasks(tmp_path: Path) -> None:
     async with (
-        running(serve_argv(tmp_path / "data")) as server,
-        httpx.AsyncClient(base_url=server.url, timeout=30) as http,
+        running(serve_argv(tmp_path / "data"), env=SERVE_ENV) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=30, headers=ADMIN_HEADERS) as http,
     ):
         for start in range(0, 500, 100):
             async with trio.open_nursery() as nursery:

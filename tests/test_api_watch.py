@@ -11,7 +11,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
-from tests.conftest import serve_argv
+from tests.conftest import ADMIN_HEADERS, ADMIN_KEY, SERVE_ENV, WS_HEADERS, serve_argv
 from tests.procs import Server, running
 
 
@@ -51,7 +51,7 @@ async def test_snapshot_then_live_updates_in_order(
     server: Server, client: httpx.AsyncClient
 ) -> None:
     task = await create(client, "live")
-    async with open_websocket_url(f"{server.ws_url}/ws/task/live") as ws:
+    async with open_websocket_url(f"{server.ws_url}/ws/task/live", extra_headers=WS_HEADERS) as ws:
         snapshot = await receive(ws)
         assert snapshot == {
             "type": "snapshot",
@@ -80,7 +80,9 @@ async def test_snapshot_then_live_updates_in_order(
 
 async def test_ping_forms(server: Server, client: httpx.AsyncClient) -> None:
     await create(client, "pinged")
-    async with open_websocket_url(f"{server.ws_url}/ws/task/pinged") as ws:
+    async with open_websocket_url(
+        f"{server.ws_url}/ws/task/pinged", extra_headers=WS_HEADERS
+    ) as ws:
         await receive(ws)
         await ws.send_message("ping")
         assert await ws.get_message() == "pong"
@@ -100,7 +102,7 @@ async def test_since_replays_without_gap_or_duplicate(
     for value in range(1, 11):
         await progress(client, "resume", value)
     url = f"{server.ws_url}/ws/task/resume?since=4&epoch={task['epoch']}"
-    async with open_websocket_url(url) as ws:
+    async with open_websocket_url(url, extra_headers=WS_HEADERS) as ws:
         replayed = [await receive(ws) for _ in range(7)]
         assert [m["seq"] for m in replayed] == list(range(5, 12))
         assert all(m["replayed"] and "task" not in m for m in replayed)
@@ -115,22 +117,34 @@ async def test_since_replays_without_gap_or_duplicate(
         ("since=3&epoch=another-epoch", False),
         (f"since=99&epoch={task['epoch']}", False),
     ]:
-        async with open_websocket_url(f"{server.ws_url}/ws/task/resume?{query}") as ws:
+        async with open_websocket_url(
+            f"{server.ws_url}/ws/task/resume?{query}", extra_headers=WS_HEADERS
+        ) as ws:
             first = await receive(ws)
             assert (first["type"], first["recovered"]) == ("snapshot", recovered), query
 
 
 async def test_close_codes(server: Server, client: httpx.AsyncClient) -> None:
-    async with open_websocket_url(f"{server.ws_url}/ws/task/never-created") as ws:
+    async with open_websocket_url(
+        f"{server.ws_url}/ws/task/never-created", extra_headers=WS_HEADERS
+    ) as ws:
         assert await close_code(ws) == 4404
-    async with open_websocket_url(f"{server.ws_url}/ws/task/bad%2Fid") as ws:
+    async with open_websocket_url(
+        f"{server.ws_url}/ws/task/bad%2Fid", extra_headers=WS_HEADERS
+    ) as ws:
         assert await close_code(ws) == 4404
-    async with open_websocket_url(f"{server.ws_url}/ws/nothing-here") as ws:
+    async with open_websocket_url(
+        f"{server.ws_url}/ws/nothing-here", extra_headers=WS_HEADERS
+    ) as ws:
         assert await close_code(ws) == 4404
     await create(client, "closing")
-    async with open_websocket_url(f"{server.ws_url}/ws/task/closing?since=abc") as ws:
+    async with open_websocket_url(
+        f"{server.ws_url}/ws/task/closing?since=abc", extra_headers=WS_HEADERS
+    ) as ws:
         assert await close_code(ws) == 1008
-    async with open_websocket_url(f"{server.ws_url}/ws/task/closing") as ws:
+    async with open_websocket_url(
+        f"{server.ws_url}/ws/task/closing", extra_headers=WS_HEADERS
+    ) as ws:
         await receive(ws)
         await client.delete("/tasks/closing")
         deleted = await receive(ws)
@@ -145,7 +159,9 @@ async def test_200_watchers_get_every_update_in_seq_order(
     received: dict[int, list[int]] = {}
 
     async def watcher(index: int, ready: trio.Event, *, task_status: Any) -> None:
-        async with open_websocket_url(f"{server.ws_url}/ws/task/crowd") as ws:
+        async with open_websocket_url(
+            f"{server.ws_url}/ws/task/crowd", extra_headers=WS_HEADERS
+        ) as ws:
             await receive(ws)
             task_status.started()
             seqs = received.setdefault(index, [])
@@ -172,11 +188,13 @@ async def test_a_stalled_watcher_does_not_delay_the_others(
     stalled.sendall(
         b"GET /ws/task/stall HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
         b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        b"Sec-WebSocket-Version: 13\r\n\r\n"
+        b"Sec-WebSocket-Version: 13\r\nX-API-Key: " + ADMIN_KEY.encode() + b"\r\n\r\n"
     )
     try:
         big = {"blob": "y" * 30_000}
-        async with open_websocket_url(f"{server.ws_url}/ws/task/stall") as ws:
+        async with open_websocket_url(
+            f"{server.ws_url}/ws/task/stall", extra_headers=WS_HEADERS
+        ) as ws:
             await receive(ws)
             started = trio.current_time()
             for value in range(60):
@@ -201,7 +219,7 @@ async def test_a_watcher_that_falls_1000_behind_is_closed_4008(
     stalled.sendall(
         b"GET /ws/task/flood HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
         b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        b"Sec-WebSocket-Version: 13\r\n\r\n"
+        b"Sec-WebSocket-Version: 13\r\nX-API-Key: " + ADMIN_KEY.encode() + b"\r\n\r\n"
     )
     try:
         # ~700 KB a batch (under the 1 MiB body limit); 6,000 messages of ~1 KB queued.
@@ -258,16 +276,22 @@ async def test_sse_stream_with_last_event_id(server: Server, client: httpx.Async
 
 async def test_watchers_survive_hibernation_and_resume_across_a_restart(tmp_path) -> None:
     data = tmp_path / "data"
-    async with running(serve_argv(data)) as server, httpx.AsyncClient(base_url=server.url) as http:
+    async with (
+        running(serve_argv(data), env=SERVE_ENV) as server,
+        httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS) as http,
+    ):
         task = await create(http, "persist")
         for value in range(1, 6):
             await progress(http, "persist", value)
         server.terminate()
         with trio.fail_after(15):
             assert await server.wait() == 0
-    async with running(serve_argv(data)) as server, httpx.AsyncClient(base_url=server.url) as http:
+    async with (
+        running(serve_argv(data), env=SERVE_ENV) as server,
+        httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS) as http,
+    ):
         url = f"{server.ws_url}/ws/task/persist?since=3&epoch={task['epoch']}"
-        async with open_websocket_url(url) as ws:
+        async with open_websocket_url(url, extra_headers=WS_HEADERS) as ws:
             assert [(await receive(ws))["seq"] for _ in range(3)] == [4, 5, 6]
             snapshot = await receive(ws)
             assert (snapshot["seq"], snapshot["recovered"]) == (6, True)
@@ -276,10 +300,12 @@ async def test_watchers_survive_hibernation_and_resume_across_a_restart(tmp_path
 
 
 async def test_shutdown_closes_watchers_with_1001(tmp_path) -> None:
-    async with running(serve_argv(tmp_path / "data")) as server:
-        async with httpx.AsyncClient(base_url=server.url) as http:
+    async with running(serve_argv(tmp_path / "data"), env=SERVE_ENV) as server:
+        async with httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS) as http:
             await create(http, "bye")
-        async with open_websocket_url(f"{server.ws_url}/ws/task/bye") as ws:
+        async with open_websocket_url(
+            f"{server.ws_url}/ws/task/bye", extra_headers=WS_HEADERS
+        ) as ws:
             await receive(ws)
             server.terminate()
             assert await close_code(ws) == 1001

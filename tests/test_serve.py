@@ -23,6 +23,11 @@ def serve_in(data_dir: Path, *extra: str) -> list[str]:
     return [*SERVE, "--data-dir", str(data_dir), *extra]
 
 
+def admin_headers(data_dir: Path) -> dict[str, str]:
+    """Headers with the admin key the server wrote on first start."""
+    return {"X-API-Key": (data_dir / "admin.key").read_text().strip()}
+
+
 async def test_first_start_creates_and_prints_admin_key_once(tmp_path: Path) -> None:
     data = tmp_path / "data"
     async with running(serve_in(data)) as server:
@@ -64,8 +69,11 @@ async def test_health_answers_the_spec_shape(tmp_path: Path) -> None:
 
 async def test_unknown_route_and_method_get_the_json_error_envelope(tmp_path: Path) -> None:
     async with running(serve_in(tmp_path)) as server, httpx.AsyncClient() as client:
-        missing = await client.get(server.url + "/no/such/route")
+        anonymous = await client.get(server.url + "/no/such/route")
+        missing = await client.get(server.url + "/no/such/route", headers=admin_headers(tmp_path))
         wrong_method = await client.delete(server.url + "/health")
+    assert anonymous.status_code == 401  # routes are not revealed to anonymous callers
+    assert anonymous.json()["error"]["code"] == "UNAUTHENTICATED"
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/json"
     assert missing.json() == {
@@ -79,7 +87,7 @@ async def test_unknown_route_and_method_get_the_json_error_envelope(tmp_path: Pa
 async def test_every_request_is_logged_as_one_json_line(tmp_path: Path) -> None:
     async with running(serve_in(tmp_path)) as server, httpx.AsyncClient() as client:
         await client.get(server.url + "/health")
-        await client.get(server.url + "/missing")
+        await client.get(server.url + "/missing", headers=admin_headers(tmp_path))
         server.terminate()
         with trio.fail_after(15):
             await server.wait()
@@ -90,6 +98,9 @@ async def test_every_request_is_logged_as_one_json_line(tmp_path: Path) -> None:
         ("GET", "(unmatched)", 404),
     ]
     assert all(r["ms"] >= 0 for r in requests)
+    assert "keyId" not in requests[0] and requests[1]["keyId"] == "bootstrap"
+    secret = (tmp_path / "admin.key").read_text().strip()
+    assert sum(secret in line for line in server.lines) == 1  # printed once, never logged
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
