@@ -177,19 +177,24 @@ async def test_200_watchers_get_every_update_in_seq_order(
     assert all(seqs == list(range(2, 102)) for seqs in received.values())
 
 
-async def test_a_stalled_watcher_does_not_delay_the_others(
-    server: Server, client: httpx.AsyncClient
-) -> None:
-    await create(client, "stall")
-    # A raw client that completes the handshake and then never reads again.
+def stalled_watcher(server: Server, task_id: str) -> socket.socket:
+    """A raw client that completes the handshake and then never reads again."""
     host, port = server.url.removeprefix("http://").rsplit(":", 1)
     stalled = socket.create_connection((host, int(port)))
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stalled.sendall(
-        b"GET /ws/task/stall HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        b"Sec-WebSocket-Version: 13\r\nX-API-Key: " + ADMIN_KEY.encode() + b"\r\n\r\n"
+        f"GET /ws/task/{task_id} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        f"Sec-WebSocket-Version: 13\r\nX-API-Key: {ADMIN_KEY}\r\n\r\n".encode()
     )
+    return stalled
+
+
+async def test_a_stalled_watcher_does_not_delay_the_others(
+    server: Server, client: httpx.AsyncClient
+) -> None:
+    await create(client, "stall")
+    stalled = stalled_watcher(server, "stall")
     try:
         big = {"blob": "y" * 30_000}
         async with open_websocket_url(
@@ -213,14 +218,7 @@ async def test_a_watcher_that_falls_1000_behind_is_closed_4008(
     server: Server, client: httpx.AsyncClient
 ) -> None:
     await create(client, "flood")
-    host, port = server.url.removeprefix("http://").rsplit(":", 1)
-    stalled = socket.create_connection((host, int(port)))
-    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    stalled.sendall(
-        b"GET /ws/task/flood HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        b"Sec-WebSocket-Version: 13\r\nX-API-Key: " + ADMIN_KEY.encode() + b"\r\n\r\n"
-    )
+    stalled = stalled_watcher(server, "flood")
     try:
         # ~700 KB a batch (under the 1 MiB body limit); 6,000 messages of ~1 KB queued.
         big = {"blob": "z" * 600}
