@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from quart import Quart, request
 
-from spectral.api import models, procedures
+from spectral.api import models, procedures, rpc_procedures
 from spectral.api.context import Principal, principal
 from spectral.api.failures import validation_error
 from spectral.errors import ApiError
@@ -27,11 +27,19 @@ MUTATIONS: dict[str, tuple[type[BaseModel], Procedure, int]] = {
     "cancel": (models.Cancel, procedures.cancel, 200),
     "batchUpdateProgress": (models.BatchUpdateProgress, procedures.batch_update_progress, 200),
 }
+#: ``POST /tasks/{name}`` for the RPC procedures that have no body endpoint above: the
+#: original's OpenAPI form, answering what the RPC answers, as plain JSON (SPEC §4, §5).
+ORIGINAL_FORM = ("getById", "getHistory", "listAll", "delete")
 
 
-async def parse_body(model: type[M]) -> M:
-    """Validate the request body against ``model`` (400 naming the field on failure)."""
+async def parse_body(model: type[M], *, empty_is_object: bool = False) -> M:
+    """Validate the request body against ``model`` (400 naming the field on failure).
+
+    An empty body is 400 ``INVALID_JSON``, or ``{}`` with ``empty_is_object``.
+    """
     data = await request.get_data(cache=False)
+    if not data and empty_is_object:
+        data = b"{}"
     if not data:
         raise ApiError(400, "INVALID_JSON", "the body is empty; send a JSON object")
     try:
@@ -67,6 +75,17 @@ def _mutation_view(
     return view
 
 
+def _original_view(
+    state: ServerState, procedure: rpc_procedures.Procedure
+) -> Callable[[], Awaitable[Any]]:
+    async def view() -> Any:
+        body = await parse_body(procedure.model, empty_is_object=True)
+        return await procedure.run(state, principal(), body)
+
+    view.__doc__ = procedure.run.__doc__
+    return view
+
+
 def register(app: Quart, state: ServerState) -> None:
     """Add the task endpoints to ``app``."""
 
@@ -75,6 +94,13 @@ def register(app: Quart, state: ServerState) -> None:
             f"/tasks/{name}",
             f"tasks_{name}",
             _mutation_view(state, model, procedure, status),
+            methods=["POST"],
+        )
+    for name in ORIGINAL_FORM:
+        app.add_url_rule(
+            f"/tasks/{name}",
+            f"tasks_{name}",
+            _original_view(state, rpc_procedures.PROCEDURES[name]),
             methods=["POST"],
         )
 

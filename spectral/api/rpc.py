@@ -45,6 +45,7 @@ def register(app: Quart, state: ServerState) -> None:
     for name in PROCEDURES:
         rpc.add_url_rule(f"{PREFIX}/tasks/{name}", f"tasks_{name}", view, methods=_METHODS)
     rpc.add_url_rule(PREFIX, "root", view, methods=_METHODS)
+    rpc.add_url_rule(f"{PREFIX}/", "root_slash", view, methods=_METHODS)
     rpc.add_url_rule(f"{PREFIX}/<path:rest>", "unknown", view, methods=_METHODS)
     rpc.register_error_handler(ApiError, _api_error)
     rpc.register_error_handler(HTTPException, _http_error)
@@ -54,9 +55,12 @@ def register(app: Quart, state: ServerState) -> None:
 
 def _view(state: ServerState) -> Callable[..., Awaitable[Response]]:
     async def call(**_: str) -> Response:
+        # The body is read first, whatever the answer: answering before hypercorn has
+        # handed quart the body can stall the connection's next request.
+        data = b"" if request.method in ("GET", "HEAD") else await request.get_data(cache=False)
         procedure = _procedure()
         who = principal()
-        body = await _input(procedure)
+        body = _input(procedure, data)
         output = await procedure.run(state, who, body)
         return _answer(200, orpc_wire.serialize(output, procedure.shape))
 
@@ -80,7 +84,7 @@ def _procedure() -> Procedure:
     return procedure
 
 
-async def _input(procedure: Procedure) -> Any:
+def _input(procedure: Procedure, data: bytes) -> Any:
     """The validated input model (400 naming the field, or a malformed request)."""
     try:
         if request.method == "POST":
@@ -90,7 +94,7 @@ async def _input(procedure: Procedure) -> Any:
                     "UNSUPPORTED_MEDIA_TYPE",
                     f"send the input as application/json, not {request.mimetype}",
                 )
-            value = orpc_wire.decode_body(await request.get_data(cache=False))
+            value = orpc_wire.decode_body(data)
         else:
             value = orpc_wire.decode_query(request.args.getlist("data"))
         if value is orpc_wire.UNDEFINED:
