@@ -444,12 +444,14 @@ def _recover_registry(router: Router) -> None:
     unclean_since = router.registry.begin_run()
     if unclean_since is None:
         return
+    started = time.time()
     for kind in router.kinds:
         refreshed = refresh_changed(router.store, router.registry, kind, unclean_since)
         log.warning(
             "registry refreshed after an unclean stop",
             extra={"kind": kind, "objects": len(refreshed)},
         )
+    router.registry.mark_consistent(started)
 
 
 def _leaves(group: BaseExceptionGroup) -> list[BaseException]:

@@ -74,6 +74,9 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     config.graceful_timeout = settings.graceful_timeout
     config.keep_alive_timeout = 75
     config.max_requests = None
+    # hypercorn closes a keep-alive connection after 1,000 requests by default: a busy
+    # service would reconnect every few seconds.
+    config.keep_alive_max_requests = 1_000_000
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.include_server_header = False
