@@ -6,10 +6,12 @@ their own beyond :class:`~spectral.state.ServerState`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
 
+import trio
 from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Response, g, jsonify, request
 from quart_cors import cors
@@ -25,6 +27,8 @@ from spectral.state import ServerState
 
 log = logging.getLogger("spectral.http")
 
+#: Longest wait for the rest of a body that the answer did not need.
+DRAIN_SECONDS = 10.0
 #: Routes that need no key.
 PUBLIC_PATHS = frozenset({"/health"})
 #: Endpoints that accept a watch token (``?token=``) scoped to their task.
@@ -34,6 +38,19 @@ CORS_ALLOW_HEADERS = [
     "X-API-Key", "Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID",
 ]  # fmt: skip
 CORS_EXPOSE_HEADERS = ["Retry-After", "Idempotent-Replayed"]
+
+
+async def _drain_body() -> None:
+    """Read what is left of the request body (at most 1 MiB) before answering.
+
+    An answer given before the body was read (401, 404, an early 400) otherwise
+    stalls the next request on the same keep-alive connection now and then:
+    hypercorn waits for the body that quart-trio stopped reading. A body over the
+    limit is not read (413 closes the connection).
+    """
+    # Over the limit, or the client went away: nothing to drain.
+    with trio.move_on_after(DRAIN_SECONDS), contextlib.suppress(Exception):
+        await request.get_data(cache=False)
 
 
 def create_app(state: ServerState) -> QuartTrio:
@@ -58,6 +75,7 @@ def create_app(state: ServerState) -> QuartTrio:
 
     @app.after_request
     async def _log_request(response: Response) -> Response:
+        await _drain_body()
         rule = request.url_rule.rule if request.url_rule is not None else "(unmatched)"
         started = g.get("started", 0.0)
         metrics.REQUEST_SECONDS.labels(request.method, rule, str(response.status_code)).observe(

@@ -470,3 +470,17 @@ async def test_keys_made_and_revoked_by_the_cli_apply_at_once(tmp_path: Path) ->
         assert unknown.returncode == 1
         bad = await trio.to_thread.run_sync(cli, "create", "--owner", "a/b", "--role", "reader")
         assert bad.returncode == 2 and "owner" in bad.stderr
+
+
+async def test_refused_requests_with_bodies_do_not_stall_the_connection(server: Server) -> None:
+    # Answers given before the body is read (401, 404) must leave the keep-alive
+    # connection usable for the next request.
+    async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
+        for size in [10, 100, 20_000] * 10:
+            body = {"id": "x", "pad": "p" * size}
+            assert (await http.post("/tasks/create", json=body)).status_code == 401
+            assert (await http.delete("/admin/keys/0123456789abcdef")).status_code == 401
+            assert (
+                await http.post("/no/route", json=body, headers=ADMIN_HEADERS)
+            ).status_code == 404
+            assert (await http.get("/tasks", headers=ADMIN_HEADERS)).status_code == 200
