@@ -103,6 +103,22 @@ ROUTES: list[tuple[str, bool, str, str, Any]] = [
     ("cancel", True, "POST", "/tasks/cancel", {"taskId": "{t}"}),
     ("delete", True, "DELETE", "/tasks/{t}", None),
     ("token", False, "POST", "/tokens/watch", {"taskId": "{t}"}),
+    # The original's POST /tasks/{procedure} form.
+    ("getById", False, "POST", "/tasks/getById", {"taskId": "{t}"}),
+    ("getHistory", False, "POST", "/tasks/getHistory", {"taskId": "{t}"}),
+    ("delete-form", True, "POST", "/tasks/delete", {"taskId": "{t}"}),
+    # oRPC (SPEC §5): the same operations in the RPC framing.
+    ("rpc-get", False, "POST", "/rpc/tasks/getById", {"json": {"taskId": "{t}"}}),
+    ("rpc-history", False, "POST", "/rpc/tasks/getHistory", {"json": {"taskId": "{t}"}}),
+    (
+        "rpc-progress",
+        True,
+        "POST",
+        "/rpc/tasks/updateProgress",
+        {"json": {"taskId": "{t}", "progress": 5}},
+    ),
+    ("rpc-complete", True, "POST", "/rpc/tasks/complete", {"json": {"taskId": "{t}"}}),
+    ("rpc-delete", True, "POST", "/rpc/tasks/delete", {"json": {"taskId": "{t}"}}),
 ]
 
 #: Who asks → expected answer for a read and for a write of one of alice's tasks.
@@ -133,7 +149,11 @@ async def test_isolation_walk_over_every_task_route(world: World, caller: str) -
         )  # fmt: skip
         expected = write_status if is_write else read_status
         assert response.status_code == expected, (caller, name, response.text)
-        if expected >= 400:
+        if expected >= 400 and path.startswith("/rpc/"):
+            error = response.json()["json"]  # oRPC's error body, our code in its data
+            code = {401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND"}[expected]
+            assert (error["code"], error["status"]) == (code, expected), (caller, name)
+        elif expected >= 400:
             code = {401: "UNAUTHENTICATED", 403: "FORBIDDEN", 404: "TASK_NOT_FOUND"}[expected]
             assert response.json()["error"]["code"] == code, (caller, name)
         if expected == 404:  # the refusal reveals nothing: same answer as a missing task
@@ -175,6 +195,7 @@ async def ws_outcome(world: World, path: str, headers: dict[str, str]) -> str | 
 
 
 async def test_listing_shows_only_the_callers_owner(world: World) -> None:
+    # Also through the original's listAll, over REST and oRPC.
     mine = {await world.new_task("alice") for _ in range(3)}
     theirs = {await world.new_task("bob") for _ in range(2)}
 
@@ -190,6 +211,13 @@ async def test_listing_shows_only_the_callers_owner(world: World) -> None:
     assert await listed("admin") == mine | theirs
     assert await listed("admin", "&owner=bob") == theirs
     assert (await world.http.get("/tasks", headers=world.headers("bad"))).status_code == 401
+    for who, expected in [("alice", mine), ("bob", theirs), ("admin", mine | theirs)]:
+        form = await world.http.post("/tasks/listAll", json={}, headers=world.headers(who))
+        assert {t["taskId"] for t in form.json()["tasks"]} == expected, who
+        rpc = await world.http.post(
+            "/rpc/tasks/listAll", json={"json": {}}, headers=world.headers(who)
+        )
+        assert {t["taskId"] for t in rpc.json()["json"]["tasks"]} == expected, who
 
 
 async def test_creating_another_owners_id_is_409_and_reveals_nothing(world: World) -> None:
