@@ -29,7 +29,7 @@ from hypercorn.config import Config as HypercornConfig
 from quart_trio import QuartTrio
 
 from actors import CLOSE_GOING_AWAY, Actor, CloseReason, Router, RouterConfig, open_router
-from spectral import front, keys, metrics
+from spectral import front, idempotency, keys, metrics
 from spectral import secret as server_secret
 from spectral.adminkey import ensure_admin_key
 from spectral.api.watch import serve_websocket
@@ -141,12 +141,16 @@ async def serve(settings: Settings, out: TextIO = sys.stdout) -> None:
         config = RouterConfig(max_live=live_actor_cap(fd_limit))
         log.info("limits", extra={"openFiles": fd_limit, "maxLiveActors": config.max_live})
         secret = server_secret.load_or_create(settings.data_dir)
-        migrations = {keys.STREAM: keys.MIGRATIONS}
+        migrations = {
+            keys.STREAM: keys.MIGRATIONS,
+            idempotency.STREAM: idempotency.MIGRATIONS,
+        }
         async with open_router(
             settings.data_dir, KINDS, config, registry_migrations=migrations
         ) as router:
             auth = build_authenticator(settings, router, admin.secret, secret)
-            state = ServerState(router, settings, auth)
+            store = idempotency.IdempotencyStore(router.registry.conn)
+            state = ServerState(router, settings, auth, store)
             state.keepalive.interval = settings.ws_ping_interval
             metrics.install(router)
             app = create_app(state)

@@ -9,6 +9,7 @@ import trio
 
 from actors import Router
 from spectral.auth import Authenticator
+from spectral.idempotency import IdempotencyStore
 from spectral.settings import Settings
 from spectral.websocket import Keepalive
 
@@ -20,6 +21,7 @@ class ServerState:
     router: Router
     settings: Settings
     auth: Authenticator
+    idempotency: IdempotencyStore
     started: float = field(default_factory=time.monotonic)
     #: Set when SIGINT/SIGTERM arrives: long-lived handlers close with 1001.
     shutting_down: trio.Event = field(default_factory=trio.Event)

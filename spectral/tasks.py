@@ -72,7 +72,22 @@ MIGRATIONS = (
         );
         """,
     ),
+    # Idempotency records, written in the transaction of the change they answer.
+    Migration(
+        2,
+        """
+        CREATE TABLE idempotency (
+            key TEXT PRIMARY KEY,
+            fingerprint TEXT NOT NULL,
+            answer TEXT NOT NULL,
+            created_at REAL NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX idempotency_by_age ON idempotency (created_at);
+        """,
+    ),
 )
+#: How long an idempotency record is kept in the task's file (SPEC §6).
+IDEMPOTENCY_SECONDS = 24 * 3600
 
 #: Live watcher message type per command.
 _LIVE_TYPES: dict[type, str] = {
@@ -84,6 +99,13 @@ _LIVE_TYPES: dict[type, str] = {
     Cancel: "cancel",
     TimeOut: "timeout",
 }
+
+
+class IdempotencyConflictError(TaskStateError):
+    """The Idempotency-Key was already used on this task with another request."""
+
+    code = "IDEMPOTENCY_KEY_REUSED"
+    status = 422
 
 
 class TaskRejected(Rejected):
@@ -99,10 +121,11 @@ class TaskRejected(Rejected):
 
 @dataclass(frozen=True, slots=True)
 class Mutate:
-    """Apply a state-machine command."""
+    """Apply a state-machine command (once per ``idempotency`` (stored key, fingerprint))."""
 
     command: Command
     owner: str | None = None
+    idempotency: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +172,8 @@ class Mutation:
     task: dict[str, Any]
     event: dict[str, Any]
     latest_history: list[dict[str, Any]]
+    #: When the answer was first given, if this one is a repeat served from its record.
+    replayed_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +226,7 @@ class Task(Actor):
         try:
             match message:
                 case Mutate():
-                    return self._mutate(message.command, message.owner)
+                    return self._mutate(message.command, message.owner, message.idempotency)
                 case Read():
                     return wire.task_json(self._visible(message.owner))
                 case ReadHistory():
@@ -233,9 +258,15 @@ class Task(Actor):
 
     # -- mutations ---------------------------------------------------------------------
 
-    def _mutate(self, command: Command, owner: str | None) -> Mutation:
+    def _mutate(
+        self, command: Command, owner: str | None, idempotency: tuple[str, str] | None = None
+    ) -> Mutation:
         if not isinstance(command, Create):
             self._visible(owner)
+        if idempotency is not None and self.state is not None:
+            replay = self._recorded(*idempotency)
+            if replay is not None:
+                return replay
         now = self.now()
         new, event = apply(self.state, command, now)
         metadata_changed = self.state is None or new.metadata is not self.state.metadata
@@ -253,10 +284,43 @@ class Task(Actor):
         sockets = self.sockets
         self.after_commit(lambda: sockets.broadcast(outgoing))
         latest = [event_body, *reversed(self.recent)][: self.recent.maxlen]
+        answer = Mutation(task=task, event=event_body, latest_history=latest)
+        if idempotency is not None:
+            self._record(*idempotency, answer, now)
         # Last: in-memory state changes only once nothing above can fail.
         self.state = new
         self.recent.append(event_body)
-        return Mutation(task=task, event=event_body, latest_history=latest)
+        return answer
+
+    def _recorded(self, key: str, fingerprint: str) -> Mutation | None:
+        row = self.db.execute(
+            "SELECT fingerprint, answer, created_at FROM idempotency"
+            " WHERE key = ? AND created_at > ?",
+            (key, self.now() - IDEMPOTENCY_SECONDS),
+        ).fetchone()
+        if row is None:
+            return None
+        if row[0] != fingerprint:
+            raise IdempotencyConflictError(
+                "this Idempotency-Key was already used with a different request"
+            )
+        stored = json.loads(row[1])
+        return Mutation(stored["task"], stored["event"], stored["latestHistory"], row[2])
+
+    def _record(self, key: str, fingerprint: str, answer: Mutation, now: float) -> None:
+        stored = {
+            "task": answer.task,
+            "event": answer.event,
+            "latestHistory": answer.latest_history,
+        }
+        self.db.execute(
+            "INSERT OR REPLACE INTO idempotency (key, fingerprint, answer, created_at)"
+            " VALUES (?, ?, ?, ?)",
+            (key, fingerprint, _json(stored), now),
+        )
+        self.db.execute(
+            "DELETE FROM idempotency WHERE created_at <= ?", (now - IDEMPOTENCY_SECONDS,)
+        )
 
     def _write(self, state: TaskState, event: Event, *, metadata_changed: bool) -> None:
         db = self.db

@@ -149,3 +149,25 @@ def test_outgoing_frames_are_shared_and_valid() -> None:
     assert frame[1] == 127 and int.from_bytes(frame[2:10], "big") == 70_000
     medium = wire.Outgoing(1, "y" * 300).frame
     assert medium[1] == 126 and int.from_bytes(medium[2:4], "big") == 300
+
+
+async def test_idempotency_records_live_in_the_task_file_for_24_hours(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_router(tmp_path, [Task], RouterConfig(), clock=trio.current_time) as router:
+        await router.call("task", "t", create("t"), create=True)
+        once = ("stored-key", "fingerprint")
+        first = await router.call("task", "t", Mutate(Progress(progress=1), idempotency=once))
+        again = await router.call("task", "t", Mutate(Progress(progress=1), idempotency=once))
+        assert (first.replayed_at, again.replayed_at) == (None, trio.current_time())
+        assert again.task == first.task and again.event["seq"] == 2
+        with pytest.raises(TaskRejected) as info:
+            await router.call("task", "t", Mutate(Progress(progress=2), idempotency=(once[0], "x")))
+        assert info.value.reason.code == "IDEMPOTENCY_KEY_REUSED"
+        await router.evict("task", "t")  # the record is in the file, not in memory
+        await trio.sleep(24 * 3600 - 1)
+        kept = await router.call("task", "t", Mutate(Progress(progress=1), idempotency=once))
+        assert kept.replayed_at is not None
+        await trio.sleep(2)
+        fresh = await router.call("task", "t", Mutate(Progress(progress=1), idempotency=once))
+        assert (fresh.replayed_at, fresh.event["seq"]) == (None, 3)

@@ -13,6 +13,7 @@ from typing import Any
 import trio
 from pydantic import ValidationError
 
+from spectral import idempotency
 from spectral import task_state as sm
 from spectral.api import models
 from spectral.api.context import Principal, require_write
@@ -26,9 +27,21 @@ from spectral.wire import event_json
 async def call_task(state: ServerState, task_id: str, message: Any, *, create: bool = False) -> Any:
     """Send ``message`` to the task's actor; translate failures into API errors."""
     try:
-        return await state.router.call(KIND, task_id, message, create=create)
+        result = await state.router.call(KIND, task_id, message, create=create)
     except TASK_ERRORS as error:
         raise task_error(error, task_id) from None
+    tag = idempotency.CURRENT.get()
+    if tag is not None and isinstance(result, Mutation) and result.replayed_at is not None:
+        tag.replayed_at = result.replayed_at
+    return result
+
+
+def mutate(command: sm.Command, who: Principal) -> Mutate:
+    """The message applying ``command`` for ``who`` (once per Idempotency-Key, if one came)."""
+    owner = None if isinstance(command, sm.Create) else who.owner_filter
+    tag = idempotency.CURRENT.get()
+    once = None if tag is None else (tag.stored_key, tag.fingerprint)
+    return Mutate(command, owner, once)
 
 
 def mutation_answer(result: Mutation) -> dict[str, Any]:
@@ -54,7 +67,7 @@ async def create(state: ServerState, who: Principal, body: models.CreateTask) ->
         timeout_seconds=body.timeout_seconds,
         ttl_seconds=body.ttl_seconds,
     )
-    result: Mutation = await call_task(state, body.task_id, Mutate(command), create=True)
+    result: Mutation = await call_task(state, body.task_id, mutate(command, who), create=True)
     return {"success": True, "taskId": body.task_id, "task": result.task}
 
 
@@ -64,7 +77,7 @@ async def update_progress(
     """Report progress."""
     require_write(who)
     command = sm.Progress(progress=body.progress, message=body.message, metadata=body.metadata)
-    return mutation_answer(await call_task(state, body.task_id, Mutate(command, who.owner_filter)))
+    return mutation_answer(await call_task(state, body.task_id, mutate(command, who)))
 
 
 async def add_event(state: ServerState, who: Principal, body: models.AddEvent) -> dict[str, Any]:
@@ -77,28 +90,28 @@ async def add_event(state: ServerState, who: Principal, body: models.AddEvent) -
         progress=event.progress,
         metadata=event.metadata,
     )
-    return mutation_answer(await call_task(state, body.task_id, Mutate(command, who.owner_filter)))
+    return mutation_answer(await call_task(state, body.task_id, mutate(command, who)))
 
 
 async def complete(state: ServerState, who: Principal, body: models.Complete) -> dict[str, Any]:
     """Finish the task successfully."""
     require_write(who)
     command = sm.Complete(metadata=body.metadata)
-    return mutation_answer(await call_task(state, body.task_id, Mutate(command, who.owner_filter)))
+    return mutation_answer(await call_task(state, body.task_id, mutate(command, who)))
 
 
 async def fail(state: ServerState, who: Principal, body: models.Fail) -> dict[str, Any]:
     """Finish the task with an error."""
     require_write(who)
     command = sm.Fail(error=body.error, metadata=body.metadata)
-    return mutation_answer(await call_task(state, body.task_id, Mutate(command, who.owner_filter)))
+    return mutation_answer(await call_task(state, body.task_id, mutate(command, who)))
 
 
 async def cancel(state: ServerState, who: Principal, body: models.Cancel) -> dict[str, Any]:
     """Cancel the task."""
     require_write(who)
     command = sm.Cancel(metadata=body.metadata)
-    return mutation_answer(await call_task(state, body.task_id, Mutate(command, who.owner_filter)))
+    return mutation_answer(await call_task(state, body.task_id, mutate(command, who)))
 
 
 async def batch_update_progress(
@@ -109,6 +122,8 @@ async def batch_update_progress(
     results: list[dict[str, Any] | None] = [None] * len(body.updates)
 
     async def one(index: int, raw: dict[str, Any]) -> None:
+        # A batch's key covers the whole batch (recorded in the registry), not its items.
+        idempotency.CURRENT.set(None)
         task_id = raw.get("taskId") if isinstance(raw.get("taskId"), str) else None
         try:
             try:

@@ -11,6 +11,7 @@ from quart import Quart, request
 from spectral.api import models, procedures, rpc_procedures
 from spectral.api.context import Principal, principal
 from spectral.api.failures import validation_error
+from spectral.api.once import replay_headers, run_once
 from spectral.errors import ApiError
 from spectral.state import ServerState
 
@@ -37,7 +38,11 @@ async def parse_body(model: type[M], *, empty_is_object: bool = False) -> M:
 
     An empty body is 400 ``INVALID_JSON``, or ``{}`` with ``empty_is_object``.
     """
-    data = await request.get_data(cache=False)
+    return validate_body(model, await request.get_data(cache=False), empty_is_object)
+
+
+def validate_body(model: type[M], data: bytes, empty_is_object: bool = False) -> M:
+    """Validate body bytes already read against ``model`` (see :func:`parse_body`)."""
     if not data and empty_is_object:
         data = b"{}"
     if not data:
@@ -65,22 +70,38 @@ def parse_task_id(task_id: str) -> str:
 
 
 def _mutation_view(
-    state: ServerState, model: type[BaseModel], procedure: Procedure, status: int
-) -> Callable[[], Awaitable[tuple[dict[str, Any], int]]]:
-    async def view() -> tuple[dict[str, Any], int]:
-        body = await parse_body(model)
-        return await procedure(state, principal(), body), status
+    state: ServerState, name: str, model: type[BaseModel], procedure: Procedure, status: int
+) -> Callable[[], Awaitable[tuple[Any, int, dict[str, str]]]]:
+    async def view() -> tuple[Any, int, dict[str, str]]:
+        who = principal()
+        raw = await request.get_data(cache=False)
+        body = validate_body(model, raw)
+
+        async def work() -> tuple[int, Any]:
+            return status, await procedure(state, who, body)
+
+        outcome = await run_once(state, who, f"rest {name}", raw, work)
+        return outcome.payload, outcome.status, replay_headers(outcome)
 
     view.__doc__ = procedure.__doc__
     return view
 
 
 def _original_view(
-    state: ServerState, procedure: rpc_procedures.Procedure
+    state: ServerState, name: str, procedure: rpc_procedures.Procedure
 ) -> Callable[[], Awaitable[Any]]:
     async def view() -> Any:
-        body = await parse_body(procedure.model, empty_is_object=True)
-        return await procedure.run(state, principal(), body)
+        who = principal()
+        raw = await request.get_data(cache=False)
+        body = validate_body(procedure.model, raw, empty_is_object=True)
+        if procedure.reads:
+            return await procedure.run(state, who, body)
+
+        async def work() -> tuple[int, Any]:
+            return 200, await procedure.run(state, who, body)
+
+        outcome = await run_once(state, who, f"rest {name}", raw, work)
+        return outcome.payload, outcome.status, replay_headers(outcome)
 
     view.__doc__ = procedure.run.__doc__
     return view
@@ -93,14 +114,14 @@ def register(app: Quart, state: ServerState) -> None:
         app.add_url_rule(
             f"/tasks/{name}",
             f"tasks_{name}",
-            _mutation_view(state, model, procedure, status),
+            _mutation_view(state, name, model, procedure, status),
             methods=["POST"],
         )
     for name in ORIGINAL_FORM:
         app.add_url_rule(
             f"/tasks/{name}",
             f"tasks_{name}",
-            _original_view(state, rpc_procedures.PROCEDURES[name]),
+            _original_view(state, name, rpc_procedures.PROCEDURES[name]),
             methods=["POST"],
         )
 
@@ -122,6 +143,13 @@ def register(app: Quart, state: ServerState) -> None:
         return await procedures.history(state, principal(), task_id, query)
 
     @app.delete("/tasks/<task_id>")
-    async def delete(task_id: str) -> dict[str, Any]:
+    async def delete(task_id: str) -> tuple[Any, int, dict[str, str]]:
         """Delete a task."""
-        return await procedures.delete(state, principal(), parse_task_id(task_id))
+        who = principal()
+        task_id = parse_task_id(task_id)
+
+        async def work() -> tuple[int, Any]:
+            return 200, await procedures.delete(state, who, task_id)
+
+        outcome = await run_once(state, who, f"rest DELETE {task_id}", b"", work)
+        return outcome.payload, outcome.status, replay_headers(outcome)

@@ -21,10 +21,11 @@ from werkzeug.exceptions import HTTPException
 from spectral.api import orpc_wire
 from spectral.api.context import principal
 from spectral.api.failures import validation_error
+from spectral.api.once import Outcome, replay_headers, run_once
 from spectral.api.rpc_procedures import PROCEDURES, Procedure
 from spectral.errors import ApiError
 from spectral.state import ServerState
-from spectral.wire import dumps
+from spectral.wire import dumps, iso
 
 log = logging.getLogger("spectral.rpc")
 
@@ -61,11 +62,32 @@ def _view(state: ServerState) -> Callable[..., Awaitable[Response]]:
         procedure = _procedure()
         who = principal()
         body = _input(procedure, data)
-        output = await procedure.run(state, who, body)
-        return _answer(200, orpc_wire.serialize(output, procedure.shape))
+        if procedure.reads:
+            output = await procedure.run(state, who, body)
+            return _answer(200, orpc_wire.serialize(output, procedure.shape))
+
+        async def work() -> tuple[int, Any]:
+            return 200, await procedure.run(state, who, body)
+
+        outcome = await run_once(state, who, f"rpc {request.path}", data, work)
+        output, shape = outcome.payload, procedure.shape
+        if outcome.key is not None:
+            output, shape = _with_idempotency(output, shape, outcome)
+        return _answer(outcome.status, orpc_wire.serialize(output, shape), replay_headers(outcome))
 
     call.__doc__ = "Call a procedure in oRPC's RPC framing (SPEC §5)."
     return call
+
+
+def _with_idempotency(output: Any, shape: Any, outcome: Outcome) -> tuple[Any, Any]:
+    """The output with the original's ``__idempotency`` (``cachedAt`` a Date, when cached)."""
+    if not isinstance(output, dict) or outcome.key is None:
+        return output, shape
+    info: dict[str, Any] = {"cached": outcome.replayed_at is not None, "key": outcome.key[:8]}
+    if outcome.replayed_at is not None:
+        info["cachedAt"] = iso(outcome.replayed_at)
+        shape = {**shape, "__idempotency": {"cachedAt": orpc_wire.DATE}}
+    return {**output, "__idempotency": info}, shape
 
 
 def _procedure() -> Procedure:
