@@ -23,7 +23,7 @@ from tests.procs import ROOT, Server
 NODE_DIR = ROOT / "tests" / "node"
 SCRIPT = "orpc-client.test.mjs"
 #: Checks the script must report as passed (so that a script doing nothing cannot pass).
-EXPECTED_CHECKS = 15
+EXPECTED_CHECKS = 16
 
 
 def _node() -> str:

@@ -293,6 +293,29 @@ await check("reads may be sent as GET ?data=, mutations may not", async () => {
   assert.equal(error.status, 405);
 });
 
+await check("an Idempotency-Key replays: __idempotency.cached, cachedAt a Date, no new event", async () => {
+  const key = `${args.prefix}-idem-0001`;
+  const keyed = createORPCClient(
+    new RPCLink({
+      url: args.url,
+      headers: { ...headers, "Idempotency-Key": key },
+      fetch: recordingFetch,
+    }),
+  );
+  await client.tasks.create({ taskId: id("idem") });
+  const first = await keyed.tasks.updateProgress({ taskId: id("idem"), progress: 33 });
+  const again = await keyed.tasks.updateProgress({ taskId: id("idem"), progress: 33 });
+  assert.deepEqual(first.__idempotency, { cached: false, key: key.slice(0, 8) });
+  assert.equal(again.__idempotency.cached, true);
+  assert.equal(again.__idempotency.key, key.slice(0, 8));
+  assertDate(again.__idempotency.cachedAt, "__idempotency.cachedAt");
+  assert.deepEqual(again.task, first.task);
+  const history = await client.tasks.getHistory({ taskId: id("idem") });
+  assert.equal(history.length, 2, "the replay appended no event");
+  const reused = await rejection(keyed.tasks.updateProgress({ taskId: id("idem"), progress: 34 }));
+  assert.equal(reused.status, 422);
+});
+
 await check("the link sent POST {json, meta} with the API key", async () => {
   const create = sent.find((r) => r.url.pathname === "/rpc/tasks/create");
   assert.equal(create.method, "POST");
