@@ -1,0 +1,398 @@
+"""The OpenAPI 3.1 document of every HTTP route, built from the pydantic models.
+
+Pure: :func:`build_document` reads only the request models (``mode="validation"``),
+the response models of :mod:`spectral.api.schemas` (``mode="serialization"``) and
+the operation table of :mod:`spectral.api.operations`; every schema lands in
+``components/schemas`` and is referenced by ``$ref``. :func:`missing_routes`
+compares the document with an application's URL map, so a route added without
+being described fails a test (``tests/test_openapi.py``).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel
+from werkzeug.routing import Rule
+
+from spectral.api import schemas
+from spectral.api.operations import (
+    ERROR_TEXT,
+    OPERATIONS,
+    REQUEST_MODELS,
+    TAGS,
+    Body,
+    Operation,
+    RpcBody,
+)
+
+REF = "#/components/schemas/{model}"
+#: Rules served but not described, and why.
+UNDESCRIBED_RULES = {
+    "/rpc": "oRPC's 404 NOT_FOUND body: the path names no procedure",
+    "/rpc/": "oRPC's 404 NOT_FOUND body: the path names no procedure",
+    "/rpc/<path:rest>": "oRPC's 404 NOT_FOUND body for an unknown procedure",
+}
+#: Methods a ``/rpc/tasks/{name}`` rule accepts only to answer oRPC's 405 (a GET only
+#: where the procedure changes something).
+RPC_405_METHODS = frozenset({"GET", "PUT", "PATCH", "DELETE"})
+#: Methods werkzeug adds to every rule by itself.
+_IMPLICIT_METHODS = frozenset({"HEAD", "OPTIONS"})
+
+Mode = Literal["validation", "serialization"]
+
+
+def build_document(version: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the server at ``version``."""
+    components: dict[str, Any] = {}
+    for model in REQUEST_MODELS:
+        _add_model(components, model, "validation")
+    for answer in schemas.RESPONSE_MODELS:
+        _add_model(components, answer, "serialization")
+    components.update(_manual_schemas())
+    for model in REQUEST_MODELS:
+        _alias_choices(model, components[model.__name__])
+    # The items are validated one by one (a bad one fails alone), each as this body.
+    updates = components["BatchUpdateProgress"]["properties"]["updates"]
+    updates["items"] = {"$ref": REF.format(model="UpdateProgress")}
+    paths: dict[str, dict[str, Any]] = {}
+    for operation in OPERATIONS:
+        paths.setdefault(operation.path, {})[operation.method.lower()] = _operation(
+            operation, components
+        )
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "spectral",
+            "version": version,
+            "summary": "Self-hosted real-time task tracker",
+            "description": (
+                "Every route of the HTTP API. Send `X-API-Key: <key>` (or "
+                "`Authorization: Bearer <key>`) on every route but `/health`, "
+                "`/openapi.json` and `/api-reference`. Errors are "
+                '`{"error": {"code", "message", "details"?}}` (under `/rpc`: oRPC\'s '
+                "error body). Watching over WebSocket (`/ws/task/{taskId}`) is described "
+                "in docs/api.md: it is served before the HTTP application."
+            ),
+            "license": {"name": "MIT", "identifier": "MIT"},
+        },
+        "tags": [{"name": name, "description": text} for name, text in TAGS.items()],
+        "security": [{"apiKey": []}, {"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": dict(sorted(components.items())),
+            "securitySchemes": _security_schemes(),
+            "parameters": _parameters(),
+            "headers": _headers(),
+            "responses": _error_responses(),
+        },
+    }
+
+
+def missing_routes(rules: Iterable[Rule], document: dict[str, Any]) -> list[str]:
+    """``METHOD rule`` for every route of ``rules`` that ``document`` does not describe."""
+    described = {
+        (_shape(path), method.upper())
+        for path, item in document["paths"].items()
+        for method in item
+    }
+    missing = []
+    for rule in rules:
+        if rule.rule in UNDESCRIBED_RULES:
+            continue
+        for method in sorted((rule.methods or set()) - _IMPLICIT_METHODS):
+            if (_shape(rule.rule), method) in described:
+                continue
+            if rule.rule.startswith("/rpc/tasks/") and method in RPC_405_METHODS:
+                continue
+            missing.append(f"{method} {rule.rule}")
+    return missing
+
+
+def described_operations(document: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """Every ``(METHOD, path)`` of ``document``."""
+    for path, item in document["paths"].items():
+        for method in item:
+            yield method.upper(), path
+
+
+def _shape(path: str) -> str:
+    """A path with every parameter as ``{}``: werkzeug's ``<x>`` and OpenAPI's ``{x}`` alike."""
+    return re.sub(r"<[^>]*>|\{[^}]*\}", "{}", path)
+
+
+# -- schemas ---------------------------------------------------------------------------------
+
+
+def _add_model(components: dict[str, Any], model: type[BaseModel], mode: Mode) -> None:
+    schema = model.model_json_schema(ref_template=REF, mode=mode)
+    for name, sub in {**schema.pop("$defs", {}), model.__name__: schema}.items():
+        sub = _tidy(sub)
+        if name in components and components[name] != sub:
+            raise ValueError(f"two different schemas are named {name!r}")
+        components[name] = sub
+
+
+def _tidy(schema: Any) -> Any:
+    """Drop pydantic's per-field titles; docstring ``code`` becomes markdown `code`."""
+    if isinstance(schema, list):
+        return [_tidy(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    tidy = {}
+    for key, value in schema.items():
+        if key == "properties":
+            tidy[key] = {
+                name: {k: _tidy(v) for k, v in prop.items() if k != "title"}
+                for name, prop in value.items()
+            }
+        elif key == "description" and isinstance(value, str):
+            tidy[key] = value.replace("``", "`")
+        else:
+            tidy[key] = _tidy(value)
+    return tidy
+
+
+def _alias_choices(model: type[BaseModel], schema: dict[str, Any]) -> None:
+    """A field with several accepted names (``id`` or ``taskId``): each is a property."""
+    for field in model.model_fields.values():
+        alias = field.validation_alias
+        if not isinstance(alias, AliasChoices):
+            continue
+        primary, *others = [choice for choice in alias.choices if isinstance(choice, str)]
+        for other in others:
+            schema["properties"][other] = {
+                **schema["properties"][primary],
+                "description": f"another name for `{primary}`",
+            }
+        if primary in schema.get("required", []):
+            schema["required"].remove(primary)
+            if not schema["required"]:
+                del schema["required"]
+            schema["anyOf"] = [{"required": [name]} for name in (primary, *others)]
+
+
+def _manual_schemas() -> dict[str, Any]:
+    """Schemas no model gives: the oRPC meta list and the watch messages of SSE."""
+    ref = REF.format
+    return {
+        "RpcMeta": {
+            "type": "array",
+            "description": (
+                "values JSON cannot carry, each as `[type, ...path]`: 0 bigint, 1 Date, "
+                "2 NaN, 3 undefined in an array, 4 URL, 5 RegExp, 6 Set, 7 Map"
+            ),
+            "items": {
+                "type": "array",
+                "minItems": 1,
+                "prefixItems": [{"type": "integer"}],
+                "items": {"type": ["string", "integer"]},
+            },
+        },
+        "Snapshot": {
+            "type": "object",
+            "description": "first message of a watch (after any replayed events)",
+            "properties": {
+                "type": {"const": "snapshot"},
+                "taskId": {"type": "string"},
+                "task": {"$ref": ref(model="Task")},
+                "seq": {"type": "integer"},
+                "epoch": {"type": "string"},
+                "recovered": {"type": "boolean"},
+            },
+            "required": ["type", "taskId", "task", "seq", "epoch", "recovered"],
+        },
+        "Change": {
+            "type": "object",
+            "description": "a committed change; replayed ones carry `replayed` and no `task`",
+            "properties": {
+                "type": {"enum": ["progress", "event", "complete", "fail", "cancel", "timeout"]},
+                "taskId": {"type": "string"},
+                "task": {"$ref": ref(model="Task")},
+                "event": {"$ref": ref(model="Event")},
+                "seq": {"type": "integer"},
+                "timestamp": {"type": "string", "format": "date-time"},
+                "replayed": {"const": True},
+            },
+            "required": ["type", "taskId", "event", "seq", "timestamp"],
+        },
+        "DeletedMessage": {
+            "type": "object",
+            "description": "the last message: the task was deleted",
+            "properties": {
+                "type": {"const": "deleted"},
+                "taskId": {"type": "string"},
+                "seq": {"type": "integer"},
+                "timestamp": {"type": "string", "format": "date-time"},
+            },
+            "required": ["type", "taskId", "seq", "timestamp"],
+        },
+        "WatchMessage": {
+            "description": "the `data:` of one SSE record (the WebSocket's messages)",
+            "oneOf": [
+                {"$ref": ref(model="Snapshot")},
+                {"$ref": ref(model="Change")},
+                {"$ref": ref(model="DeletedMessage")},
+            ],
+        },
+    }
+
+
+def _query_parameters(model: type[BaseModel], components: dict[str, Any]) -> list[dict[str, Any]]:
+    schema = model.model_json_schema(ref_template=REF, mode="validation")
+    for name, sub in schema.pop("$defs", {}).items():
+        components.setdefault(name, _tidy(sub))
+    required = set(schema.get("required", []))
+    parameters = []
+    for name, prop in _tidy(schema)["properties"].items():
+        prop = _without_null(prop)
+        parameter = {"name": name, "in": "query", "required": name in required, "schema": prop}
+        if "description" in prop:
+            parameter["description"] = prop.pop("description")
+        parameters.append(parameter)
+    return parameters
+
+
+def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query value is never null: ``anyOf [X, null]`` (default null) becomes X."""
+    options = schema.get("anyOf")
+    if not options:
+        return schema
+    kept = [option for option in options if option != {"type": "null"}]
+    rest = {k: v for k, v in schema.items() if k != "anyOf"}
+    if rest.get("default", "") is None:
+        del rest["default"]
+    return {**kept[0], **rest} if len(kept) == 1 else {**rest, "anyOf": kept}
+
+
+# -- operations ------------------------------------------------------------------------------
+
+
+def _operation(operation: Operation, components: dict[str, Any]) -> dict[str, Any]:
+    rpc = isinstance(operation.body, RpcBody) or operation.rpc_get
+    item: dict[str, Any] = {
+        "operationId": operation.operation_id,
+        "tags": [operation.tag],
+        "summary": operation.summary.replace("``", "`"),
+    }
+    if operation.description:
+        item["description"] = operation.description
+    if operation.public:
+        item["security"] = []
+    elif operation.token:
+        item["security"] = [{"apiKey": []}, {"bearer": []}, {"watchToken": []}]
+    parameters: list[dict[str, Any]] = [copy.deepcopy(p) for p in operation.parameters]
+    if operation.query is not None:
+        # A watch token is the watchToken security scheme, not a parameter.
+        parameters += [
+            parameter
+            for parameter in _query_parameters(operation.query, components)
+            if not (operation.token and parameter["name"] == "token")
+        ]
+    if operation.mutating:
+        parameters.append({"$ref": "#/components/parameters/IdempotencyKey"})
+    if parameters:
+        item["parameters"] = parameters
+    if operation.body is not None:
+        item["requestBody"] = _request_body(operation.body)
+    responses: dict[str, Any] = {str(operation.status): _success(operation)}
+    prefix = "Rpc" if rpc else ""
+    for status in sorted(operation.errors):
+        responses[str(status)] = {"$ref": f"#/components/responses/{prefix}Error{status}"}
+    item["responses"] = responses
+    return item
+
+
+def _request_body(body: Body | RpcBody) -> dict[str, Any]:
+    schema: dict[str, Any] = {"$ref": REF.format(model=body.model.__name__)}
+    if isinstance(body, RpcBody):
+        schema = {
+            "type": "object",
+            "description": "oRPC's RPC framing: the input in `json`, special values in `meta`",
+            "properties": {"json": schema, "meta": {"$ref": REF.format(model="RpcMeta")}},
+        }
+        if body.input_required:
+            schema["required"] = ["json"]
+    return {"required": body.required, "content": {"application/json": {"schema": schema}}}
+
+
+def _success(operation: Operation) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": operation.answer_text}
+    if operation.media_type == "application/json":
+        schema = operation.answer_schema()
+        if isinstance(operation.body, RpcBody) or operation.rpc_get:
+            schema = {
+                "type": "object",
+                "properties": {"json": schema, "meta": {"$ref": REF.format(model="RpcMeta")}},
+                "required": ["json"],
+            }
+        answer["content"] = {"application/json": {"schema": schema}}
+    else:
+        answer["content"] = {operation.media_type: {"schema": operation.answer_schema()}}
+    if operation.links:
+        answer["links"] = copy.deepcopy(operation.links)
+    if operation.mutating:
+        answer["headers"] = {"Idempotent-Replayed": {"$ref": "#/components/headers/Replayed"}}
+    return answer
+
+
+# -- shared components -----------------------------------------------------------------------
+
+
+def _security_schemes() -> dict[str, Any]:
+    return {
+        "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        "bearer": {"type": "http", "scheme": "bearer", "description": "the API key as a token"},
+        "watchToken": {
+            "type": "apiKey",
+            "in": "query",
+            "name": "token",
+            "description": "a watch token from `POST /tokens/watch` (SSE and WebSocket only)",
+        },
+    }
+
+
+def _parameters() -> dict[str, Any]:
+    return {
+        "IdempotencyKey": {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "description": (
+                "1-255 printable characters. The first answer for (owner, key) is kept "
+                "24 h; a repeat with the same body gets it again (with "
+                "`Idempotent-Replayed: true`), another body is 422 `IDEMPOTENCY_KEY_REUSED`"
+            ),
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+        },
+    }
+
+
+def _headers() -> dict[str, Any]:
+    return {
+        "Replayed": {
+            "description": "`true` when this answer is the stored one of an earlier request",
+            "schema": {"type": "string", "enum": ["true"]},
+        },
+        "RetryAfter": {
+            "description": "seconds to wait before trying again",
+            "schema": {"type": "integer", "minimum": 1},
+        },
+    }
+
+
+def _error_responses() -> dict[str, Any]:
+    responses = {}
+    for status, text in ERROR_TEXT.items():
+        for prefix, model in (("", "ErrorEnvelope"), ("Rpc", "RpcErrorEnvelope")):
+            response: dict[str, Any] = {
+                "description": text,
+                "content": {"application/json": {"schema": {"$ref": REF.format(model=model)}}},
+            }
+            if status == 429:
+                response["headers"] = {"Retry-After": {"$ref": "#/components/headers/RetryAfter"}}
+            responses[f"{prefix}Error{status}"] = response
+    return responses

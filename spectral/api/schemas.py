@@ -1,0 +1,300 @@
+"""Response models (pydantic): what the server answers, for the OpenAPI document.
+
+The server builds its answers as plain dicts (:mod:`spectral.wire`,
+:mod:`spectral.api.procedures`); these models only describe them. Fields that are
+always present have no default, so the serialization schema lists them as required.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from spectral.task_state import EventType, Status
+
+#: The answers' timestamps: ISO-8601 UTC with milliseconds (:func:`spectral.wire.iso`).
+TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
+
+Timestamp = Annotated[
+    str,
+    Field(
+        pattern=TIMESTAMP_PATTERN,
+        json_schema_extra={"format": "date-time"},
+        description="ISO-8601 UTC with milliseconds",
+    ),
+]
+Seq = Annotated[int, Field(ge=1, description="sequence number of an event (1 = created)")]
+Percent = Annotated[float, Field(ge=0, le=100)]
+
+
+class Answer(BaseModel):
+    """Base of response models (they describe answers, they build none)."""
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True)
+
+
+class Task(Answer):
+    """A task (SPEC §3)."""
+
+    task_id: str = Field(alias="taskId")
+    status: Status
+    progress: Percent
+    metadata: dict[str, Any]
+    error: str | None
+    owner: str
+    seq: Seq
+    epoch: str = Field(description="random id fixed when the task was created")
+    created_at: Timestamp = Field(alias="createdAt")
+    updated_at: Timestamp = Field(alias="updatedAt")
+    started_at: Timestamp | None = Field(alias="startedAt")
+    completed_at: Timestamp | None = Field(alias="completedAt")
+    failed_at: Timestamp | None = Field(alias="failedAt")
+    canceled_at: Timestamp | None = Field(alias="canceledAt")
+    timeout_seconds: float | None = Field(alias="timeoutSeconds")
+    ttl_seconds: float | None = Field(alias="ttlSeconds")
+
+
+class Event(Answer):
+    """One history event."""
+
+    seq: Seq
+    event_type: EventType = Field(alias="eventType")
+    message: str
+    progress: Percent | None
+    metadata: dict[str, Any] | None
+    timestamp: Timestamp
+
+
+class FieldProblem(Answer):
+    """One offending field of a validation error."""
+
+    field: str = Field(description="dotted path of the field, e.g. `updates.2.taskId`")
+    message: str
+
+
+class ErrorDetail(Answer):
+    """The inside of the error envelope."""
+
+    code: str = Field(pattern=r"^[A-Z][A-Z0-9_]*$", description="UPPER_SNAKE error code")
+    message: str
+    details: list[FieldProblem] | None = Field(
+        None, description="present for validation errors: every offending field"
+    )
+
+
+class ErrorEnvelope(Answer):
+    """Every REST error: ``{"error": {"code", "message", "details"?}}``."""
+
+    error: ErrorDetail
+
+
+class Success(Answer):
+    """``{"success": true}``."""
+
+    success: Literal[True]
+
+
+class Created(Answer):
+    """``POST /tasks/create``."""
+
+    success: Literal[True]
+    task_id: str = Field(alias="taskId")
+    task: Task
+
+
+class Mutation(Answer):
+    """Every mutation but create: the task, the event it appended, the latest history."""
+
+    success: Literal[True]
+    task: Task
+    event: Event
+    latest_history: list[Event] = Field(
+        alias="latestHistory", max_length=10, description="the last 10 events, newest first"
+    )
+
+
+class BatchItem(Answer):
+    """One item of a batch: ``task`` when it succeeded, ``error`` when it did not."""
+
+    task_id: str | None = Field(alias="taskId", description="null when the item had none")
+    ok: bool
+    task: Task | None = None
+    error: ErrorDetail | None = None
+
+
+class Batch(Answer):
+    """``batchUpdateProgress``: one result per item, in order."""
+
+    results: list[BatchItem]
+
+
+class Pagination(Answer):
+    """Where a listing page sits."""
+
+    total: int = Field(ge=0)
+    page: int = Field(ge=1)
+    limit: int = Field(ge=1)
+    pages: int = Field(ge=0)
+
+
+class TaskPage(Answer):
+    """``GET /tasks``: newest first."""
+
+    tasks: list[Task]
+    count: int = Field(ge=0)
+    pagination: Pagination
+
+
+class HistoryPage(Answer):
+    """``GET /tasks/{taskId}/history``: oldest first."""
+
+    events: list[Event]
+    next_after: int | None = Field(
+        alias="nextAfter", description="the `after` of the next page; null at the end"
+    )
+
+
+class TaskSummary(Answer):
+    """One task of ``listAll``."""
+
+    task_id: str = Field(alias="taskId")
+    created_at: Timestamp = Field(alias="createdAt")
+    created_by: str = Field(alias="createdBy", description="the owner")
+    status: Status
+    progress: Percent
+
+
+class Summaries(Answer):
+    """``listAll``: newest first."""
+
+    tasks: list[TaskSummary]
+    count: int = Field(ge=0)
+
+
+class Deleted(Answer):
+    """``delete`` (the procedure form)."""
+
+    success: Literal[True]
+    task_id: str = Field(alias="taskId")
+
+
+class Actors(Answer):
+    """Actor counts of ``/health``."""
+
+    live: int = Field(ge=0)
+    evicted: int = Field(ge=0)
+
+
+class Health(Answer):
+    """``GET /health``."""
+
+    status: Literal["healthy", "shutting_down"]
+    version: str
+    uptime_seconds: float = Field(alias="uptimeSeconds", ge=0)
+    actors: Actors
+    connections: int = Field(ge=0)
+
+
+class ApiKey(Answer):
+    """An API key, never its secret."""
+
+    id: str
+    name: str | None
+    owner: str
+    role: Literal["admin", "service", "reader"]
+    created_at: Timestamp = Field(alias="createdAt")
+    last_used_at: Timestamp | None = Field(alias="lastUsedAt")
+    revoked_at: Timestamp | None = Field(alias="revokedAt")
+
+
+class CreatedKey(ApiKey):
+    """A new API key, with its secret (shown in this answer only)."""
+
+    key: str
+
+
+class KeyList(Answer):
+    """``GET /admin/keys``."""
+
+    keys: list[ApiKey]
+
+
+class WatchToken(Answer):
+    """``POST /tokens/watch``."""
+
+    token: str
+    expires_at: Timestamp = Field(alias="expiresAt")
+
+
+# -- the oRPC outputs (inside ``{"json": ...}``) ---------------------------------------------
+
+
+class IdempotencyInfo(Answer):
+    """``__idempotency`` of a mutating RPC output sent with an ``Idempotency-Key``."""
+
+    cached: bool
+    key: str = Field(description="the first 8 characters of the key")
+    cached_at: Timestamp | None = Field(None, alias="cachedAt")
+
+
+class RpcCreated(Answer):
+    """``create``."""
+
+    success: Literal[True]
+    task_id: str = Field(alias="taskId")
+    idempotency: IdempotencyInfo | None = Field(None, alias="__idempotency")
+
+
+class RpcMutation(Answer):
+    """``updateProgress``, ``addEvent``, ``complete``, ``fail``, ``cancel``."""
+
+    task: Task
+    latest_history: list[Event] = Field(alias="latestHistory", max_length=10)
+    idempotency: IdempotencyInfo | None = Field(None, alias="__idempotency")
+
+
+class RpcErrorData(Answer):
+    """``data`` of an oRPC error: our own code, and the fields of a validation error."""
+
+    code: str
+    details: list[FieldProblem] | None = None
+
+
+class RpcError(Answer):
+    """An oRPC error (``ORPCError.toJSON()``)."""
+
+    defined: Literal[False]
+    code: str = Field(description="oRPC's common code for the status, e.g. NOT_FOUND")
+    status: int
+    message: str
+    data: RpcErrorData | None = None
+
+
+class RpcErrorEnvelope(Answer):
+    """Every error under ``/rpc``."""
+
+    json_: RpcError = Field(alias="json")
+
+
+#: Every response model, for the document's components.
+RESPONSE_MODELS: tuple[type[Answer], ...] = (
+    Task,
+    Event,
+    ErrorEnvelope,
+    Success,
+    Created,
+    Mutation,
+    Batch,
+    TaskPage,
+    HistoryPage,
+    Summaries,
+    Deleted,
+    Health,
+    CreatedKey,
+    KeyList,
+    WatchToken,
+    RpcCreated,
+    RpcMutation,
+    RpcErrorEnvelope,
+)
