@@ -19,7 +19,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from spectral import __version__, metrics, tokens
-from spectral.api import admin, rest, rpc, sse
+from spectral.api import admin, reference, rest, rpc, sse
 from spectral.api.context import principal, require_admin
 from spectral.errors import ApiError, code_for_status, envelope
 from spectral.logs import log_request
@@ -30,7 +30,7 @@ log = logging.getLogger("spectral.http")
 #: Longest wait for the rest of a body that the answer did not need.
 DRAIN_SECONDS = 10.0
 #: Routes that need no key.
-PUBLIC_PATHS = frozenset({"/health"})
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/api-reference"})
 #: Endpoints that accept a watch token (``?token=``) scoped to their task.
 TOKEN_ENDPOINTS = frozenset({"task_events"})
 #: Request headers a browser may send cross-origin, and response headers it may read.
@@ -65,7 +65,7 @@ def create_app(state: ServerState) -> QuartTrio:
     async def _authenticate() -> None:
         g.started = time.perf_counter()
         if request.method == "OPTIONS" or request.path in PUBLIC_PATHS:
-            return  # CORS preflights carry no credentials; /health needs none
+            return  # CORS preflights carry no credentials; public paths need none
         scope = None
         if request.endpoint in TOKEN_ENDPOINTS and request.view_args:
             scope = tokens.task_scope(str(request.view_args.get("task_id", "")))
@@ -138,6 +138,7 @@ def create_app(state: ServerState) -> QuartTrio:
     rpc.register(app, state)
     sse.register(app, state)
     admin.register(app, state)
+    reference.register(app)
     if state.settings.cors_origins:
         app = cors(
             app,
