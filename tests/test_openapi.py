@@ -1,0 +1,342 @@
+"""The OpenAPI document and the reference page: every route described, schemas that
+match what a real server answers, and a page that renders without the internet."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import jsonschema_rs
+import pytest
+
+from spectral import __version__
+from spectral.api.openapi import build_document, described_operations, missing_routes
+from spectral.api.reference import reference_page
+from spectral.app import PUBLIC_PATHS, create_app
+from tests.procs import ROOT, Server
+
+DOCUMENT = build_document(__version__)
+SCRIPT = ROOT / "spectral" / "static" / "reference.js"
+ERRORS = ("400", "401", "403", "404", "409", "413", "422", "429", "503")
+
+
+def _app_rules() -> list[Any]:
+    # Registering routes reads only these attributes of the state.
+    state = SimpleNamespace(
+        auth=SimpleNamespace(keys=None), settings=SimpleNamespace(cors_origins=())
+    )
+    return list(create_app(state).url_map.iter_rules())  # type: ignore[arg-type]
+
+
+def _operations() -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method, path, DOCUMENT["paths"][path][method.lower()])
+        for method, path in described_operations(DOCUMENT)
+    ]
+
+
+def _validator(schema: dict[str, Any]) -> jsonschema_rs.Validator:
+    """A validator for ``schema`` whose ``$ref`` resolve into the document's components."""
+    root = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "components": DOCUMENT["components"],
+        **schema,
+    }
+    return jsonschema_rs.validator_for(root)
+
+
+def _resolve(value: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in value:
+        target: Any = DOCUMENT
+        for part in value["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        value = target
+    return value
+
+
+def _answer_schema(method: str, path: str, status: int) -> dict[str, Any]:
+    response = _resolve(DOCUMENT["paths"][path][method.lower()]["responses"][str(status)])
+    return response["content"]["application/json"]["schema"]
+
+
+def assert_conforms(answer: httpx.Response, method: str, path: str) -> Any:
+    """The answer's status is declared for the operation and its body fits the schema."""
+    responses = DOCUMENT["paths"][path][method.lower()]["responses"]
+    assert str(answer.status_code) in responses, (method, path, answer.status_code, answer.text)
+    body = answer.json()
+    errors = [e.message for e in _validator(_answer_schema(method, path, answer.status_code))
+              .iter_errors(body)]  # fmt: skip
+    assert errors == [], (method, path, body)
+    return body
+
+
+# -- the document --------------------------------------------------------------------------------
+
+
+def test_every_route_of_the_app_is_described() -> None:
+    assert missing_routes(_app_rules(), DOCUMENT) == []
+
+
+def test_a_route_left_out_of_the_document_is_reported() -> None:
+    document = json.loads(json.dumps(DOCUMENT))
+    del document["paths"]["/tasks/{taskId}/history"]
+    del document["paths"]["/admin/keys"]["post"]
+    assert missing_routes(_app_rules(), document) == [
+        "GET /tasks/<task_id>/history",
+        "POST /admin/keys",
+    ]
+
+
+def test_every_described_operation_is_a_route_of_the_app() -> None:
+    rules = {
+        (re.sub(r"<[^>]*>", "{}", rule.rule), method)
+        for rule in _app_rules()
+        for method in rule.methods or ()
+    }
+    for method, path, _ in _operations():
+        assert (re.sub(r"\{[^}]*\}", "{}", path), method) in rules, (method, path)
+
+
+def test_operation_ids_are_unique_and_every_ref_resolves() -> None:
+    ids = [operation["operationId"] for _, _, operation in _operations()]
+    assert len(ids) == len(set(ids))
+    refs = re.findall(r'"\$ref": "([^"]+)"', json.dumps(DOCUMENT))
+    assert refs
+    for ref in set(refs):
+        _resolve({"$ref": ref})  # KeyError if it points nowhere
+
+
+def test_every_component_schema_is_valid_json_schema_2020_12() -> None:
+    for name, schema in DOCUMENT["components"]["schemas"].items():
+        assert jsonschema_rs.meta.is_valid(
+            {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+        ), name
+
+
+def test_security_public_routes_and_schemes() -> None:
+    assert DOCUMENT["openapi"] == "3.1.0"
+    schemes = DOCUMENT["components"]["securitySchemes"]
+    assert schemes["apiKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    assert schemes["bearer"]["type"] == "http" and schemes["bearer"]["scheme"] == "bearer"
+    assert DOCUMENT["security"] == [{"apiKey": []}, {"bearer": []}]
+    public = {path for _, path, operation in _operations() if operation.get("security") == []}
+    assert public == {"/health", "/openapi.json", "/api-reference"} == set(PUBLIC_PATHS)
+
+
+def test_error_responses_use_the_envelope_and_429_has_retry_after() -> None:
+    responses = DOCUMENT["components"]["responses"]
+    for status in ERRORS:
+        rest, rpc = responses[f"Error{status}"], responses[f"RpcError{status}"]
+        assert rest["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/ErrorEnvelope"
+        }
+        assert rpc["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/RpcErrorEnvelope"
+        }
+    assert "Retry-After" in responses["Error429"]["headers"]
+    create = DOCUMENT["paths"]["/tasks/create"]["post"]["responses"]
+    assert set(ERRORS) - {"404"} <= set(create)
+    for _, path, operation in _operations():
+        if operation.get("security") != []:
+            assert "401" in operation["responses"], path
+
+
+def test_mutating_operations_take_an_idempotency_key() -> None:
+    key = {"$ref": "#/components/parameters/IdempotencyKey"}
+    parameter = DOCUMENT["components"]["parameters"]["IdempotencyKey"]
+    assert parameter["in"] == "header" and parameter["schema"]["maxLength"] == 255
+    mutating = {
+        f"{method} {path}" for method, path, op in _operations() if key in op.get("parameters", [])
+    }
+    assert {
+        "POST /tasks/create", "POST /tasks/updateProgress", "POST /tasks/addEvent",
+        "POST /tasks/complete", "POST /tasks/fail", "POST /tasks/cancel",
+        "POST /tasks/batchUpdateProgress", "DELETE /tasks/{taskId}", "POST /tasks/delete",
+        "POST /rpc/tasks/create", "POST /rpc/tasks/updateProgress", "POST /rpc/tasks/delete",
+    } <= mutating  # fmt: skip
+    assert not any(method == "GET" for method, _ in (m.split(" ", 1) for m in mutating))
+    ok = DOCUMENT["paths"]["/tasks/complete"]["post"]["responses"]["200"]
+    assert "Idempotent-Replayed" in ok["headers"]
+
+
+def test_request_schemas_come_from_the_models() -> None:
+    schemas = DOCUMENT["components"]["schemas"]
+    create = schemas["CreateTask"]
+    assert {"taskId", "id", "status", "progress", "metadata"} <= set(create["properties"])
+    assert create["anyOf"] == [{"required": ["taskId"]}, {"required": ["id"]}]
+    assert create["properties"]["progress"]["maximum"] == 100
+    assert schemas["NewEvent"]["anyOf"] == [{"required": ["eventType"]}, {"required": ["type"]}]
+    rpc = DOCUMENT["paths"]["/rpc/tasks/updateProgress"]["post"]
+    body = rpc["requestBody"]["content"]["application/json"]["schema"]
+    assert body["properties"]["json"] == {"$ref": "#/components/schemas/UpdateProgress"}
+    assert body["required"] == ["json"]
+    answer = rpc["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer["properties"]["json"] == {"$ref": "#/components/schemas/RpcMutation"}
+    sse = DOCUMENT["paths"]["/tasks/{taskId}/events"]["get"]["responses"]["200"]["content"]
+    metrics = DOCUMENT["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert list(sse) == ["text/event-stream"] and list(metrics) == ["text/plain"]
+
+
+# -- the reference page --------------------------------------------------------------------------
+
+
+def test_the_page_inlines_its_code_and_loads_nothing_from_elsewhere() -> None:
+    page = reference_page()
+    assert "/*SCRIPT*/" not in page.html and "/*STYLE*/" not in page.html
+    assert "function renderDocument" in page.html
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page.html)
+    assert not re.search(r"@import|url\(|https?://", page.html)
+    script = re.search(r"<script>(.*)</script>", page.html, re.S)
+    assert script is not None
+    digest = base64.b64encode(hashlib.sha256(script.group(1).encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}'" in page.policy
+    assert page.policy.startswith("default-src 'none'")
+
+
+def _render(document: dict[str, Any], tmp_path: Path) -> str:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("the renderer runs under Node (make test installs it)")
+    path = tmp_path / "openapi.json"
+    path.write_text(json.dumps(document))
+    program = (
+        f"const r = require({json.dumps(str(SCRIPT))});"
+        f"process.stdout.write(r.renderDocument(require({json.dumps(str(path))})));"
+    )
+    return subprocess.run(
+        [node, "-e", program], check=True, capture_output=True, text=True, timeout=30
+    ).stdout
+
+
+def test_the_renderer_shows_every_operation_parameter_and_schema(tmp_path: Path) -> None:
+    html = _render(DOCUMENT, tmp_path)
+    for method, path, operation in _operations():
+        anchor = re.sub(r"[^A-Za-z0-9_.-]", "_", operation["operationId"])
+        assert f'id="op-{anchor}"' in html, (method, path)
+        for parameter in operation.get("parameters", []):
+            name = _resolve(parameter)["name"]
+            assert f"<code>{name}</code>" in html
+    for name in DOCUMENT["components"]["schemas"]:
+        assert f'id="schema-{name}"' in html
+    assert '<a class="ref" href="#schema-Task">Task</a>' in html
+    assert "<code>X-API-Key</code> (header)" in html and "no key needed" in html
+
+
+def test_the_renderer_escapes_what_the_document_says(tmp_path: Path) -> None:
+    document = json.loads(json.dumps(DOCUMENT))
+    document["info"]["description"] = "<img src=x onerror=alert(1)> `code`"
+    document["paths"]["/health"]["get"]["summary"] = "<script>alert(1)</script>"
+    html = _render(document, tmp_path)
+    assert "<img" not in html and "<script>" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt; <code>code</code>" in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+# -- against a real server -----------------------------------------------------------------------
+
+
+async def test_document_and_page_are_served_without_a_key(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=20) as anonymous:
+        document = await anonymous.get("/openapi.json")
+        page = await anonymous.get("/api-reference")
+        tasks = await anonymous.get("/tasks")
+    assert document.status_code == 200
+    assert document.headers["content-type"] == "application/json"
+    assert document.json() == json.loads(json.dumps(DOCUMENT))
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.text == reference_page().html
+    assert page.headers["content-security-policy"] == reference_page().policy
+    assert tasks.status_code == 401
+    assert_conforms(tasks, "GET", "/tasks")
+
+
+async def test_real_answers_match_the_document(client: httpx.AsyncClient) -> None:
+    async def call(method: str, path: str, route: str | None = None, **kwargs: Any) -> Any:
+        answer = await client.request(method, path, **kwargs)
+        return assert_conforms(answer, method, route or path)
+
+    created = await call("POST", "/tasks/create", json={"id": "doc-1", "metadata": {"a": 1}})
+    assert created["task"]["seq"] == 1
+    await call("POST", "/tasks/updateProgress", json={"taskId": "doc-1", "progress": 40.5})
+    event = {"type": "log", "message": "m"}
+    await call("POST", "/tasks/addEvent", json={"taskId": "doc-1", "event": event})
+    batch = await call(
+        "POST", "/tasks/batchUpdateProgress",
+        json={"updates": [{"taskId": "doc-1", "progress": 50}, {"taskId": "nope", "progress": 1},
+                          {"progress": "x"}]},
+    )  # fmt: skip
+    assert [item["ok"] for item in batch["results"]] == [True, False, False]
+    await call("GET", "/tasks/doc-1", "/tasks/{taskId}")
+    await call("GET", "/tasks/doc-1/history?limit=2", "/tasks/{taskId}/history")
+    await call("GET", "/tasks?limit=5", "/tasks")
+    await call("POST", "/tasks/getById", json={"taskId": "doc-1"})
+    await call("POST", "/tasks/getHistory", json={"taskId": "doc-1", "limit": 3})
+    await call("POST", "/tasks/listAll")
+    await call("POST", "/tasks/complete", json={"taskId": "doc-1"})
+    terminal = await call("POST", "/tasks/fail", json={"taskId": "doc-1", "error": "late"})
+    assert terminal["error"]["code"] == "TASK_TERMINAL"
+    invalid = await call("POST", "/tasks/updateProgress", json={"taskId": "..", "progress": 101})
+    assert invalid["error"]["details"]
+    await call("GET", "/tasks/nope", "/tasks/{taskId}")
+    await call("POST", "/tokens/watch", json={"taskId": "doc-1"})
+    key = await call("POST", "/admin/keys", json={"owner": "acme", "role": "reader"})
+    await call("GET", "/admin/keys")
+    await call("DELETE", f"/admin/keys/{key['id']}", "/admin/keys/{id}")
+    await call("GET", "/health")
+    await call("POST", "/tasks/delete", json={"taskId": "doc-1"})
+    await call("DELETE", "/tasks/doc-1", "/tasks/{taskId}")
+
+
+async def test_real_rpc_answers_match_the_document(client: httpx.AsyncClient) -> None:
+    async def rpc(name: str, value: Any = None, method: str = "POST") -> Any:
+        path = f"/rpc/tasks/{name}"
+        if method == "GET":
+            answer = await client.get(path, params={"data": json.dumps({"json": value})})
+        else:
+            answer = await client.post(path, json={} if value is None else {"json": value})
+        return assert_conforms(answer, method, path)
+
+    await rpc("create", {"taskId": "doc-rpc", "timeoutSeconds": 600})
+    mutation = await rpc("updateProgress", {"taskId": "doc-rpc", "progress": 10})
+    assert mutation["meta"]
+    await rpc("addEvent", {"taskId": "doc-rpc", "event": {"eventType": "progress", "message": "p"}})
+    await rpc("getById", {"taskId": "doc-rpc"}, method="GET")
+    await rpc("getHistory", {"taskId": "doc-rpc"})
+    await rpc("listAll")
+    await rpc("batchUpdateProgress", {"updates": [{"taskId": "doc-rpc", "progress": 20}]})
+    await rpc("cancel", {"taskId": "doc-rpc"})
+    error = await rpc("complete", {"taskId": "doc-rpc"})
+    assert error["json"]["data"]["code"] == "TASK_TERMINAL"
+    await rpc("getById", {"taskId": "nope"})
+    await rpc("delete", {"taskId": "doc-rpc"})
+    bare = await client.post("/rpc/tasks/getById", content=b"{}", headers={"X-API-Key": "bad"})
+    assert_conforms(bare, "POST", "/rpc/tasks/getById")
+
+
+async def test_metrics_and_the_event_stream_have_their_media_types(
+    client: httpx.AsyncClient,
+) -> None:
+    metrics = await client.get("/metrics")
+    assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+    await client.post("/tasks/create", json={"id": "doc-sse"})
+    first = ""
+    async with client.stream("GET", "/tasks/doc-sse/events") as stream:
+        assert stream.headers["content-type"] == "text/event-stream"
+        async for line in stream.aiter_lines():
+            if line.startswith("data: "):
+                first = line.removeprefix("data: ")
+                break
+    message = json.loads(first)
+    validator = _validator({"$ref": "#/components/schemas/WatchMessage"})
+    assert [e.message for e in validator.iter_errors(message)] == []
+    assert message["type"] == "snapshot"
+    missing = await client.get("/tasks/nope/events")
+    assert_conforms(missing, "GET", "/tasks/{taskId}/events")
