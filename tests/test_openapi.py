@@ -265,7 +265,12 @@ async def test_real_answers_match_the_document(client: httpx.AsyncClient) -> Non
 
     created = await call("POST", "/tasks/create", json={"id": "doc-1", "metadata": {"a": 1}})
     assert created["task"]["seq"] == 1
-    await call("POST", "/tasks/updateProgress", json={"taskId": "doc-1", "progress": 40.5})
+    once = {"json": {"taskId": "doc-1", "progress": 40.5}, "headers": {"Idempotency-Key": "doc-k1"}}
+    for _ in range(2):
+        replayed = await client.post("/tasks/updateProgress", **once)  # type: ignore[arg-type]
+        assert_conforms(replayed, "POST", "/tasks/updateProgress")
+    header = _resolve(DOCUMENT["components"]["headers"]["Replayed"])["schema"]
+    assert replayed.headers["Idempotent-Replayed"] in header["enum"]
     event = {"type": "log", "message": "m"}
     await call("POST", "/tasks/addEvent", json={"taskId": "doc-1", "event": event})
     batch = await call(
@@ -296,12 +301,14 @@ async def test_real_answers_match_the_document(client: httpx.AsyncClient) -> Non
 
 
 async def test_real_rpc_answers_match_the_document(client: httpx.AsyncClient) -> None:
-    async def rpc(name: str, value: Any = None, method: str = "POST") -> Any:
+    async def rpc(name: str, value: Any = None, method: str = "POST", key: str = "") -> Any:
         path = f"/rpc/tasks/{name}"
         if method == "GET":
             answer = await client.get(path, params={"data": json.dumps({"json": value})})
         else:
-            answer = await client.post(path, json={} if value is None else {"json": value})
+            headers = {"Idempotency-Key": key} if key else {}
+            body = {} if value is None else {"json": value}
+            answer = await client.post(path, json=body, headers=headers)
         return assert_conforms(answer, method, path)
 
     await rpc("create", {"taskId": "doc-rpc", "timeoutSeconds": 600})
@@ -311,12 +318,16 @@ async def test_real_rpc_answers_match_the_document(client: httpx.AsyncClient) ->
     await rpc("getById", {"taskId": "doc-rpc"}, method="GET")
     await rpc("getHistory", {"taskId": "doc-rpc"})
     await rpc("listAll")
-    await rpc("batchUpdateProgress", {"updates": [{"taskId": "doc-rpc", "progress": 20}]})
+    batch = {"updates": [{"taskId": "doc-rpc", "progress": 20}]}
+    for _ in range(2):
+        replay = await rpc("batchUpdateProgress", batch, key="doc-rpc-batch-1")
+    assert replay["json"]["__idempotency"]["cached"] is True
     await rpc("cancel", {"taskId": "doc-rpc"})
     error = await rpc("complete", {"taskId": "doc-rpc"})
     assert error["json"]["data"]["code"] == "TASK_TERMINAL"
     await rpc("getById", {"taskId": "nope"})
-    await rpc("delete", {"taskId": "doc-rpc"})
+    deleted = await rpc("delete", {"taskId": "doc-rpc"}, key="doc-rpc-delete-1")
+    assert deleted["json"]["__idempotency"]["cached"] is False
     bare = await client.post("/rpc/tasks/getById", content=b"{}", headers={"X-API-Key": "bad"})
     assert_conforms(bare, "POST", "/rpc/tasks/getById")
 

@@ -233,8 +233,8 @@ RPC_OUTPUTS: dict[str, str | dict[str, Any]] = {
     "cancel": "RpcMutation",
     "getHistory": _events(),
     "listAll": "Summaries",
-    "delete": "Deleted",
-    "batchUpdateProgress": "Batch",
+    "delete": "RpcDeleted",
+    "batchUpdateProgress": "RpcBatch",
 }
 #: The ``?data=`` of an oRPC GET.
 RPC_DATA = {

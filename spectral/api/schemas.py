@@ -254,6 +254,18 @@ class RpcMutation(Answer):
     idempotency: IdempotencyInfo | None = Field(None, alias="__idempotency")
 
 
+class RpcDeleted(Deleted):
+    """``delete``."""
+
+    idempotency: IdempotencyInfo | None = Field(None, alias="__idempotency")
+
+
+class RpcBatch(Batch):
+    """``batchUpdateProgress``."""
+
+    idempotency: IdempotencyInfo | None = Field(None, alias="__idempotency")
+
+
 class RpcErrorData(Answer):
     """``data`` of an oRPC error: our own code, and the fields of a validation error."""
 
@@ -296,5 +308,7 @@ RESPONSE_MODELS: tuple[type[Answer], ...] = (
     WatchToken,
     RpcCreated,
     RpcMutation,
+    RpcDeleted,
+    RpcBatch,
     RpcErrorEnvelope,
 )
