@@ -18,7 +18,10 @@ $(STAMP): pyproject.toml
 # npm ci again only when the lock file (or package.json) changed; npm ci empties node_modules.
 $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
 	@command -v node >/dev/null && command -v npm >/dev/null || \
-		{ echo "make test needs Node.js >= 20 and npm (the oRPC client tests)" >&2; exit 1; }
+		{ echo "Node.js/npm missing: installing Debian's nodejs and npm" >&2; \
+		  apt-get update -q && apt-get install -y -q nodejs npm; }
+	@command -v node >/dev/null && command -v npm >/dev/null || \
+		{ echo "make test needs Node.js and npm (the oRPC client tests)" >&2; exit 1; }
 	cd $(NODE_DIR) && npm ci --no-audit --no-fund
 	touch $(NODE_STAMP)
 

@@ -95,6 +95,11 @@ class Actor:
         """The alarm time as of this point of the turn (wall-clock seconds), or None."""
         return self._cell.pending_alarm()
 
+    @property
+    def context(self) -> Any:
+        """The object the product passed to ``open_router(context=...)`` (None if none)."""
+        return self._cell.router.context
+
     def now(self) -> float:
         """Wall-clock time in seconds since the epoch (the router's clock)."""
         return self._cell.router.clock()

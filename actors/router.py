@@ -125,8 +125,11 @@ class Router:
         kinds: Sequence[type[Actor]],
         config: RouterConfig,
         clock: Callable[[], float],
+        context: Any = None,
     ) -> None:
         self.store = store
+        #: Whatever the product handed to :func:`open_router` for its kinds (see Actor.context).
+        self.context = context
         self.registry = registry
         self.config = config
         self.clock = clock
@@ -392,6 +395,7 @@ async def open_router(
     *,
     registry_migrations: dict[str, Sequence[Any]] | None = None,
     clock: Callable[[], float] = time.time,
+    context: Any = None,
 ) -> AsyncIterator[Router]:
     """Run a router over the data directory ``root`` for the block's duration.
 
@@ -402,6 +406,8 @@ async def open_router(
         config: runtime tunables.
         registry_migrations: extra migration streams for the registry database.
         clock: wall-clock seconds; tests pass ``trio.current_time``.
+        context: any object the kinds may use (``Actor.context``), e.g. the product's
+            event sink; the runtime never looks inside it.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -411,7 +417,7 @@ async def open_router(
         migrations=registry_migrations,
         flush_interval=config.registry_flush_interval,
     )
-    router = Router(store, registry, kinds, config, clock)
+    router = Router(store, registry, kinds, config, clock, context)
     try:
         _recover_registry(router)
         async with trio.open_nursery() as services:

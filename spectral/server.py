@@ -35,6 +35,7 @@ from spectral.adminkey import ensure_admin_key
 from spectral.api.watch import serve_websocket
 from spectral.app import create_app
 from spectral.auth import Authenticator
+from spectral.events import EventBus
 from spectral.ratelimit import RateLimiter
 from spectral.settings import Settings
 from spectral.state import ServerState
@@ -145,12 +146,13 @@ async def serve(settings: Settings, out: TextIO = sys.stdout) -> None:
             keys.STREAM: keys.MIGRATIONS,
             idempotency.STREAM: idempotency.MIGRATIONS,
         }
+        events = EventBus()
         async with open_router(
-            settings.data_dir, KINDS, config, registry_migrations=migrations
+            settings.data_dir, KINDS, config, registry_migrations=migrations, context=events
         ) as router:
             auth = build_authenticator(settings, router, admin.secret, secret)
             store = idempotency.IdempotencyStore(router.registry.conn)
-            state = ServerState(router, settings, auth, store)
+            state = ServerState(router, settings, auth, store, events)
             state.keepalive.interval = settings.ws_ping_interval
             metrics.install(router)
             app = create_app(state)

@@ -9,6 +9,7 @@ import trio
 
 from actors import Router
 from spectral.auth import Authenticator
+from spectral.events import EventBus
 from spectral.idempotency import IdempotencyStore
 from spectral.settings import Settings
 from spectral.websocket import Keepalive
@@ -22,6 +23,8 @@ class ServerState:
     settings: Settings
     auth: Authenticator
     idempotency: IdempotencyStore
+    #: Committed task events, for rooms and webhooks.
+    events: EventBus
     started: float = field(default_factory=time.monotonic)
     #: Set when SIGINT/SIGTERM arrives: long-lived handlers close with 1001.
     shutting_down: trio.Event = field(default_factory=trio.Event)

@@ -29,6 +29,7 @@ from typing import Any
 
 from actors import CLOSE_NORMAL, Actor, CloseReason, Migration, Rejected, Watcher
 from spectral import wire
+from spectral.events import EVENT_TYPES, EventBus, TaskEvent
 from spectral.task_state import (
     Cancel,
     Command,
@@ -280,9 +281,26 @@ class Task(Actor):
         task, event_body = wire.task_json(new), wire.event_json(event)
         record["summary"] = task
         self.update_record(**record)
-        outgoing = wire.live_message(_LIVE_TYPES[type(command)], task, event_body, now)
+        live_type = _LIVE_TYPES[type(command)]
+        outgoing = wire.live_message(live_type, task, event_body, now)
         sockets = self.sockets
-        self.after_commit(lambda: sockets.broadcast(outgoing))
+        published = TaskEvent(
+            owner=new.owner,
+            task_id=new.task_id,
+            seq=new.seq,
+            event_type=EVENT_TYPES["created" if isinstance(command, Create) else live_type],
+            timestamp=now,
+            task=task,
+            event=event_body,
+        )
+        bus = self._bus()
+
+        def notify() -> None:
+            sockets.broadcast(outgoing)
+            if bus is not None:
+                bus.publish(published)
+
+        self.after_commit(notify)
         latest = [event_body, *reversed(self.recent)][: self.recent.maxlen]
         answer = Mutation(task=task, event=event_body, latest_history=latest)
         if idempotency is not None:
@@ -355,13 +373,21 @@ class Task(Actor):
         self.delete()
         outgoing = wire.deleted_message(state.task_id, state.seq + 1, now)
         sockets = self.sockets
+        published = TaskEvent(state.owner, state.task_id, state.seq + 1, "deleted", now, None, None)
+        bus = self._bus()
 
         def notify() -> None:
             sockets.broadcast(outgoing)
             sockets.close_all(CloseReason(CLOSE_NORMAL, "task deleted"))
+            if bus is not None:
+                bus.publish(published)
 
         self.after_commit(notify)
         return True
+
+    def _bus(self) -> EventBus | None:
+        context = self.context
+        return context if isinstance(context, EventBus) else None
 
     # -- reads ---------------------------------------------------------------------------
 

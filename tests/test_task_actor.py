@@ -171,3 +171,39 @@ async def test_idempotency_records_live_in_the_task_file_for_24_hours(
         await trio.sleep(2)
         fresh = await router.call("task", "t", Mutate(Progress(progress=1), idempotency=once))
         assert (fresh.replayed_at, fresh.event["seq"]) == (None, 3)
+
+
+async def test_committed_changes_are_published_to_the_event_bus(tmp_path: Path) -> None:
+    from spectral.events import EventBus, TaskEvent
+    from spectral.task_state import Cancel, Fail, Log
+
+    bus = EventBus()
+    seen: list[TaskEvent] = []
+    bus.subscribe(seen.append)
+    bus.subscribe(lambda event: 1 / 0)  # a failing listener harms nobody
+    async with open_router(tmp_path, [Task], context=bus) as router:
+        await router.call("task", "t", create("t"), create=True)
+        await router.call("task", "t", Mutate(Progress(progress=5)))
+        await router.call("task", "t", Mutate(Log(message="m")))
+        with pytest.raises(TaskRejected):  # refused: nothing published
+            await router.call("task", "t", Mutate(Progress(progress=5), owner="bob"))
+        await router.call("task", "t", Mutate(Complete()))
+        await router.call("task", "u", create("u"), create=True)
+        await router.call("task", "u", Mutate(Fail(error="e")))
+        await router.call("task", "v", create("v"), create=True)
+        await router.call("task", "v", Mutate(Cancel()))
+        await router.call("task", "t", Remove())
+    assert [(e.task_id, e.seq, e.event_type) for e in seen] == [
+        ("t", 1, "created"),
+        ("t", 2, "progress"),
+        ("t", 3, "event"),
+        ("t", 4, "completed"),
+        ("u", 1, "created"),
+        ("u", 2, "failed"),
+        ("v", 1, "created"),
+        ("v", 2, "canceled"),
+        ("t", 5, "deleted"),
+    ]
+    assert all(e.owner == "alice" for e in seen)
+    assert seen[3].task is not None and seen[3].task["status"] == "success"
+    assert seen[-1].task is None
