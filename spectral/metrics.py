@@ -29,6 +29,11 @@ WATCHERS_DROPPED = Counter(
     "Watchers closed with 4008 because they fell behind",
     registry=REGISTRY,
 )
+ROOM_EVENTS_DROPPED = Counter(
+    "spectral_room_events_dropped",
+    "Task events not published to user_{owner} rooms because the room feed was full",
+    registry=REGISTRY,
+)
 SSE_STREAMS = Gauge("spectral_sse_streams", "Open Server-Sent Events streams", registry=REGISTRY)
 REQUEST_SECONDS = Histogram(
     "spectral_request_duration_seconds",
