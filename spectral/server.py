@@ -37,14 +37,19 @@ from spectral.app import create_app
 from spectral.auth import Authenticator
 from spectral.events import EventBus
 from spectral.ratelimit import RateLimiter
+from spectral.room_feed import RoomFeed
+from spectral.rooms import room_kind
 from spectral.settings import Settings
 from spectral.state import ServerState
 from spectral.tasks import Task
 
 log = logging.getLogger("spectral")
 
+
 #: Object kinds the server runs (the room kind joins in a later issue).
-KINDS: Sequence[type[Actor]] = (Task,)
+def kinds(settings: Settings) -> Sequence[type[Actor]]:
+    """The object kinds the server runs."""
+    return (Task, room_kind(settings.room_history))
 
 
 class DataDirLockedError(RuntimeError):
@@ -148,7 +153,11 @@ async def serve(settings: Settings, out: TextIO = sys.stdout) -> None:
         }
         events = EventBus()
         async with open_router(
-            settings.data_dir, KINDS, config, registry_migrations=migrations, context=events
+            settings.data_dir,
+            kinds(settings),
+            config,
+            registry_migrations=migrations,
+            context=events,
         ) as router:
             auth = build_authenticator(settings, router, admin.secret, secret)
             store = idempotency.IdempotencyStore(router.registry.conn)
@@ -156,8 +165,14 @@ async def serve(settings: Settings, out: TextIO = sys.stdout) -> None:
             state.keepalive.interval = settings.ws_ping_interval
             metrics.install(router)
             app = create_app(state)
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                await _serve_http(app, state, signals, out)
+            feed = RoomFeed(router)
+            events.subscribe(feed.listener)
+            # Product services live as long as HTTP serving, inside the router's lifetime.
+            async with trio.open_nursery() as services:
+                await services.start(feed.serve)
+                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    await _serve_http(app, state, signals, out)
+                services.cancel_scope.cancel()
         log.info("stopped")
 
 

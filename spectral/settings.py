@@ -21,6 +21,7 @@ ENVIRONMENT = {
     "SPECTRAL_RATE_BURST": "rate_burst",
     "SPECTRAL_WS_MAX_PER_KEY": "watchers_per_key",
     "SPECTRAL_CORS_ORIGINS": "cors_origins",
+    "SPECTRAL_ROOM_HISTORY": "room_history",
 }
 
 
@@ -52,6 +53,8 @@ class Settings(BaseModel):
     rate_burst: float = Field(400.0, ge=1)
     #: Open watch connections (WebSocket + SSE) per key (0 = no cap; admins exempt).
     watchers_per_key: int = Field(1000, ge=0)
+    #: Messages each room keeps for subscribers resuming with ``since`` (SPEC §8).
+    room_history: int = Field(1000, ge=1, le=1_000_000)
     #: Origins allowed to call the API from a browser (CORS); empty = same origin only.
     cors_origins: tuple[str, ...] = ()
 

@@ -13,6 +13,7 @@ from spectral.api import procedures
 from spectral.api.context import Principal, principal, require_admin
 from spectral.api.models import Body, TaskId
 from spectral.api.rest import parse_body
+from spectral.api.rooms import room_info
 from spectral.errors import ApiError
 from spectral.state import ServerState
 from spectral.wire import iso
@@ -90,13 +91,14 @@ def register(app: Quart, state: ServerState) -> None:
             scope = tokens.task_scope(body.task_id)
         else:
             assert body.room is not None
-            check_room(who, body.room)
+            await check_room(state, who, body.room)
             scope = tokens.room_scope(body.room)
         token, expires_at = state.auth.mint(who, scope, body.ttl_seconds)
         return {"token": token, "expiresAt": iso(expires_at)}
 
 
-def check_room(who: Principal, room: str) -> None:
-    """404 unless ``who`` may use ``room`` (non-admins: their own ``user_{owner}`` room)."""
-    if not who.is_admin and room != f"user_{who.owner}":
-        raise ApiError(404, "ROOM_NOT_FOUND", f"room {room!r} not found")
+async def check_room(state: ServerState, who: Principal, room: str) -> None:
+    """404 unless ``who`` may use ``room``: admins any, others their own rooms."""
+    if who.is_admin or room == f"user_{who.owner}":
+        return
+    await room_info(state, who, room)  # 404 unless the room exists and is the caller's

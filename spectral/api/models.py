@@ -125,6 +125,19 @@ class TaskRef(Body):
     task_id: TaskId = Field(alias="taskId")
 
 
+RoomId = Annotated[
+    str,
+    StringConstraints(pattern=ID_PATTERN),
+    Field(description="user_{owner}, request_{id}, or 1-128 characters of A-Z a-z 0-9 . _ : -"),
+]
+
+
+class RoomRef(Body):
+    """A room named in a path."""
+
+    room_id: RoomId = Field(alias="roomId")
+
+
 class HistoryQuery(Query):
     """``GET /tasks/{taskId}/history``."""
 

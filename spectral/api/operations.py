@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from spectral.api import admin, models, rpc_procedures
+from spectral.api import rooms as room_api
 
 #: Error statuses and what they mean (SPEC §4).
 ERROR_TEXT = {
@@ -42,6 +43,10 @@ TAGS = {
     ),
     "watch": "Following a task as it changes (SSE here; WebSocket in docs/api.md).",
     "auth": "API keys (admin) and watch tokens for browsers (SPEC §2).",
+    "rooms": (
+        "Broadcast rooms (SPEC §8); subscribe with the WebSocket "
+        "`/rooms/{roomId}/subscribe` (docs/api.md)."
+    ),
     "operations": "Health, metrics and this document.",
 }
 
@@ -351,8 +356,41 @@ def _others() -> list[Operation]:
     ]  # fmt: skip
 
 
+ROOM_ID = {
+    "name": "roomId",
+    "in": "path",
+    "required": True,
+    "description": "user_{owner}, request_{id}, or 1-128 characters of A-Z a-z 0-9 . _ : -",
+    "schema": {"type": "string", "pattern": models.ID_PATTERN},
+}
+
+
+def _rooms() -> list[Operation]:
+    return [
+        Operation(
+            "POST", "/rooms/{roomId}/broadcast", "rooms.broadcast", "rooms",
+            "Send a JSON object to every subscriber", "Broadcasted",
+            body=Body(room_api.BroadcastBody), errors=(400, *AUTH, 404, 413, 422, 503),
+            parameters=(ROOM_ID,), mutating=True,
+            description="The server adds `roomSeq` and `timestamp`; the room keeps its last "
+            "1,000 messages for subscribers resuming with `since`.",
+        ),
+        Operation(
+            "GET", "/rooms/{roomId}/health", "rooms.health", "rooms",
+            "Subscribers and last roomSeq of a room", "RoomHealth",
+            errors=(400, *AUTH, 404, 503), parameters=(ROOM_ID,),
+        ),
+    ]  # fmt: skip
+
+
 #: Every operation, in the document's order.
-OPERATIONS: tuple[Operation, ...] = (*_rest(), *_original_form(), *_rpc(), *_others())
+OPERATIONS: tuple[Operation, ...] = (
+    *_rest(),
+    *_original_form(),
+    *_rpc(),
+    *_rooms(),
+    *_others(),
+)
 #: Every request body model (and the models they nest), for the components.
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     models.CreateTask,
@@ -368,4 +406,5 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     rpc_procedures.ListAll,
     admin.CreateKey,
     admin.WatchTokenRequest,
+    room_api.BroadcastBody,
 )

@@ -196,6 +196,21 @@ class Health(Answer):
     connections: int = Field(ge=0)
 
 
+class Broadcasted(Answer):
+    """``POST /rooms/{roomId}/broadcast``."""
+
+    delivered: int = Field(ge=0, description="subscribers the message was queued for")
+    room_seq: int = Field(alias="roomSeq", ge=1)
+
+
+class RoomHealth(Answer):
+    """``GET /rooms/{roomId}/health``."""
+
+    room_id: str = Field(alias="roomId")
+    connections: int = Field(ge=0)
+    last_seq: int = Field(alias="lastSeq", ge=0)
+
+
 class ApiKey(Answer):
     """An API key, never its secret."""
 
@@ -306,6 +321,8 @@ RESPONSE_MODELS: tuple[type[Answer], ...] = (
     CreatedKey,
     KeyList,
     WatchToken,
+    Broadcasted,
+    RoomHealth,
     RpcCreated,
     RpcMutation,
     RpcDeleted,

@@ -19,8 +19,16 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import trio
 from pydantic import ValidationError
 
-from actors import CLOSE_GOING_AWAY, CLOSE_TOO_SLOW, CloseReason, Watcher
-from spectral import metrics, tokens, wire
+from actors import (
+    CLOSE_GOING_AWAY,
+    CLOSE_TOO_SLOW,
+    ActorBrokenError,
+    ActorError,
+    CloseReason,
+    RouterClosedError,
+    Watcher,
+)
+from spectral import metrics, rooms, tokens, wire
 from spectral.api import models
 from spectral.api.context import Principal
 from spectral.api.failures import TASK_ERRORS, task_error
@@ -42,6 +50,8 @@ CLOSE_RATE_LIMITED = 4429
 #: Events per replay page read from the actor.
 REPLAY_PAGE = 500
 TASK_ROUTE = "/ws/task/"
+ROOM_PREFIX = "/rooms/"
+ROOM_SUFFIX = "/subscribe"
 
 
 def close_for(error: ApiError) -> CloseReason:
@@ -120,7 +130,13 @@ async def serve_websocket(state: ServerState, stream: trio.SocketStream, head: b
             name.decode("latin-1").lower(): value.decode("latin-1")
             for name, value in request.extra_headers
         }
-        scope = tokens.task_scope(path[len(TASK_ROUTE) :]) if path.startswith(TASK_ROUTE) else None
+        room_id = _room_route(path)
+        if path.startswith(TASK_ROUTE):
+            scope: str | None = tokens.task_scope(path[len(TASK_ROUTE) :])
+        elif room_id is not None:
+            scope = tokens.room_scope(room_id)
+        else:
+            scope = None
         try:
             who = state.auth.authenticate(headers.get, token=params.get("token"), scope=scope)
         except ApiError as error:
@@ -132,6 +148,8 @@ async def serve_websocket(state: ServerState, stream: trio.SocketStream, head: b
             await peer.close(CLOSE_RATE_LIMITED, "too many watch connections for this key")
         elif path.startswith(TASK_ROUTE):
             await watch_task(state, peer, who, path[len(TASK_ROUTE) :], params)
+        elif room_id is not None:
+            await watch_room(state, peer, who, room_id, params)
         else:
             await peer.close(CLOSE_NOT_FOUND, "no such route")
     finally:
@@ -140,7 +158,12 @@ async def serve_websocket(state: ServerState, stream: trio.SocketStream, head: b
         metrics.WS_CONNECTIONS.dec()
         state.keepalive.discard(peer)
         await peer.abort()
-        route = TASK_ROUTE + "{taskId}" if path.startswith(TASK_ROUTE) else "(unmatched)"
+        if path.startswith(TASK_ROUTE):
+            route = TASK_ROUTE + "{taskId}"
+        elif _room_route(path) is not None:
+            route = "/rooms/{roomId}/subscribe"
+        else:
+            route = "(unmatched)"
         fields = {} if who is None else {"keyId": who.key_id, "owner": who.owner}
         log_request(log, "GET", route, 101, started, closeCode=peer.close_code, **fields)
 
@@ -178,6 +201,93 @@ async def watch_task(
     finally:
         watcher.close(CloseReason(CLOSE_GOING_AWAY, "connection ended"))
         release(state, task_id, watcher)
+
+
+def _room_route(path: str) -> str | None:
+    """The room id of ``/rooms/{roomId}/subscribe``, or None."""
+    if path.startswith(ROOM_PREFIX) and path.endswith(ROOM_SUFFIX):
+        room_id = path[len(ROOM_PREFIX) : -len(ROOM_SUFFIX)]
+        return room_id if room_id and "/" not in room_id else None
+    return None
+
+
+async def watch_room(
+    state: ServerState, peer: Peer, who: Principal, raw_id: str, params: dict[str, str]
+) -> None:
+    """The room protocol on one accepted WebSocket: replay after ``since``, then live."""
+    try:
+        room_id = models.RoomRef.model_validate({"roomId": raw_id}).room_id
+        query = models.WatchQuery.model_validate(params)
+    except ValidationError as error:
+        field = ".".join(str(p) for p in error.errors()[0]["loc"])
+        code = CLOSE_NOT_FOUND if field == "roomId" else CLOSE_POLICY
+        await peer.close(code, f"invalid {field}")
+        return
+    watcher = Watcher(state.settings.watcher_queue)
+    message = rooms.Subscribe(watcher, query.since, who.owner_filter)
+    try:
+        start: rooms.SubscribeStart = await state.router.call(
+            rooms.KIND, room_id, message, create=True
+        )
+    except rooms.RoomNotFoundError:
+        await peer.close(CLOSE_NOT_FOUND, "room not found")
+        return
+    except (ActorBrokenError, RouterClosedError):
+        await peer.close(CLOSE_TRY_AGAIN, "room unavailable")
+        return
+    sockets = state.router.sockets(rooms.KIND, room_id)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_read_client, peer, watcher)
+            reason = await _write_room(state, peer, who, room_id, start, watcher)
+            nursery.cancel_scope.cancel()
+        if reason.code == CLOSE_TOO_SLOW:
+            metrics.WATCHERS_DROPPED.inc()
+        await peer.close(reason.code, reason.reason)
+    finally:
+        watcher.close(CloseReason(CLOSE_GOING_AWAY, "connection ended"))
+        sockets.detach(watcher)
+        state.router.release_sockets(rooms.KIND, room_id)
+
+
+async def _write_room(
+    state: ServerState,
+    peer: Peer,
+    who: Principal,
+    room_id: str,
+    start: rooms.SubscribeStart,
+    watcher: Watcher,
+) -> CloseReason:
+    sent = metrics.WS_MESSAGES_SENT
+    try:
+        after = start.replay_after
+        while after is not None and after < start.last_seq:
+            read = rooms.ReadMessages(after, start.last_seq, REPLAY_PAGE, who.owner_filter)
+            try:
+                page: list[wire.Outgoing] = await state.router.call(rooms.KIND, room_id, read)
+            except ActorError:
+                break
+            if not page:
+                break
+            for outgoing in page:
+                await peer.send_bytes(outgoing.frame)
+                sent.inc()
+            after = page[-1].seq
+        subscribed = {
+            "type": "subscribed",
+            "roomId": room_id,
+            "roomSeq": start.last_seq,
+            "recovered": start.recovered,
+        }
+        await peer.send_text(wire.dumps(subscribed))
+
+        async def send(item: Any) -> None:
+            await peer.send_bytes(item.frame)
+            sent.inc()
+
+        return await watcher.serve_writer(send, send_timeout=state.settings.ws_send_timeout)
+    except PeerGone:
+        return CloseReason(CLOSE_GOING_AWAY, "peer gone")
 
 
 async def _write(
