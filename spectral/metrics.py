@@ -35,6 +35,12 @@ ROOM_EVENTS_DROPPED = Counter(
     registry=REGISTRY,
 )
 SSE_STREAMS = Gauge("spectral_sse_streams", "Open Server-Sent Events streams", registry=REGISTRY)
+WEBHOOK_DELIVERIES = Counter(
+    "spectral_webhook_deliveries",
+    "Webhook delivery attempts by result (delivered, failed: retried later, dead: given up)",
+    ["result"],
+    registry=REGISTRY,
+)
 REQUEST_SECONDS = Histogram(
     "spectral_request_duration_seconds",
     "HTTP request latency by route",

@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from spectral.webhooks.schedule import DEFAULT_SCHEDULE, parse_schedule
+
 #: Environment variables that map onto settings fields.
 ENVIRONMENT = {
     "SPECTRAL_DATA_DIR": "data_dir",
@@ -22,6 +24,9 @@ ENVIRONMENT = {
     "SPECTRAL_WS_MAX_PER_KEY": "watchers_per_key",
     "SPECTRAL_CORS_ORIGINS": "cors_origins",
     "SPECTRAL_ROOM_HISTORY": "room_history",
+    "SPECTRAL_WEBHOOK_RETRY_SCHEDULE": "webhook_retry_schedule",
+    "SPECTRAL_WEBHOOK_ALLOW_PRIVATE": "webhook_allow_private",
+    "SPECTRAL_WEBHOOK_WORKERS": "webhook_workers",
 }
 
 
@@ -57,6 +62,17 @@ class Settings(BaseModel):
     room_history: int = Field(1000, ge=1, le=1_000_000)
     #: Origins allowed to call the API from a browser (CORS); empty = same origin only.
     cors_origins: tuple[str, ...] = ()
+    #: Seconds before each webhook delivery attempt, the first included (SPEC §9).
+    webhook_retry_schedule: tuple[float, ...] = DEFAULT_SCHEDULE
+    #: Let webhooks reach loopback, private and link-local addresses (tests, trusted LANs).
+    webhook_allow_private: bool = False
+    #: Webhook delivery attempts in flight at once.
+    webhook_workers: int = Field(8, ge=1, le=256)
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _parse_schedule(cls, value: object) -> object:
+        return parse_schedule(value) if isinstance(value, str) else value
 
     @field_validator("cors_origins", mode="before")
     @classmethod
