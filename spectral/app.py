@@ -19,7 +19,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from spectral import __version__, metrics, tokens
-from spectral.api import admin, reference, rest, rooms, rpc, sse
+from spectral.api import admin, reference, rest, rooms, rpc, sse, webhooks
 from spectral.api.context import principal, require_admin
 from spectral.errors import ApiError, code_for_status, envelope
 from spectral.logs import log_request
@@ -139,6 +139,7 @@ def create_app(state: ServerState) -> QuartTrio:
     sse.register(app, state)
     admin.register(app, state)
     rooms.register(app, state)
+    webhooks.register(app, state)
     reference.register(app)
     if state.settings.cors_origins:
         app = cors(

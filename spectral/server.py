@@ -42,6 +42,8 @@ from spectral.rooms import room_kind
 from spectral.settings import Settings
 from spectral.state import ServerState
 from spectral.tasks import Task
+from spectral.webhooks import store as webhook_store
+from spectral.webhooks.service import WebhookService
 
 log = logging.getLogger("spectral")
 
@@ -150,6 +152,7 @@ async def serve(settings: Settings, out: TextIO = sys.stdout) -> None:
         migrations = {
             keys.STREAM: keys.MIGRATIONS,
             idempotency.STREAM: idempotency.MIGRATIONS,
+            webhook_store.STREAM: webhook_store.MIGRATIONS,
         }
         events = EventBus()
         async with open_router(
@@ -163,6 +166,7 @@ async def serve(settings: Settings, out: TextIO = sys.stdout) -> None:
             store = idempotency.IdempotencyStore(router.registry.conn)
             state = ServerState(router, settings, auth, store, events)
             state.keepalive.interval = settings.ws_ping_interval
+            webhooks = state.webhooks = WebhookService(router, events, settings)
             metrics.install(router)
             app = create_app(state)
             feed = RoomFeed(router)
@@ -170,6 +174,7 @@ async def serve(settings: Settings, out: TextIO = sys.stdout) -> None:
             # Product services live as long as HTTP serving, inside the router's lifetime.
             async with trio.open_nursery() as services:
                 await services.start(feed.serve)
+                await services.start(webhooks.serve)
                 with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     await _serve_http(app, state, signals, out)
                 services.cancel_scope.cancel()

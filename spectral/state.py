@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -13,6 +14,9 @@ from spectral.events import EventBus
 from spectral.idempotency import IdempotencyStore
 from spectral.settings import Settings
 from spectral.websocket import Keepalive
+
+if TYPE_CHECKING:
+    from spectral.webhooks.service import WebhookService
 
 
 @dataclass
@@ -30,6 +34,8 @@ class ServerState:
     shutting_down: trio.Event = field(default_factory=trio.Event)
     #: Pings idle WebSocket peers and drops dead ones.
     keepalive: Keepalive = field(default_factory=Keepalive)
+    #: Webhook subscriptions, the outbox and delivery (set by ``serve``).
+    webhooks: WebhookService | None = None
 
     def uptime(self) -> float:
         """Seconds since the server started."""

@@ -1,0 +1,83 @@
+"""Which webhooks take an event, and the JSON body they receive (SPEC §9)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from spectral.task_state import Event, EventType
+from spectral.wire import event_json, iso
+
+#: What a webhook's ``eventType`` may be: one type, or ``all``.
+SUBSCRIPTIONS = ("progress", "completed", "failed", "canceled", "all")
+#: Every event type a webhook receives.
+EVENT_TYPES = ("created", "progress", "event", "completed", "failed", "canceled", "deleted")
+
+#: History event types (SPEC §3) as webhook event types, for events recovered from history.
+FROM_HISTORY = {
+    EventType.CREATED: "created",
+    EventType.LOG: "event",
+    EventType.PROGRESS: "progress",
+    EventType.SUCCESS: "completed",
+    EventType.ERROR: "failed",
+    EventType.TIMEOUT: "failed",
+    EventType.CANCELED: "canceled",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One event on its way to webhooks: who owns it, what it is, the task after it."""
+
+    owner: str
+    task_id: str
+    seq: int
+    event_type: str
+    timestamp: float
+    task: dict[str, Any] | None
+    event: dict[str, Any] | None
+
+
+def matches(subscription: str, prefix: str | None, event_type: str, task_id: str) -> bool:
+    """Whether a webhook subscribed to ``subscription`` (and ``prefix``) takes this event."""
+    if subscription != "all" and subscription != event_type:
+        return False
+    return not prefix or task_id.startswith(prefix)
+
+
+def from_history(owner: str, task_id: str, event: Event, task: dict[str, Any]) -> Outgoing:
+    """An event read back from a task's history (``task`` is the task as it is now)."""
+    return Outgoing(
+        owner=owner,
+        task_id=task_id,
+        seq=event.seq,
+        event_type=FROM_HISTORY[event.event_type],
+        timestamp=event.timestamp,
+        task=task,
+        event=event_json(event),
+    )
+
+
+def body(delivery_id: str, outgoing: Outgoing) -> bytes:
+    """The delivery's JSON body: id, eventType, taskId, seq, owner, progress?, result?,
+    error?, task, timestamp."""
+    payload: dict[str, Any] = {
+        "id": delivery_id,
+        "eventType": outgoing.event_type,
+        "taskId": outgoing.task_id,
+        "seq": outgoing.seq,
+        "owner": outgoing.owner,
+    }
+    event, task = outgoing.event or {}, outgoing.task
+    if event.get("progress") is not None:
+        payload["progress"] = event["progress"]
+    elif outgoing.event_type == "progress" and task is not None:
+        payload["progress"] = task["progress"]
+    if outgoing.event_type == "completed" and task is not None:
+        payload["result"] = task["metadata"]
+    if outgoing.event_type == "failed" and task is not None:
+        payload["error"] = task["error"]
+    payload["task"] = task
+    payload["timestamp"] = iso(outgoing.timestamp)
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()

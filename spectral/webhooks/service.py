@@ -1,0 +1,41 @@
+"""The webhook service: the outbox and the delivery workers, in one nursery it owns."""
+
+from __future__ import annotations
+
+import trio
+
+from actors import Router
+from spectral.events import EventBus
+from spectral.settings import Settings
+from spectral.webhooks.delivery import Deliverer
+from spectral.webhooks.outbox import Outbox
+from spectral.webhooks.store import WebhookStore
+
+
+class WebhookService:
+    """Everything webhooks need at run time.
+
+    Args:
+        router: the running router (its registry holds the tables; tasks' history).
+        events: the bus of committed task events.
+        settings: retry schedule, SSRF switch, worker count.
+    """
+
+    def __init__(self, router: Router, events: EventBus, settings: Settings) -> None:
+        self.store = WebhookStore(router.registry.conn)
+        self.settings = settings
+        self.deliverer = Deliverer(
+            self.store,
+            settings.webhook_retry_schedule,
+            allow_private=settings.webhook_allow_private,
+            workers=settings.webhook_workers,
+        )
+        self.outbox = Outbox(self.store, router, on_written=self.deliverer.wake)
+        events.subscribe(self.outbox.listener)
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the outbox writer and the delivery workers until cancelled."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.outbox.serve)
+            await nursery.start(self.deliverer.serve)
+            task_status.started()
