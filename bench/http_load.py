@@ -5,8 +5,8 @@ the same hypercorn settings: the ceiling), ``mutate`` (64 keep-alive connections
 updateProgress over 1,000 tasks), ``batch`` (batchUpdateProgress, 100 per call),
 ``read`` (GET a task), ``fanout`` (1,000 and 10,000 watchers on one task: delivery
 latency from the update's send to each watcher's receipt, missed messages, server
-memory per idle WebSocket), ``list`` (GET /tasks pages over 100,000 tasks) and
-``restart`` (start to serving with 100,000 tasks on disk).
+memory per idle WebSocket), ``rooms`` (the same for a room's broadcast), ``list``
+(GET /tasks pages over 100,000 tasks) and ``restart`` (start to serving with 100,000 tasks on disk).
 
 The load generator is this process: raw HTTP/1.1 keep-alive and a minimal
 WebSocket reader on trio sockets, far lighter than an HTTP library, but it shares
@@ -285,10 +285,21 @@ def frames(buffer: bytearray) -> list[bytes]:
     return out
 
 
-async def fanout_once(server: Server, watchers: int, updates: int, gap: float) -> dict[str, Any]:
-    """``watchers`` on one task; ``updates`` spaced by ``gap``; delivery latencies."""
+async def fanout_once(
+    server: Server, watchers: int, updates: int, gap: float, room: bool = False
+) -> dict[str, Any]:
+    """``watchers`` on one task (or room); ``updates`` spaced by ``gap``; delivery latencies."""
     task_id = f"fan-{watchers}"
-    await create_tasks(server.url, [task_id], 1)
+    if room:
+        watch_path, ready, seq_field, first_seq = (
+            f"/rooms/{task_id}/subscribe",
+            b'"subscribed"',
+            "roomSeq",
+            1,
+        )
+    else:
+        await create_tasks(server.url, [task_id], 1)
+        watch_path, ready, seq_field, first_seq = f"/ws/task/{task_id}", b'"snapshot"', "seq", 2
     rss_before = rss_kib(server.process.pid)
     sent_at: dict[int, float] = {}
     latencies: list[float] = []
@@ -297,13 +308,13 @@ async def fanout_once(server: Server, watchers: int, updates: int, gap: float) -
     closes: dict[str, int] = {}
 
     async def watcher(index: int, *, task_status: Any) -> None:
-        stream, rest = await open_watcher(server.url, f"/ws/task/{task_id}")
+        stream, rest = await open_watcher(server.url, watch_path)
         streams.append(stream)
         buffer = bytearray(rest)
         snapshot_seen = False
         while not snapshot_seen:
             for payload in frames(buffer):
-                snapshot_seen = snapshot_seen or b'"snapshot"' in payload
+                snapshot_seen = snapshot_seen or ready in payload
             if not snapshot_seen:
                 buffer += await stream.receive_some(65536)
         task_status.started()
@@ -320,7 +331,7 @@ async def fanout_once(server: Server, watchers: int, updates: int, gap: float) -
                 closes[str(closed)] = closes.get(str(closed), 0) + 1
                 return
             for payload in payloads:
-                seq = json.loads(payload)["seq"]
+                seq = json.loads(payload)[seq_field]
                 latencies.append(now - sent_at[seq])
                 received[index] += 1
 
@@ -333,9 +344,12 @@ async def fanout_once(server: Server, watchers: int, updates: int, gap: float) -
         rss_after = rss_kib(server.process.pid)
         conn = await Connection.open(server.url)
         for step in range(updates):
-            sent_at[step + 2] = time.perf_counter()
-            body = {"taskId": task_id, "progress": float(step)}
-            await conn.request("POST", "/tasks/updateProgress", body)
+            sent_at[step + first_seq] = time.perf_counter()
+            if room:
+                await conn.request("POST", f"/rooms/{task_id}/broadcast", {"step": step})
+            else:
+                body = {"taskId": task_id, "progress": float(step)}
+                await conn.request("POST", "/tasks/updateProgress", body)
             await trio.sleep(gap)
         with trio.move_on_after(30):
             while sum(received) < watchers * updates:
@@ -353,6 +367,17 @@ async def fanout_once(server: Server, watchers: int, updates: int, gap: float) -
         **percentiles(latencies),
         "server_kib_per_idle_ws": round((rss_after - rss_before) / watchers, 1),
     }
+
+
+async def rooms(server: Server, quick: bool) -> dict[str, Any]:
+    """A room broadcast to 1,000 then 10,000 subscribers."""
+    sizes = [200, 1000] if quick else [1000, 10_000]
+    out = {}
+    for size in sizes:
+        log(f"room fanout {size}...")
+        out[str(size)] = await fanout_once(server, size, 10 if quick else 20, 0.5, room=True)
+        await trio.sleep(2)
+    return out
 
 
 async def fanout(server: Server, quick: bool) -> dict[str, Any]:
@@ -408,7 +433,7 @@ async def listing(server: Server, quick: bool) -> dict[str, Any]:
     return concurrent
 
 
-SCENARIOS = ["echo", "mutate", "batch", "read", "fanout", "list", "restart"]
+SCENARIOS = ["echo", "mutate", "batch", "read", "fanout", "rooms", "list", "restart"]
 
 
 async def main_async(names: list[str], base: Path, quick: bool) -> dict[str, Any]:
@@ -417,7 +442,7 @@ async def main_async(names: list[str], base: Path, quick: bool) -> dict[str, Any
     if "echo" in names:
         log("echo...")
         results["echo"] = await echo(base, quick)
-    live = [n for n in names if n in {"mutate", "batch", "read", "fanout"}]
+    live = [n for n in names if n in {"mutate", "batch", "read", "fanout", "rooms"}]
     if live:
         with tempfile.TemporaryDirectory(dir=base, prefix="bench-http-") as data:
             async with running(serve_argv(Path(data)), env=SERVE_ENV) as server:
@@ -429,6 +454,7 @@ async def main_async(names: list[str], base: Path, quick: bool) -> dict[str, Any
                         "batch": batch,
                         "read": read,
                         "fanout": fanout,
+                        "rooms": rooms,
                     }[name]
                     results[name] = await scenario(server, quick)
                     log(f"{name}: {json.dumps(results[name])}")
