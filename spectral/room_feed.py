@@ -85,3 +85,6 @@ class RoomFeed:
                 "task events not published to their room",
                 extra={"roomId": room_id, "events": len(bodies), "error": str(error)},
             )
+        except Exception:
+            # Never let one room take the feed (and with it the server) down.
+            log.exception("room feed failed", extra={"roomId": room_id})
