@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from trio_websocket import open_websocket_url
 
 from tests.conftest import ADMIN_HEADERS, SERVE_ENV, serve_argv
 from tests.procs import Server, running
-
-
-async def receive(ws: WebSocketConnection) -> dict[str, Any]:
-    """The next JSON message (10 s at most)."""
-    with trio.fail_after(10):
-        return json.loads(await ws.get_message())
-
-
-async def close_code(ws: WebSocketConnection) -> int:
-    """Read until the server closes; the close code."""
-    with trio.fail_after(10):
-        try:
-            while True:
-                await ws.get_message()
-        except ConnectionClosed as closed:
-            return closed.reason.code
+from tests.wsutil import close_code, receive
 
 
 def ws_headers(key: str) -> list[tuple[bytes, bytes]]:

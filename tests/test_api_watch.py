@@ -9,10 +9,11 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from trio_websocket import open_websocket_url
 
 from tests.conftest import ADMIN_HEADERS, ADMIN_KEY, SERVE_ENV, WS_HEADERS, serve_argv
 from tests.procs import Server, running
+from tests.wsutil import close_code, receive
 
 
 async def create(client: httpx.AsyncClient, task_id: str, **fields: Any) -> dict[str, Any]:
@@ -29,22 +30,6 @@ async def progress(client: httpx.AsyncClient, task_id: str, value: float) -> dic
     )
     assert response.status_code == 200, response.text
     return response.json()
-
-
-async def receive(ws: WebSocketConnection) -> dict[str, Any]:
-    """The next JSON message (10 s at most)."""
-    with trio.fail_after(10):
-        return json.loads(await ws.get_message())
-
-
-async def close_code(ws: WebSocketConnection) -> int:
-    """Read until the server closes; the close code."""
-    with trio.fail_after(10):
-        try:
-            while True:
-                await ws.get_message()
-        except ConnectionClosed as closed:
-            return closed.reason.code
 
 
 async def test_snapshot_then_live_updates_in_order(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -191,16 +191,25 @@ async def watch_task(
         await peer.close(reason.code, reason.reason)
         return
     try:
+        await _converse(peer, watcher, _write(state, peer, who, task_id, start, watcher))
+    finally:
+        release(state, task_id, watcher)
+
+
+async def _converse(
+    peer: Peer, watcher: Watcher, writing: Coroutine[Any, Any, CloseReason]
+) -> None:
+    """Answer the client's pings while ``writing`` runs; close with the writer's reason."""
+    try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_read_client, peer, watcher)
-            reason = await _write(state, peer, who, task_id, start, watcher)
+            reason = await writing
             nursery.cancel_scope.cancel()
         if reason.code == CLOSE_TOO_SLOW:
             metrics.WATCHERS_DROPPED.inc()
         await peer.close(reason.code, reason.reason)
     finally:
         watcher.close(CloseReason(CLOSE_GOING_AWAY, "connection ended"))
-        release(state, task_id, watcher)
 
 
 def _room_route(path: str) -> str | None:
@@ -237,15 +246,8 @@ async def watch_room(
         return
     sockets = state.router.sockets(rooms.KIND, room_id)
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_read_client, peer, watcher)
-            reason = await _write_room(state, peer, who, room_id, start, watcher)
-            nursery.cancel_scope.cancel()
-        if reason.code == CLOSE_TOO_SLOW:
-            metrics.WATCHERS_DROPPED.inc()
-        await peer.close(reason.code, reason.reason)
+        await _converse(peer, watcher, _write_room(state, peer, who, room_id, start, watcher))
     finally:
-        watcher.close(CloseReason(CLOSE_GOING_AWAY, "connection ended"))
         sockets.detach(watcher)
         state.router.release_sockets(rooms.KIND, room_id)
 
