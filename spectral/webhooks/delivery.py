@@ -36,6 +36,9 @@ TIMEOUT = 10.0
 IDLE_SECONDS = 60.0
 #: Finished deliveries are kept this long for ``GET .../deliveries``.
 RETENTION_SECONDS = 7 * 24 * 3600
+#: Bounds of a failing webhook's pause (its failed delivery's next delay, clamped).
+MIN_PAUSE = 0.2
+MAX_PAUSE = 60.0
 USER_AGENT = f"spectral-webhooks/{__version__}"
 
 
@@ -87,6 +90,12 @@ class Deliverer:
         self.timeout = timeout
         self._wake = trio.Event()
         self._inflight: set[str] = set()
+        #: Failing webhooks: id → (wall time until which none of its deliveries start,
+        #: whether its probe is in flight). One failure pauses the whole webhook, so a
+        #: receiver that is down costs one attempt per pause, not one per delivery
+        #: (hammering it cost the mutations' p99 3-4x here).
+        self._paused: dict[str, float] = {}
+        self._probing: set[str] = set()
         self.attempts = 0
 
     def wake(self) -> None:
@@ -118,8 +127,14 @@ class Deliverer:
                     self.store.prune(now - RETENTION_SECONDS)
                     pruned_at = now
                 free = self.workers - len(self._inflight)
-                due = self.store.due(now, free, self._inflight) if free > 0 else []
+                held = self._held(now)
+                due = self.store.due(now, free, self._inflight, held) if free > 0 else []
                 for delivery in due:
+                    if delivery.webhook_id in self._paused:
+                        # The pause is over: one probe, the rest wait for its outcome.
+                        if delivery.webhook_id in self._probing:
+                            continue
+                        self._probing.add(delivery.webhook_id)
                     self._inflight.add(delivery.id)
                     await send.send(delivery)
                 if due and len(due) == free:
@@ -127,7 +142,20 @@ class Deliverer:
                     await self._sleep(None)
                     continue
                 following = self.store.next_due_at(now) if free > len(due) else None
-                await self._sleep(following)
+                resumes = [until for until in self._paused.values() if until > now]
+                await self._sleep(min([following, *resumes] if following else resumes or [None]))
+
+    def _held(self, now: float) -> list[str]:
+        """Webhooks none of whose deliveries may start now (paused, or probing)."""
+        return [w for w, until in self._paused.items() if until > now or w in self._probing]
+
+    def _note(self, webhook_id: str, result: AttemptResult) -> None:
+        self._probing.discard(webhook_id)
+        if result.status == DELIVERED:
+            self._paused.pop(webhook_id, None)
+            return
+        delay = 0.0 if result.next_attempt_at is None else result.next_attempt_at - result.at
+        self._paused[webhook_id] = time.time() + min(MAX_PAUSE, max(MIN_PAUSE, delay))
 
     async def _sleep(self, until: float | None) -> None:
         delay = IDLE_SECONDS if until is None else max(0.0, until - time.time())
@@ -144,12 +172,14 @@ class Deliverer:
                 try:
                     result = await self.attempt(client, delivery)
                     self.store.record_attempts([result])
+                    self._note(delivery.webhook_id, result)
                     metrics.WEBHOOK_DELIVERIES.labels(_outcome(result)).inc()
                 except sqlite3.Error:
                     # Not recorded: the row stays pending and is tried again.
                     log.exception("could not record a webhook attempt")
                 finally:
                     self._inflight.discard(delivery.id)
+                    self._probing.discard(delivery.webhook_id)
                     self.wake()
 
     async def attempt(self, client: httpx.AsyncClient, delivery: Due) -> AttemptResult:

@@ -332,14 +332,19 @@ class WebhookStore:
 
     # -- deliveries ----------------------------------------------------------------
 
-    def due(self, now: float, limit: int, exclude: set[str]) -> list[Due]:
-        """Pending deliveries of active webhooks due by ``now``, soonest first."""
+    def due(
+        self, now: float, limit: int, exclude: set[str], paused: Iterable[str] = ()
+    ) -> list[Due]:
+        """Pending deliveries of active, unpaused webhooks due by ``now``, soonest first."""
+        paused = list(paused)
+        marks = ",".join("?" * len(paused))
         rows = self.conn.execute(
             "SELECT d.id, d.webhook_id, w.url, w.secret, d.body, d.attempts"
             " FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id"
             " WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND w.active = 1"
+            f" AND d.webhook_id NOT IN ({marks})"
             " ORDER BY d.next_attempt_at LIMIT ?",
-            (now, limit + len(exclude)),
+            (now, *paused, limit + len(exclude)),
         ).fetchall()
         due = [Due(r[0], r[1], r[2], r[3], bytes(r[4]), int(r[5])) for r in rows]
         return [d for d in due if d.id not in exclude][:limit]
