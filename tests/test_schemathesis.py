@@ -35,6 +35,10 @@ EXCLUDED_PATHS = (
     # would wait for the request timeout. tests/test_openapi.py checks its answers.
     "/tasks/{taskId}/events",
 )
+#: Operations left out by id: creating or changing a webhook resolves its URL's host name
+#: (the SSRF guard), and generated names would send DNS queries off this machine.
+#: tests/test_webhooks_api.py covers them with addresses that need no lookup.
+EXCLUDED_OPERATIONS = ("webhooks.create", "webhooks.update")
 
 
 async def _schemathesis(location: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
@@ -61,6 +65,7 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     server: Server, client: httpx.AsyncClient, tmp_path: Path
 ) -> None:
     excluded = [arg for path in EXCLUDED_PATHS for arg in ("--exclude-path", path)]
+    excluded += [arg for name in EXCLUDED_OPERATIONS for arg in ("--exclude-operation-id", name)]
     result = await _schemathesis(f"{server.url}/openapi.json", tmp_path, *excluded)
     report = result.stdout.decode(errors="replace")
     assert result.returncode == 0, report

@@ -7,9 +7,11 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import socket
 import time
 
 import pytest
+import trio
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from spectral.task_state import Event, EventType
@@ -97,6 +99,15 @@ async def test_vet_refuses_literals_and_localhost_without_the_flag() -> None:
         with pytest.raises(guard.ForbiddenUrlError):
             await guard.vet(url, allow_private=False)
         assert await guard.vet(url, allow_private=True)
+
+
+async def test_a_name_that_does_not_resolve_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def no_such_name(*args: object, **kwargs: object) -> list[object]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(trio.socket, "getaddrinfo", no_such_name)
+    with pytest.raises(guard.UnresolvableUrlError):
+        await guard.vet("http://hooks.example.com/in", allow_private=True)
 
 
 def test_target_pins_the_vetted_address_and_keeps_host_and_sni() -> None:

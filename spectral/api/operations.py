@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from spectral.api import admin, models, rpc_procedures
 from spectral.api import rooms as room_api
+from spectral.api import webhooks as webhook_api
 
 #: Error statuses and what they mean (SPEC §4).
 ERROR_TEXT = {
@@ -43,6 +44,7 @@ TAGS = {
     ),
     "watch": "Following a task as it changes (SSE here; WebSocket in docs/api.md).",
     "auth": "API keys (admin) and watch tokens for browsers (SPEC §2).",
+    "webhooks": "Signed, durable webhooks for task events (SPEC §9).",
     "rooms": (
         "Broadcast rooms (SPEC §8); subscribe with the WebSocket "
         "`/rooms/{roomId}/subscribe` (docs/api.md)."
@@ -383,12 +385,67 @@ def _rooms() -> list[Operation]:
     ]  # fmt: skip
 
 
+WEBHOOK_ID = {
+    "name": "id", "in": "path", "required": True, "description": "the webhook's id",
+    "schema": {"type": "string"},
+}  # fmt: skip
+
+
+def _webhooks() -> list[Operation]:
+    hook = (WEBHOOK_ID,)
+    return [
+        Operation(
+            "GET", "/webhooks", "webhooks.list", "webhooks", "The owner's webhooks",
+            "WebhookList", query=webhook_api.ListQuery, errors=(400, *AUTH),
+        ),
+        Operation(
+            "POST", "/webhooks", "webhooks.create", "webhooks", "Subscribe a URL to task events",
+            "CreatedWebhook", status=201, body=Body(webhook_api.CreateWebhook),
+            errors=(400, *AUTH, 413), answer_text="created; `secret` is shown only here",
+            description="A URL on a loopback, private, link-local or metadata address is "
+            "400 `WEBHOOK_URL_FORBIDDEN` (unless SPECTRAL_WEBHOOK_ALLOW_PRIVATE=1).",
+        ),
+        Operation(
+            "GET", "/webhooks/{id}", "webhooks.get", "webhooks", "One webhook", "Webhook",
+            errors=(*AUTH, 404), parameters=hook,
+        ),
+        Operation(
+            "PUT", "/webhooks/{id}", "webhooks.update", "webhooks",
+            "Change url, eventType, description, taskIdPrefix or active", "Webhook",
+            body=Body(webhook_api.UpdateWebhook), errors=(400, *AUTH, 404, 413),
+            parameters=hook,
+        ),
+        Operation(
+            "DELETE", "/webhooks/{id}", "webhooks.delete", "webhooks", "Delete a webhook",
+            "Success", errors=(*AUTH, 404), parameters=hook,
+        ),
+        Operation(
+            "GET", "/webhooks/{id}/deliveries", "webhooks.deliveries", "webhooks",
+            "Recent deliveries with every attempt", "DeliveryList",
+            query=webhook_api.DeliveriesQuery, errors=(400, *AUTH, 404), parameters=hook,
+        ),
+        Operation(
+            "POST", "/webhooks/{id}/deliveries/{deliveryId}/redeliver", "webhooks.redeliver",
+            "webhooks", "Retry a delivery now (a dead one included)", "Redelivered",
+            status=202, errors=(*AUTH, 404),
+            parameters=(
+                WEBHOOK_ID,
+                {
+                    "name": "deliveryId", "in": "path", "required": True,
+                    "schema": {"type": "string"},
+                },
+            ),
+        ),
+    ]  # fmt: skip
+
+
 #: Every operation, in the document's order.
 OPERATIONS: tuple[Operation, ...] = (
     *_rest(),
     *_original_form(),
     *_rpc(),
     *_rooms(),
+    *_webhooks(),
     *_others(),
 )
 #: Every request body model (and the models they nest), for the components.
@@ -407,4 +464,6 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     admin.CreateKey,
     admin.WatchTokenRequest,
     room_api.BroadcastBody,
+    webhook_api.CreateWebhook,
+    webhook_api.UpdateWebhook,
 )

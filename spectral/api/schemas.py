@@ -211,6 +211,74 @@ class RoomHealth(Answer):
     last_seq: int = Field(alias="lastSeq", ge=0)
 
 
+class Webhook(Answer):
+    """A webhook, never its secret."""
+
+    id: str
+    owner: str
+    url: str
+    event_type: Literal["progress", "completed", "failed", "canceled", "all"] = Field(
+        alias="eventType"
+    )
+    description: str | None
+    task_id_prefix: str | None = Field(alias="taskIdPrefix")
+    active: bool
+    created_at: Timestamp = Field(alias="createdAt")
+    updated_at: Timestamp = Field(alias="updatedAt")
+
+
+class CreatedWebhook(Webhook):
+    """``POST /webhooks``: the webhook with its signing secret, shown only here."""
+
+    secret: str = Field(pattern=r"^whsec_", description="Standard Webhooks secret")
+
+
+class WebhookList(Answer):
+    """``GET /webhooks``."""
+
+    webhooks: list[Webhook]
+
+
+class Attempt(Answer):
+    """One delivery attempt."""
+
+    attempt: int = Field(ge=1)
+    at: Timestamp
+    response_code: int | None = Field(alias="responseCode")
+    error: str | None
+    duration_ms: float = Field(alias="durationMs", ge=0)
+
+
+class Delivery(Answer):
+    """A delivery and its attempts."""
+
+    id: str
+    task_id: str = Field(alias="taskId")
+    seq: int
+    event_type: str = Field(alias="eventType")
+    status: str
+    attempt: int = Field(ge=0)
+    next_retry_at: Timestamp | None = Field(alias="nextRetryAt")
+    response_code: int | None = Field(alias="responseCode")
+    error: str | None
+    created_at: Timestamp = Field(alias="createdAt")
+    updated_at: Timestamp = Field(alias="updatedAt")
+    attempts: list[Attempt]
+
+
+class DeliveryList(Answer):
+    """``GET /webhooks/{id}/deliveries``."""
+
+    deliveries: list[Delivery]
+
+
+class Redelivered(Answer):
+    """``POST /webhooks/{id}/deliveries/{deliveryId}/redeliver`` (202)."""
+
+    success: Literal[True]
+    delivery_id: str = Field(alias="deliveryId")
+
+
 class ApiKey(Answer):
     """An API key, never its secret."""
 
@@ -323,6 +391,11 @@ RESPONSE_MODELS: tuple[type[Answer], ...] = (
     WatchToken,
     Broadcasted,
     RoomHealth,
+    Webhook,
+    CreatedWebhook,
+    WebhookList,
+    DeliveryList,
+    Redelivered,
     RpcCreated,
     RpcMutation,
     RpcDeleted,
