@@ -48,7 +48,6 @@ from spectral.webhooks.service import WebhookService
 log = logging.getLogger("spectral")
 
 
-#: Object kinds the server runs (the room kind joins in a later issue).
 def kinds(settings: Settings) -> Sequence[type[Actor]]:
     """The object kinds the server runs."""
     return (Task, room_kind(settings.room_history))

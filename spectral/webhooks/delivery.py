@@ -122,28 +122,34 @@ class Deliverer:
             task_status.started()
             pruned_at = 0.0
             while True:
-                now = time.time()
-                if now - pruned_at > 3600:
-                    self.store.prune(now - RETENTION_SECONDS)
-                    pruned_at = now
-                free = self.workers - len(self._inflight)
-                held = self._held(now)
-                due = self.store.due(now, free, self._inflight, held) if free > 0 else []
-                for delivery in due:
-                    if delivery.webhook_id in self._paused:
-                        # The pause is over: one probe, the rest wait for its outcome.
-                        if delivery.webhook_id in self._probing:
-                            continue
-                        self._probing.add(delivery.webhook_id)
-                    self._inflight.add(delivery.id)
-                    await send.send(delivery)
-                if due and len(due) == free:
-                    # Every worker busy: wait for one to finish (it wakes us).
-                    await self._sleep(None)
-                    continue
-                following = self.store.next_due_at(now) if free > len(due) else None
-                resumes = [until for until in self._paused.values() if until > now]
-                await self._sleep(min([following, *resumes] if following else resumes or [None]))
+                try:
+                    now = time.time()
+                    if now - pruned_at > 3600:
+                        self.store.prune(now - RETENTION_SECONDS)
+                        pruned_at = now
+                    free = self.workers - len(self._inflight)
+                    held = self._held(now)
+                    due = self.store.due(now, free, self._inflight, held) if free > 0 else []
+                    for delivery in due:
+                        if delivery.webhook_id in self._paused:
+                            # The pause is over: one probe, the rest wait for its outcome.
+                            if delivery.webhook_id in self._probing:
+                                continue
+                            self._probing.add(delivery.webhook_id)
+                        self._inflight.add(delivery.id)
+                        await send.send(delivery)
+                    if due and len(due) == free:
+                        # Every worker busy: wait for one to finish (it wakes us).
+                        await self._sleep(None)
+                        continue
+                    following = self.store.next_due_at(now) if free > len(due) else None
+                    resumes = [until for until in self._paused.values() if until > now]
+                    wake = [following, *resumes] if following else resumes or [None]
+                    await self._sleep(min(wake))
+                except sqlite3.OperationalError:
+                    # The registry is busy (e.g. the CLI holds it): try again shortly.
+                    log.exception("webhook dispatcher: registry busy; retrying in 1 s")
+                    await trio.sleep(1.0)
 
     def _held(self, now: float) -> list[str]:
         """Webhooks none of whose deliveries may start now (paused, or probing)."""

@@ -30,6 +30,7 @@ task as it is when recovered, not as it was after that event.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
 
@@ -114,7 +115,15 @@ class Outbox:
                         break
                 batch.extend(self._late)
                 self._late = []
-                await self._write(await self._expand(batch) + await self._drain_dirty())
+                outgoing = await self._expand(batch) + await self._drain_dirty()
+                while True:
+                    try:
+                        await self._write(outgoing)
+                        break
+                    except sqlite3.OperationalError:
+                        # The registry is busy (e.g. the CLI holds it): keep the batch, retry.
+                        log.exception("webhook outbox: registry busy; retrying in 1 s")
+                        await trio.sleep(1.0)
 
     def _pending(self) -> bool:
         return bool(self._dirty or self._late)
