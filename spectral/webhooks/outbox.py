@@ -81,20 +81,11 @@ class Outbox:
 
     def listener(self, event: TaskEvent) -> None:
         """The EventBus listener: queue ``event``; never blocks, never raises."""
-        outgoing = Outgoing(
-            event.owner,
-            event.task_id,
-            event.seq,
-            event.event_type,
-            event.timestamp,
-            event.task,
-            event.event,
-        )
         try:
-            self._send.send_nowait(outgoing)
+            self._send.send_nowait(event)
         except trio.WouldBlock:
             if event.event_type == "deleted":
-                self._late.append(outgoing)
+                self._late.append(event)
             else:
                 self._dirty[event.task_id] = event.owner
         except trio.ClosedResourceError:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
+from spectral.events import TaskEvent
 from spectral.task_state import Event, EventType
 from spectral.wire import event_json, iso
 
@@ -26,17 +26,8 @@ FROM_HISTORY = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """One event on its way to webhooks: who owns it, what it is, the task after it."""
-
-    owner: str
-    task_id: str
-    seq: int
-    event_type: str
-    timestamp: float
-    task: dict[str, Any] | None
-    event: dict[str, Any] | None
+#: One event on its way to webhooks: the bus's own record of a committed change.
+Outgoing = TaskEvent
 
 
 def matches(subscription: str, prefix: str | None, event_type: str, task_id: str) -> bool:
