@@ -191,7 +191,8 @@ async def watch_task(
         await peer.close(reason.code, reason.reason)
         return
     try:
-        await _converse(peer, watcher, _write(state, peer, who, task_id, start, watcher))
+        first = opening(state, who, task_id, start)
+        await _converse(peer, watcher, _write(state, peer, watcher, first))
     finally:
         release(state, task_id, watcher)
 
@@ -246,63 +247,45 @@ async def watch_room(
         return
     sockets = state.router.sockets(rooms.KIND, room_id)
     try:
-        await _converse(peer, watcher, _write_room(state, peer, who, room_id, start, watcher))
+        first = _room_opening(state, who, room_id, start)
+        await _converse(peer, watcher, _write(state, peer, watcher, first))
     finally:
         sockets.detach(watcher)
         state.router.release_sockets(rooms.KIND, room_id)
 
 
-async def _write_room(
-    state: ServerState,
-    peer: Peer,
-    who: Principal,
-    room_id: str,
-    start: rooms.SubscribeStart,
-    watcher: Watcher,
-) -> CloseReason:
-    sent = metrics.WS_MESSAGES_SENT
-    try:
-        after = start.replay_after
-        while after is not None and after < start.last_seq:
-            read = rooms.ReadMessages(after, start.last_seq, REPLAY_PAGE, who.owner_filter)
-            try:
-                page: list[wire.Outgoing] = await state.router.call(rooms.KIND, room_id, read)
-            except ActorError:
-                break
-            if not page:
-                break
-            for outgoing in page:
-                await peer.send_bytes(outgoing.frame)
-                sent.inc()
-            after = page[-1].seq
-        subscribed = {
-            "type": "subscribed",
-            "roomId": room_id,
-            "roomSeq": start.last_seq,
-            "recovered": start.recovered,
-        }
-        await peer.send_text(wire.dumps(subscribed))
-
-        async def send(item: Any) -> None:
-            await peer.send_bytes(item.frame)
-            sent.inc()
-
-        return await watcher.serve_writer(send, send_timeout=state.settings.ws_send_timeout)
-    except PeerGone:
-        return CloseReason(CLOSE_GOING_AWAY, "peer gone")
+async def _room_opening(
+    state: ServerState, who: Principal, room_id: str, start: rooms.SubscribeStart
+) -> AsyncIterator[wire.Outgoing]:
+    """The replayed messages (if any), then the ``subscribed`` marker."""
+    after = start.replay_after
+    while after is not None and after < start.last_seq:
+        read = rooms.ReadMessages(after, start.last_seq, REPLAY_PAGE, who.owner_filter)
+        try:
+            page: list[wire.Outgoing] = await state.router.call(rooms.KIND, room_id, read)
+        except ActorError:
+            break
+        if not page:
+            break
+        for outgoing in page:
+            yield outgoing
+        after = page[-1].seq
+    subscribed = {
+        "type": "subscribed",
+        "roomId": room_id,
+        "roomSeq": start.last_seq,
+        "recovered": start.recovered,
+    }
+    yield wire.Outgoing(start.last_seq, wire.dumps(subscribed))
 
 
 async def _write(
-    state: ServerState,
-    peer: Peer,
-    who: Principal,
-    task_id: str,
-    start: WatchStart,
-    watcher: Watcher,
+    state: ServerState, peer: Peer, watcher: Watcher, first: AsyncIterator[wire.Outgoing]
 ) -> CloseReason:
+    """Send the ``first`` messages, then the watcher's live queue, until it closes."""
     sent = metrics.WS_MESSAGES_SENT
     try:
-        async for outgoing in opening(state, who, task_id, start):
+        async for outgoing in first:
             await peer.send_bytes(outgoing.frame)
             sent.inc()
 
