@@ -185,17 +185,7 @@ class KeyStore:
         if match is None:
             return None
         key_id = match.group(1)
-        self._refresh()
-        if key_id in self._cache:
-            row = self._cache[key_id]
-        else:
-            found = self.conn.execute(
-                f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)
-            ).fetchone()
-            row = None if found is None else _row(found)
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[key_id] = row
+        row = self._cached(key_id)
         if row is None or row.key.revoked_at is not None:
             return None
         if not hmac.compare_digest(row.digest, self.digest(secret)):
@@ -205,14 +195,21 @@ class KeyStore:
 
     def is_live(self, key_id: str) -> bool:
         """True if the key exists and is not revoked (watch tokens die with their key)."""
+        row = self._cached(key_id)
+        return row is not None and row.key.revoked_at is None
+
+    def _cached(self, key_id: str) -> _Row | None:
+        # One lookup path for both checks; the cache is dropped whenever another
+        # connection committed, and is bounded.
         self._refresh()
         if key_id not in self._cache:
             found = self.conn.execute(
                 f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)
             ).fetchone()
+            if len(self._cache) > 10_000:
+                self._cache.clear()
             self._cache[key_id] = None if found is None else _row(found)
-        row = self._cache[key_id]
-        return row is not None and row.key.revoked_at is None
+        return self._cache[key_id]
 
     def _touch(self, key_id: str) -> None:
         now = self.clock()

@@ -110,23 +110,15 @@ async def test_since_replays_without_gap_or_duplicate(
 
 
 async def test_close_codes(server: Server, client: httpx.AsyncClient) -> None:
-    async with open_websocket_url(
-        f"{server.ws_url}/ws/task/never-created", extra_headers=WS_HEADERS
-    ) as ws:
-        assert await close_code(ws) == 4404
-    async with open_websocket_url(
-        f"{server.ws_url}/ws/task/bad%2Fid", extra_headers=WS_HEADERS
-    ) as ws:
-        assert await close_code(ws) == 4404
-    async with open_websocket_url(
-        f"{server.ws_url}/ws/nothing-here", extra_headers=WS_HEADERS
-    ) as ws:
-        assert await close_code(ws) == 4404
     await create(client, "closing")
-    async with open_websocket_url(
-        f"{server.ws_url}/ws/task/closing?since=abc", extra_headers=WS_HEADERS
-    ) as ws:
-        assert await close_code(ws) == 1008
+    for path, code in [
+        ("/ws/task/never-created", 4404),
+        ("/ws/task/bad%2Fid", 4404),
+        ("/ws/nothing-here", 4404),
+        ("/ws/task/closing?since=abc", 1008),
+    ]:
+        async with open_websocket_url(server.ws_url + path, extra_headers=WS_HEADERS) as ws:
+            assert await close_code(ws) == code, path
     async with open_websocket_url(
         f"{server.ws_url}/ws/task/closing", extra_headers=WS_HEADERS
     ) as ws:
