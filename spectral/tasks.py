@@ -130,6 +130,18 @@ class Mutate:
 
 
 @dataclass(frozen=True, slots=True)
+class MutateEach:
+    """Apply ``commands`` in order in one turn, each on its own (a batch's items of one task).
+
+    Answers one outcome per command: its :class:`Mutation`, or the
+    :class:`~spectral.task_state.TaskStateError` that refused it (the others still apply).
+    """
+
+    commands: tuple[Command, ...]
+    owner: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Read:
     """Answer the current task."""
 
@@ -228,6 +240,8 @@ class Task(Actor):
             match message:
                 case Mutate():
                     return self._mutate(message.command, message.owner, message.idempotency)
+                case MutateEach():
+                    return self._mutate_each(message.commands, message.owner)
                 case Read():
                     return wire.task_json(self._visible(message.owner))
                 case ReadHistory():
@@ -309,6 +323,20 @@ class Task(Actor):
         self.state = new
         self.recent.append(event_body)
         return answer
+
+    def _mutate_each(
+        self, commands: tuple[Command, ...], owner: str | None
+    ) -> list[Mutation | TaskStateError]:
+        self._visible(owner)  # a task that is not there (or not yours) refuses every item
+        outcomes: list[Mutation | TaskStateError] = []
+        for command in commands:
+            try:
+                outcomes.append(self._mutate(command, owner))
+            except TaskStateError as error:
+                # Refused before anything was written (apply() raises first): the
+                # next items apply to the state as it is.
+                outcomes.append(error)
+        return outcomes
 
     def _recorded(self, key: str, fingerprint: str) -> Mutation | None:
         row = self.db.execute(

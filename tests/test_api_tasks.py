@@ -7,6 +7,11 @@ from typing import Any
 
 import httpx
 import pytest
+from trio_websocket import open_websocket_url
+
+from tests.conftest import WS_HEADERS
+from tests.procs import Server
+from tests.wsutil import receive
 
 TASK_FIELDS = [
     "taskId",
@@ -164,6 +169,40 @@ async def test_batch_update_progress_item_by_item(client: httpx.AsyncClient) -> 
     ]
     assert results[3]["error"]["message"].startswith("updates.3.progress")
     assert results[4]["taskId"] is None
+
+
+async def test_batch_applies_one_tasks_items_in_order(
+    client: httpx.AsyncClient, server: Server
+) -> None:
+    # 100 items per task, interleaved across 5 tasks, plus refused items in between.
+    names = [f"order-{n}" for n in range(5)]
+    for name in names:
+        await create(client, name)
+    updates: list[dict[str, Any]] = []
+    for step in range(100):
+        for name in names:
+            updates.append({"taskId": name, "progress": step, "message": f"step {step}"})
+        if step == 50:
+            updates.append({"taskId": names[0], "progress": 101})  # refused, the rest go on
+    async with open_websocket_url(
+        f"{server.ws_url}/ws/task/{names[0]}", extra_headers=WS_HEADERS
+    ) as ws:
+        assert (await receive(ws))["type"] == "snapshot"
+        response = await client.post("/tasks/batchUpdateProgress", json={"updates": updates})
+        assert response.status_code == 200
+        results = response.json()["results"]
+        assert len(results) == len(updates)
+        seen = [(await receive(ws))["task"]["progress"] for _ in range(100)]
+    assert seen == list(range(100))
+    assert [r["ok"] for r in results].count(False) == 1
+    # Each answer is the task as it was right after its own item.
+    ok = [(u, r) for u, r in zip(updates, results, strict=True) if r["ok"]]
+    assert all(r["task"]["progress"] == u["progress"] for u, r in ok)
+    for name in names:
+        task = (await client.get(f"/tasks/{name}")).json()
+        assert (task["progress"], task["seq"]) == (99, 101)
+        history = (await client.get(f"/tasks/{name}/history", params={"limit": 200})).json()
+        assert [e["progress"] for e in history["events"][1:]] == list(range(100))
 
 
 async def test_delete_removes_the_task_and_its_file(client: httpx.AsyncClient, server) -> None:

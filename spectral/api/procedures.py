@@ -17,10 +17,10 @@ from spectral import idempotency
 from spectral import task_state as sm
 from spectral.api import models
 from spectral.api.context import Principal, require_write
-from spectral.api.failures import TASK_ERRORS, task_error, validation_error
+from spectral.api.failures import TASK_ERRORS, state_error, task_error, validation_error
 from spectral.errors import ApiError
 from spectral.state import ServerState
-from spectral.tasks import KIND, Mutate, Mutation, Read, ReadHistory, Remove
+from spectral.tasks import KIND, Mutate, MutateEach, Mutation, Read, ReadHistory, Remove
 from spectral.wire import event_json
 
 
@@ -117,28 +117,45 @@ async def cancel(state: ServerState, who: Principal, body: models.Cancel) -> dic
 async def batch_update_progress(
     state: ServerState, who: Principal, body: models.BatchUpdateProgress
 ) -> dict[str, Any]:
-    """Apply many progress updates concurrently; each item succeeds or fails alone."""
+    """Apply many progress updates; each item succeeds or fails alone.
+
+    Items are grouped by task: each task gets its items as one message, applied in
+    the order they appear (one turn, one commit), and tasks run concurrently.
+    """
     require_write(who)
     results: list[dict[str, Any] | None] = [None] * len(body.updates)
-
-    async def one(index: int, raw: dict[str, Any]) -> None:
-        # A batch's key covers the whole batch (recorded in the registry), not its items.
-        idempotency.CURRENT.set(None)
-        task_id = raw.get("taskId") if isinstance(raw.get("taskId"), str) else None
+    by_task: dict[str, list[tuple[int, sm.Progress]]] = {}
+    for index, raw in enumerate(body.updates):
         try:
-            try:
-                item = models.UpdateProgress.model_validate(raw, strict=True)
-            except ValidationError as exc:
-                raise validation_error(exc, f"updates.{index}") from None
-            answer = await update_progress(state, who, item)
-        except ApiError as error:
+            item = models.UpdateProgress.model_validate(raw, strict=True)
+        except ValidationError as exc:
+            task_id = raw.get("taskId") if isinstance(raw.get("taskId"), str) else None
+            error = validation_error(exc, f"updates.{index}")
             results[index] = {"taskId": task_id, "ok": False, "error": error.body()["error"]}
-        else:
-            results[index] = {"taskId": item.task_id, "ok": True, "task": answer["task"]}
+            continue
+        command = sm.Progress(progress=item.progress, message=item.message, metadata=item.metadata)
+        by_task.setdefault(item.task_id, []).append((index, command))
+
+    async def one_task(task_id: str, items: list[tuple[int, sm.Progress]]) -> None:
+        # A batch's Idempotency-Key covers the whole batch (recorded in the registry).
+        message = MutateEach(tuple(command for _, command in items), who.owner_filter)
+        try:
+            outcomes: list[Mutation | sm.TaskStateError] = await call_task(state, task_id, message)
+        except ApiError as error:
+            failed = {"taskId": task_id, "ok": False, "error": error.body()["error"]}
+            for index, _ in items:
+                results[index] = failed
+            return
+        for (index, _), outcome in zip(items, outcomes, strict=True):
+            if isinstance(outcome, Mutation):
+                results[index] = {"taskId": task_id, "ok": True, "task": outcome.task}
+            else:
+                error = state_error(outcome, task_id)
+                results[index] = {"taskId": task_id, "ok": False, "error": error.body()["error"]}
 
     async with trio.open_nursery() as nursery:
-        for index, raw in enumerate(body.updates):
-            nursery.start_soon(one, index, raw)
+        for task_id, items in by_task.items():
+            nursery.start_soon(one_task, task_id, items)
     return {"results": results}
 
 
