@@ -291,12 +291,9 @@ async def fanout_once(
     """``watchers`` on one task (or room); ``updates`` spaced by ``gap``; delivery latencies."""
     task_id = f"fan-{watchers}"
     if room:
-        watch_path, ready, seq_field, first_seq = (
-            f"/rooms/{task_id}/subscribe",
-            b'"subscribed"',
-            "roomSeq",
-            1,
-        )
+        # A room stream carries room messages only: a subscriber is ready once the room's
+        # health counts it (checked below), not on a message of its own.
+        watch_path, ready, seq_field, first_seq = f"/rooms/{task_id}/subscribe", None, "roomSeq", 1
     else:
         await create_tasks(server.url, [task_id], 1)
         watch_path, ready, seq_field, first_seq = f"/ws/task/{task_id}", b'"snapshot"', "seq", 2
@@ -311,7 +308,7 @@ async def fanout_once(
         stream, rest = await open_watcher(server.url, watch_path)
         streams.append(stream)
         buffer = bytearray(rest)
-        snapshot_seen = False
+        snapshot_seen = ready is None
         while not snapshot_seen:
             for payload in frames(buffer):
                 snapshot_seen = snapshot_seen or ready in payload
@@ -340,9 +337,14 @@ async def fanout_once(
             async with trio.open_nursery() as connecting:
                 for index in range(start, min(watchers, start + 200)):
                     connecting.start_soon(nursery.start, watcher, index)
+        conn = await Connection.open(server.url)
+        while room:
+            _, health = await conn.request("GET", f"/rooms/{task_id}/health")
+            if json.loads(health)["connections"] >= watchers:
+                break
+            await trio.sleep(0.1)
         await trio.sleep(1.0)
         rss_after = rss_kib(server.process.pid)
-        conn = await Connection.open(server.url)
         for step in range(updates):
             sent_at[step + first_seq] = time.perf_counter()
             if room:

@@ -9,8 +9,9 @@ transaction and hands the encoded message to the room's socket set from
 thousands of subscribers never makes its publisher wait (the socket set only
 queues). A subscribe attaches its watcher from ``after_commit`` of its own
 message, so, as for tasks, the live queue starts exactly after the ``lastSeq``
-it was told: replay ``(since, lastSeq]`` from history, then live, no gap, no
-duplicate.
+it was told: replay what is kept of ``(since, lastSeq]``, then live, no gap,
+no duplicate. The stream carries room messages only, never a control message of
+the server's own (any field name it could use may also be a broadcaster's).
 
 Ownership: ``user_{owner}`` belongs to that owner; any other room belongs to the
 owner of its first user (subscribe or broadcast). A non-admin asking for a room
@@ -104,11 +105,10 @@ class Published:
 
 @dataclass(frozen=True, slots=True)
 class SubscribeStart:
-    """Replay ``(replay_after, last_seq]`` then go live; ``recovered`` as for tasks."""
+    """Replay the kept messages in ``(replay_after, last_seq]``, then go live."""
 
     last_seq: int
     replay_after: int | None
-    recovered: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,16 +197,12 @@ class Room(Actor):
     def _subscribe(self, message: Subscribe) -> SubscribeStart:
         self._visible(message.owner, claim=True)
         since = message.since
-        replay_after: int | None = None
-        recovered = False
-        if since is not None and 0 <= since <= self.last_seq:
-            oldest = self.db.execute("SELECT min(seq) FROM messages").fetchone()[0]
-            if since == self.last_seq or (oldest is not None and oldest <= since + 1):
-                recovered = True
-                replay_after = since if since < self.last_seq else None
+        # Every kept message after ``since``: if some were already dropped, the
+        # subscriber sees the gap in ``roomSeq`` (the first is not ``since + 1``).
+        replay_after = since if since is not None and 0 <= since < self.last_seq else None
         watcher, sockets = message.watcher, self.sockets
         self.after_commit(lambda: sockets.attach(watcher))
-        return SubscribeStart(self.last_seq, replay_after, recovered)
+        return SubscribeStart(self.last_seq, replay_after)
 
     def _read(self, after: int, upto: int, limit: int) -> list[wire.Outgoing]:
         rows = self.db.execute(

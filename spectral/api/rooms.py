@@ -17,7 +17,15 @@ from spectral.api.context import Principal, principal, require_write
 from spectral.api.failures import validation_error
 from spectral.api.once import replay_headers, run_once
 from spectral.errors import ApiError
-from spectral.rooms import KIND, Describe, Publish, Published, RoomInfo, RoomNotFoundError
+from spectral.rooms import (
+    KIND,
+    Describe,
+    Publish,
+    Published,
+    RoomInfo,
+    RoomNotFoundError,
+    natural_owner,
+)
 from spectral.state import ServerState
 
 
@@ -55,8 +63,18 @@ async def call_room(state: ServerState, room_id: str, message: Any, *, create: b
 
 
 async def room_info(state: ServerState, who: Principal, room_id: str) -> RoomInfo:
-    """The room's health, if ``who`` may see it (404 otherwise)."""
-    info: RoomInfo = await call_room(state, room_id, Describe(who.owner_filter))
+    """The room's health, if ``who`` may see it (404 otherwise).
+
+    An owner's own room ``user_{owner}`` always exists for that owner and admins:
+    before its first use it has no file yet, and no subscriber nor message.
+    """
+    try:
+        info: RoomInfo = await call_room(state, room_id, Describe(who.owner_filter))
+    except ApiError as error:
+        owner = natural_owner(room_id)
+        if error.status != 404 or owner is None or who.owner_filter not in (None, owner):
+            raise
+        return RoomInfo(owner, connections=0, last_seq=0)
     return info
 
 

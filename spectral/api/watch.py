@@ -257,7 +257,7 @@ async def watch_room(
 async def _room_opening(
     state: ServerState, who: Principal, room_id: str, start: rooms.SubscribeStart
 ) -> AsyncIterator[wire.Outgoing]:
-    """The replayed messages (if any), then the ``subscribed`` marker."""
+    """The kept messages after ``since`` (if any), oldest first; nothing of the server's own."""
     after = start.replay_after
     while after is not None and after < start.last_seq:
         read = rooms.ReadMessages(after, start.last_seq, REPLAY_PAGE, who.owner_filter)
@@ -270,13 +270,6 @@ async def _room_opening(
         for outgoing in page:
             yield outgoing
         after = page[-1].seq
-    subscribed = {
-        "type": "subscribed",
-        "roomId": room_id,
-        "roomSeq": start.last_seq,
-        "recovered": start.recovered,
-    }
-    yield wire.Outgoing(start.last_seq, wire.dumps(subscribed))
 
 
 async def _write(
