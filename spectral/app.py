@@ -83,7 +83,12 @@ def create_app(state: ServerState) -> QuartTrio:
         )
         who = g.get("principal")
         fields = {} if who is None else {"keyId": who.key_id, "owner": who.owner}
-        log_request(log, request.method, rule, response.status_code, started, **fields)
+        if g.get("task_id") is not None:
+            fields["taskId"] = g.task_id  # named in the body (POST /tasks/updateProgress, ...)
+        # The path without its query string: tokens travel there.
+        log_request(
+            log, request.method, rule, response.status_code, started, path=request.path, **fields
+        )
         return response
 
     @app.errorhandler(ApiError)

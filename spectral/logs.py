@@ -43,12 +43,26 @@ def configure(level: str = "INFO") -> None:
 
 
 def log_request(
-    logger: logging.Logger, method: str, route: str, status: int, started: float, **fields: Any
+    logger: logging.Logger,
+    method: str,
+    route: str,
+    status: int,
+    started: float,
+    *,
+    path: str,
+    **fields: Any,
 ) -> None:
-    """Log one finished request with its duration in milliseconds."""
+    """Log one finished request: method, path (never its query), route, status, duration."""
     if logger.isEnabledFor(logging.INFO):
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
         logger.info(
             "request",
-            extra={"method": method, "route": route, "status": status, "ms": duration_ms, **fields},
+            extra={
+                "method": method,
+                "path": path.partition("?")[0],
+                "route": route,
+                "status": status,
+                "ms": duration_ms,
+                **fields,
+            },
         )

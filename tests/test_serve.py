@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+from trio_websocket import open_websocket_url
 
 from tests.procs import ROOT, running
 
@@ -86,19 +87,48 @@ async def test_unknown_route_and_method_get_the_json_error_envelope(tmp_path: Pa
 
 async def test_every_request_is_logged_as_one_json_line(tmp_path: Path) -> None:
     async with running(serve_in(tmp_path)) as server, httpx.AsyncClient() as client:
+        headers = admin_headers(tmp_path)
         await client.get(server.url + "/health")
-        await client.get(server.url + "/missing", headers=admin_headers(tmp_path))
+        await client.get(server.url + "/missing", headers=headers)
+        await client.post(server.url + "/tasks/create", json={"id": "log-me"}, headers=headers)
+        await client.get(server.url + "/tasks/log-me?token=query-secret", headers=headers)
+        body = {"taskId": "log-me", "progress": 5}
+        await client.post(server.url + "/tasks/updateProgress", json=body, headers=headers)
+        await client.post(
+            server.url + "/rpc/tasks/getById", json={"json": {"taskId": "log-me"}}, headers=headers
+        )
+        url = server.ws_url + "/ws/task/log-me?token=query-secret"
+        ws_headers = [(name.encode(), value.encode()) for name, value in headers.items()]
+        async with open_websocket_url(url, extra_headers=ws_headers) as ws:
+            await ws.get_message()
         server.terminate()
         with trio.fail_after(15):
             await server.wait()
     records = [json.loads(line) for line in server.lines if line.startswith("{")]
     requests = [r for r in records if r.get("msg") == "request"]
-    assert [(r["method"], r["route"], r["status"]) for r in requests] == [
-        ("GET", "/health", 200),
-        ("GET", "(unmatched)", 404),
+    # The path as requested (grep a task id), without the query (tokens travel there).
+    assert [(r["method"], r["path"], r["route"], r["status"]) for r in requests] == [
+        ("GET", "/health", "/health", 200),
+        ("GET", "/missing", "(unmatched)", 404),
+        ("POST", "/tasks/create", "/tasks/create", 201),
+        ("GET", "/tasks/log-me", "/tasks/<task_id>", 200),
+        ("POST", "/tasks/updateProgress", "/tasks/updateProgress", 200),
+        ("POST", "/rpc/tasks/getById", "/rpc/tasks/getById", 200),
+        ("GET", "/ws/task/log-me", "/ws/task/{taskId}", 101),
+    ]
+    # A task named in the body is named in the line too.
+    assert [r.get("taskId") for r in requests] == [
+        None,
+        None,
+        "log-me",
+        None,
+        "log-me",
+        "log-me",
+        None,
     ]
     assert all(r["ms"] >= 0 for r in requests)
     assert "keyId" not in requests[0] and requests[1]["keyId"] == "bootstrap"
+    assert not any("query-secret" in line for line in server.lines)
     secret = (tmp_path / "admin.key").read_text().strip()
     assert sum(secret in line for line in server.lines) == 1  # printed once, never logged
 

@@ -51,6 +51,13 @@ def principal() -> Principal:
     return who
 
 
+def name_task(body: object) -> None:
+    """Note the task a request body names, for the request log line (``taskId``)."""
+    task_id = getattr(body, "task_id", None)
+    if isinstance(task_id, str):
+        g.task_id = task_id
+
+
 def require_write(who: Principal, action: str = "change tasks") -> None:
     """403 unless the caller may create and mutate (admin, service; never a token)."""
     if who.scope is not None or who.role not in ("admin", "service"):

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ValidationError
 from quart import Quart, request
 
 from spectral.api import models, procedures, rpc_procedures
-from spectral.api.context import Principal, principal
+from spectral.api.context import Principal, name_task, principal
 from spectral.api.failures import validation_error
 from spectral.api.once import replay_headers, run_once
 from spectral.errors import ApiError
@@ -76,6 +76,7 @@ def _mutation_view(
         who = principal()
         raw = await request.get_data(cache=False)
         body = validate_body(model, raw)
+        name_task(body)
 
         async def work() -> tuple[int, Any]:
             return status, await procedure(state, who, body)
@@ -94,6 +95,7 @@ def _original_view(
         who = principal()
         raw = await request.get_data(cache=False)
         body = validate_body(procedure.model, raw, empty_is_object=True)
+        name_task(body)
         if procedure.reads:
             return await procedure.run(state, who, body)
 

@@ -19,7 +19,7 @@ from quart import Blueprint, Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
 from spectral.api import orpc_wire
-from spectral.api.context import principal
+from spectral.api.context import name_task, principal
 from spectral.api.failures import validation_error
 from spectral.api.once import Outcome, replay_headers, run_once
 from spectral.api.rpc_procedures import PROCEDURES, Procedure
@@ -62,6 +62,7 @@ def _view(state: ServerState) -> Callable[..., Awaitable[Response]]:
         procedure = _procedure()
         who = principal()
         body = _input(procedure, data)
+        name_task(body)
         if procedure.reads:
             output = await procedure.run(state, who, body)
             return _answer(200, orpc_wire.serialize(output, procedure.shape))

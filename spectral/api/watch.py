@@ -165,7 +165,7 @@ async def serve_websocket(state: ServerState, stream: trio.SocketStream, head: b
         else:
             route = "(unmatched)"
         fields = {} if who is None else {"keyId": who.key_id, "owner": who.owner}
-        log_request(log, "GET", route, 101, started, closeCode=peer.close_code, **fields)
+        log_request(log, "GET", route, 101, started, path=path, closeCode=peer.close_code, **fields)
 
 
 async def watch_task(
