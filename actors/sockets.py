@@ -20,7 +20,7 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_TOO_SLOW = 4008
 
-#: Default per-watcher queue: a watcher this far behind is dropped (SPEC §7).
+#: Default per-watcher queue: a watcher this far behind is dropped (docs/api.md, "Watching").
 DEFAULT_QUEUE_SIZE = 1_000
 
 

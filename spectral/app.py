@@ -123,7 +123,7 @@ def create_app(state: ServerState) -> QuartTrio:
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        """Liveness and a few runtime figures; needs no key (SPEC §4)."""
+        """Liveness and a few runtime figures; needs no key."""
         stats = state.router.statistics()
         return {
             "status": "shutting_down" if state.shutting_down.is_set() else "healthy",
@@ -135,7 +135,7 @@ def create_app(state: ServerState) -> QuartTrio:
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
-        """Prometheus text exposition (SPEC §11); admin keys only."""
+        """Prometheus text exposition; admin keys only."""
         require_admin(principal(), "read metrics")
         return Response(metrics.render(), content_type=CONTENT_TYPE_LATEST)
 

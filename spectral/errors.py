@@ -1,4 +1,4 @@
-"""The error envelope of SPEC §4: ``{"error": {"code", "message", "details"?}}``."""
+"""The error envelope (docs/api.md, "Errors"): ``{"error": {"code", "message", "details"?}}``."""
 
 from __future__ import annotations
 

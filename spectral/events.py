@@ -15,7 +15,7 @@ from typing import Any
 
 log = logging.getLogger("spectral.events")
 
-#: Webhook/room event types (SPEC §9), by the task's live message type.
+#: Webhook/room event types (docs/api.md, "Webhooks"), by the task's live message type.
 EVENT_TYPES = {
     "created": "created",
     "progress": "progress",

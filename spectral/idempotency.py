@@ -1,4 +1,4 @@
-"""Idempotent mutations (SPEC §6): one answer per (owner, ``Idempotency-Key``), kept 24 h.
+"""Idempotent mutations: one answer per (owner, ``Idempotency-Key``), kept 24 h.
 
 Theory of operation
 -------------------
@@ -44,7 +44,7 @@ from storage import Migration
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
-#: Longest key accepted (SPEC §6).
+#: Longest key accepted (docs/api.md, "Idempotency").
 MAX_KEY_LENGTH = 255
 #: How long an answer is kept.
 RETENTION_SECONDS = 24 * 3600

@@ -1,4 +1,4 @@
-"""Prometheus metrics (SPEC §11): runtime figures read at scrape time, plus counters.
+"""Prometheus metrics: runtime figures read at scrape time, plus counters.
 
 Everything lives in :data:`REGISTRY` (not the global default one), so tests and
 several apps in one process never collide.

@@ -1,4 +1,4 @@
-"""Per-key rate limiting: a token bucket per key id (SPEC §10). Pure: the clock is an argument."""
+"""Per-key rate limiting: a token bucket per key id. Pure: the clock is an argument."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every committed task event, published to the room ``user_{owner}`` (SPEC §8).
+"""Every committed task event, published to the room ``user_{owner}``.
 
 The Task actor's ``after_commit`` hands each event to :meth:`RoomFeed.listener`,
 which only queues it (``send_nowait``): the task's turn never waits for a room.

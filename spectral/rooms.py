@@ -1,4 +1,4 @@
-"""The Room object: a broadcast channel with its own file, history and watchers (SPEC §8).
+"""The Room object: a broadcast channel with its own file, history and watchers.
 
 Theory of operation
 -------------------
@@ -28,7 +28,7 @@ from actors import Actor, Migration, Rejected, Watcher
 from spectral import wire
 
 KIND = "room"
-#: Messages kept per room (SPEC §8), unless configured otherwise.
+#: Messages kept per room (docs/api.md, "Rooms"), unless configured otherwise.
 HISTORY_CAP = 1_000
 #: Prefix of an owner's own room (every task event of the owner is published there).
 USER_PREFIX = "user_"

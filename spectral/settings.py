@@ -31,7 +31,7 @@ ENVIRONMENT = {
 
 
 class Settings(BaseModel):
-    """Everything ``spectral serve`` needs to know; defaults are SPEC §1's."""
+    """Everything ``spectral serve`` needs to know (defaults: docs/operations.md)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -45,7 +45,7 @@ class Settings(BaseModel):
     graceful_timeout: float = Field(5.0, ge=0)
     #: TCP accept backlog (hypercorn's default of 100 stalls bursts of connects).
     backlog: int = Field(4096, ge=1)
-    #: Messages a watcher may lag behind before it is closed with 4008 (SPEC §7).
+    #: Messages a watcher may lag behind before it is closed with 4008 (docs/api.md, "Watching").
     watcher_queue: int = Field(1000, ge=1)
     #: Seconds one write to a watcher may take before the watcher is dropped.
     ws_send_timeout: float = Field(10.0, gt=0)
@@ -58,11 +58,11 @@ class Settings(BaseModel):
     rate_burst: float = Field(400.0, ge=1)
     #: Open watch connections (WebSocket + SSE) per key (0 = no cap; admins exempt).
     watchers_per_key: int = Field(1000, ge=0)
-    #: Messages each room keeps for subscribers resuming with ``since`` (SPEC §8).
+    #: Messages each room keeps for subscribers resuming with ``since`` (docs/api.md, "Rooms").
     room_history: int = Field(1000, ge=1, le=1_000_000)
     #: Origins allowed to call the API from a browser (CORS); empty = same origin only.
     cors_origins: tuple[str, ...] = ()
-    #: Seconds before each webhook delivery attempt, the first included (SPEC §9).
+    #: Seconds before each webhook delivery attempt, the first included (docs/api.md, "Webhooks").
     webhook_retry_schedule: tuple[float, ...] = DEFAULT_SCHEDULE
     #: Let webhooks reach loopback, private and link-local addresses (tests, trusted LANs).
     webhook_allow_private: bool = False

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-#: Largest serialized task metadata (SPEC §3).
+#: Largest serialized task metadata (docs/api.md, "Tasks").
 MAX_METADATA_BYTES = 64 * 1024
 
 

@@ -49,7 +49,7 @@ from spectral.task_state import (
 )
 
 KIND = "task"
-#: Events kept per task (oldest dropped first), SPEC §3.
+#: Events kept per task, oldest dropped first (docs/api.md, "Tasks").
 HISTORY_CAP = 10_000
 #: Events in ``latestHistory`` answers (newest first).
 LATEST = 10
@@ -87,7 +87,7 @@ MIGRATIONS = (
         """,
     ),
 )
-#: How long an idempotency record is kept in the task's file (SPEC §6).
+#: How long an idempotency record is kept in the task's file (docs/api.md, "Idempotency").
 IDEMPOTENCY_SECONDS = 24 * 3600
 
 #: Live watcher message type per command.

@@ -1,4 +1,4 @@
-"""Watch tokens: short-lived, HMAC-signed grants to watch one task or one room (SPEC §2).
+"""Watch tokens: short-lived, HMAC-signed grants to watch one task or one room.
 
 A token is ``<payload>.<signature>``, both base64url without padding. The payload is
 compact JSON: ``{"v": 1, "k": key id, "o": owner or null (admin), "s": scope,
@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-#: Longest lifetime a caller may ask for, and the default (SPEC §2).
+#: Longest lifetime a caller may ask for, and the default.
 MAX_TTL_SECONDS = 86_400
 DEFAULT_TTL_SECONDS = 900
 #: Tokens longer than this are refused unread.

@@ -39,7 +39,7 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 log = logging.getLogger("spectral.websocket")
 
-#: Largest message a client may send (SPEC §10); bigger closes with 1009.
+#: Largest message a client may send (docs/api.md, "Limits"); bigger closes with 1009.
 MAX_CLIENT_MESSAGE = 64 * 1024
 CLOSE_TOO_BIG = 1009
 CLOSE_PROTOCOL_ERROR = 1002

@@ -1,4 +1,4 @@
-"""JSON shapes on the wire: tasks, events and watcher messages (SPEC §3, §7).
+"""JSON shapes on the wire: tasks, events and watcher messages (docs/api.md, "Tasks", "Watching").
 
 Pure functions from the state machine's values to plain dicts, plus the
 encode-once envelope that a broadcast hands to every watcher.
@@ -42,7 +42,7 @@ def _second_prefix(second: int) -> str:
 
 
 def task_json(state: TaskState) -> dict[str, Any]:
-    """The task as clients see it (SPEC §3)."""
+    """The task as clients see it (docs/api.md, "Tasks")."""
     return {
         "taskId": state.task_id,
         "status": state.status.value,
@@ -64,7 +64,7 @@ def task_json(state: TaskState) -> dict[str, Any]:
 
 
 def event_json(event: Event) -> dict[str, Any]:
-    """One history event (SPEC §3)."""
+    """One history event (docs/api.md, "Tasks")."""
     return {
         "seq": event.seq,
         "eventType": event.event_type.value,

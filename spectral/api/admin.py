@@ -1,4 +1,4 @@
-"""Key administration (``/admin/keys``) and watch tokens (``POST /tokens/watch``), SPEC §2."""
+"""Key administration (``/admin/keys``) and watch tokens (``POST /tokens/watch``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Turning what can go wrong below the HTTP layer into the SPEC's error answers."""
+"""Turning what can go wrong below the HTTP layer into the error answers of docs/api.md."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from pydantic import (
 
 from spectral.task_state import EventType, Status
 
-#: Items per batchUpdateProgress call at most (SPEC §10).
+#: Items per batchUpdateProgress call at most (docs/api.md, "Limits").
 MAX_BATCH = 1_000
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 

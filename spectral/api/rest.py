@@ -1,4 +1,4 @@
-"""REST endpoints of SPEC §4: parse, authorize, forward to a procedure, answer JSON."""
+"""The task REST endpoints: parse, authorize, forward to a procedure, answer JSON."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ MUTATIONS: dict[str, tuple[type[BaseModel], Procedure, int]] = {
     "batchUpdateProgress": (models.BatchUpdateProgress, procedures.batch_update_progress, 200),
 }
 #: ``POST /tasks/{name}`` for the RPC procedures that have no body endpoint above: the
-#: original's OpenAPI form, answering what the RPC answers, as plain JSON (SPEC §4, §5).
+#: original's OpenAPI form, answering what the RPC answers, as plain JSON (docs/api.md, "Tasks").
 ORIGINAL_FORM = ("getById", "getHistory", "listAll", "delete")
 
 

@@ -1,4 +1,4 @@
-"""Room endpoints (SPEC §8): ``POST /rooms/{roomId}/broadcast``, ``GET /rooms/{roomId}/health``.
+"""Room endpoints: ``POST /rooms/{roomId}/broadcast``, ``GET /rooms/{roomId}/health``.
 
 The WebSocket ``/rooms/{roomId}/subscribe`` is served by :mod:`spectral.api.watch`.
 """

@@ -1,4 +1,4 @@
-"""The oRPC-compatible RPC endpoint of SPEC §5: ``POST /rpc/tasks/{procedure}``.
+"""The oRPC-compatible RPC endpoint: ``POST /rpc/tasks/{procedure}`` (docs/api.md, "RPC").
 
 Everything under ``/rpc`` answers in oRPC's RPC framing (:mod:`spectral.api.orpc_wire`),
 errors included: the routes live in their own blueprint whose error handlers render
@@ -76,7 +76,7 @@ def _view(state: ServerState) -> Callable[..., Awaitable[Response]]:
             output, shape = _with_idempotency(output, shape, outcome)
         return _answer(outcome.status, orpc_wire.serialize(output, shape), replay_headers(outcome))
 
-    call.__doc__ = "Call a procedure in oRPC's RPC framing (SPEC §5)."
+    call.__doc__ = "Call a procedure in oRPC's RPC framing."
     return call
 
 

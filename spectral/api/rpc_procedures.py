@@ -1,4 +1,4 @@
-"""The procedures of SPEC §5, in the original system's input and output shapes.
+"""The RPC procedures (docs/api.md, "RPC"), in the original system's input and output shapes.
 
 One table, :data:`PROCEDURES`: name → input model, the work (done by
 :mod:`spectral.api.procedures`, adapted here to the original's answers) and the
@@ -25,7 +25,7 @@ from spectral.wire import event_json
 
 Work = Callable[[ServerState, Principal, Any], Awaitable[Any]]
 
-#: Most events one getHistory answers (SPEC §5).
+#: Most events one getHistory answers.
 MAX_HISTORY = 100
 
 
@@ -127,7 +127,7 @@ class Procedure:
     reads: bool = False
 
 
-#: Every procedure of SPEC §5, by name.
+#: Every RPC procedure, by name.
 PROCEDURES: dict[str, Procedure] = {
     "create": Procedure(models.CreateTask, create, NO_DATES),
     "getById": Procedure(models.TaskRef, get_by_id, TASK, reads=True),

@@ -1,5 +1,5 @@
 """Watching a task live: the WebSocket endpoint ``/ws/task/{taskId}`` and the shared
-replay logic that the SSE endpoint uses too (SPEC §7).
+replay logic that the SSE endpoint uses too (docs/api.md, "Watching").
 
 Order of what a watcher receives: the replay of history after ``since`` (paged
 from the actor by the watcher's own writer), the snapshot, then every live

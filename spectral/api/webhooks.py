@@ -1,4 +1,4 @@
-"""Webhook subscriptions and their deliveries (``/webhooks``), SPEC §9."""
+"""Webhook subscriptions and their deliveries (``/webhooks``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Webhooks (SPEC §9): subscriptions, a durable outbox, signed deliveries with retries.
+"""Webhooks: subscriptions, a durable outbox, signed deliveries with retries.
 
 Modules: ``store`` (tables), ``signing``, ``guard`` (SSRF), ``schedule`` (retries),
 ``payload`` (filters, body), ``outbox``, ``delivery``, ``service`` (wires them up).

@@ -1,4 +1,4 @@
-"""The SSRF guard: which target addresses a webhook may never reach (SPEC §9).
+"""The SSRF guard: which target addresses a webhook may never reach (docs/api.md, "Webhooks").
 
 A URL is vetted when a webhook is created or updated and again before each
 attempt: its host is resolved and every address checked, and the attempt then

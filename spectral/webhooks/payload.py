@@ -1,4 +1,4 @@
-"""Which webhooks take an event, and the JSON body they receive (SPEC §9)."""
+"""Which webhooks take an event, and the JSON body they receive (docs/api.md, "Webhooks")."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ SUBSCRIPTIONS = ("progress", "completed", "failed", "canceled", "all")
 #: Every event type a webhook receives.
 EVENT_TYPES = ("created", "progress", "event", "completed", "failed", "canceled", "deleted")
 
-#: History event types (SPEC §3) as webhook event types, for events recovered from history.
+#: History event types as webhook event types, for events recovered from history.
 FROM_HISTORY = {
     EventType.CREATED: "created",
     EventType.LOG: "event",

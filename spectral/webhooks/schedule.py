@@ -1,4 +1,4 @@
-"""When a failed delivery is tried again (SPEC §9)."""
+"""When a failed delivery is tried again (docs/api.md, "Webhooks")."""
 
 from __future__ import annotations
 
