@@ -1,4 +1,5 @@
-"""The ``spectral`` command line: ``spectral serve`` and ``spectral keys create|list|revoke``."""
+"""The ``spectral`` command line: ``spectral serve``, ``spectral keys create|list|revoke``
+and ``spectral doctor``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 import trio
 from pydantic import ValidationError
 
-from spectral import __version__, keys, logs
+from spectral import __version__, doctor, keys, logs
 from spectral.server import DataDirLockedError, serve
 from spectral.settings import Settings
 
@@ -39,7 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     revoke = keys_commands.add_parser("revoke", help="revoke a key at once")
     revoke.add_argument("key_id", help="the key's id (see keys list)")
-    for sub in (create, listing, revoke):
+    checkup = commands.add_parser(
+        "doctor",
+        help="check object files against the registry, with the server stopped",
+        description="Check every object file against the registry (server stopped)."
+        " Exit status: 0 healthy (or repaired), 1 problems found or left,"
+        " 2 nothing checked (usage, no data directory, a server runs on it).",
+    )
+    checkup.add_argument(
+        "--repair",
+        action="store_true",
+        help="make the registry match the files; move corrupt files to <data-dir>/quarantine",
+    )
+    checkup.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    for sub in (create, listing, revoke, checkup):
         sub.add_argument(
             "--data-dir", help="data directory (default ./data, env SPECTRAL_DATA_DIR)"
         )
@@ -105,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(settings.log_level)
     if args.command == "keys":
         return run_keys(args, settings)
+    if args.command == "doctor":
+        return doctor.run(settings, repair=args.repair, json_output=args.json)
     if args.command == "serve":
         try:
             trio.run(serve, settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sqlite3
@@ -24,6 +25,10 @@ class Report:
     orphaned: list[str] = field(default_factory=list)  # a file, not in the registry
     stale: list[str] = field(default_factory=list)  # registry row differs from the file
     corrupt: list[str] = field(default_factory=list)  # unreadable files (paths)
+    #: Why each corrupt file (by path) is unusable.
+    corrupt_reasons: dict[str, str] = field(default_factory=dict)
+    #: The fields in which each stale row (by id) differs from its file.
+    stale_fields: dict[str, list[str]] = field(default_factory=dict)
     repaired: bool = False
 
     @property
@@ -48,6 +53,11 @@ def row_from_record(kind: str, record: dict[str, object]) -> ObjectRow | None:
         alarm_at=record.get("alarm_at"),  # type: ignore[arg-type]
         summary=None if summary is None else json.loads(str(summary)),
     )
+
+
+def differing_fields(a: ObjectRow, b: ObjectRow) -> list[str]:
+    """Names of the fields in which two rows differ, in column order."""
+    return [f.name for f in dataclasses.fields(a) if getattr(a, f.name) != getattr(b, f.name)]
 
 
 def read_file_row(kind: str, path: Path) -> ObjectRow | None:
@@ -79,12 +89,18 @@ def reconcile(store: ObjectStore, registry: Registry, kind: str, *, repair: bool
         report.checked += 1
         try:
             row = read_file_row(kind, path)
-        except sqlite3.Error:
+        except sqlite3.Error as exc:
             report.corrupt.append(str(path))
+            report.corrupt_reasons[str(path)] = f"unreadable: {exc}"
             continue
         if row is None or object_digest(kind, row.id) != path.stem:
             # Never created (an aborted create) or a file in the wrong place.
             report.corrupt.append(str(path))
+            report.corrupt_reasons[str(path)] = (
+                "no object record (never created: an aborted create)"
+                if row is None
+                else f"holds the record of {row.id!r}, whose file belongs at another path"
+            )
             continue
         seen.add(row.id)
         current = registry.get(kind, row.id)
@@ -93,6 +109,7 @@ def reconcile(store: ObjectStore, registry: Registry, kind: str, *, repair: bool
             fixes.append(row)
         elif current != row:
             report.stale.append(row.id)
+            report.stale_fields[row.id] = differing_fields(current, row)
             fixes.append(row)
     for object_id in sorted(listed - seen):
         if not store.exists(kind, object_id):  # present but unreadable: already reported
