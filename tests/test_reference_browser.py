@@ -531,7 +531,7 @@ async def test_a_violation_and_a_request_elsewhere_are_caught(server: Server) ->
 
 
 def _screenshot(server_url: str) -> bytes:
-    with browser_page(server_url, width=1280, height=900) as (page, seen):
+    with browser_page(server_url, width=1280, height=1200) as (page, seen):
         open_reference(page, server_url)
         image = page.screenshot()
         assert seen.console_errors == []
@@ -548,7 +548,7 @@ def png_size(image: bytes) -> tuple[int, int]:
 async def test_screenshot_of_the_page(server: Server, tmp_path: Path) -> None:
     image = await in_thread(_screenshot, server.url)
 
-    assert png_size(image) == (1280, 900)
+    assert png_size(image) == (1280, 1200)
     (tmp_path / SCREENSHOT.name).write_bytes(image)
     if os.environ.get("SPECTRAL_SCREENSHOT") == "1":
         SCREENSHOT.write_bytes(image)
