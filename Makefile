@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 # tests/test_rpc_orpc_client.py runs the real @orpc/client under Node (>= 20) from here.
 NODE_DIR := tests/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
+# tests/test_reference_browser.py opens /api-reference in Debian's chromium (via Playwright).
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: run test lint bench clean
 
@@ -25,6 +27,13 @@ $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
 	cd $(NODE_DIR) && npm ci --no-audit --no-fund
 	touch $(NODE_STAMP)
 
+# Installed only when missing (we run as root); Playwright's own browser download is not used.
+$(CHROMIUM):
+	@echo "chromium missing: installing Debian's chromium" >&2
+	apt-get update -q && apt-get install -y -q chromium
+	@test -x $(CHROMIUM) || \
+		{ echo "make test needs $(CHROMIUM) (the API reference page's browser test)" >&2; exit 1; }
+
 run: $(STAMP)
 	$(BIN)/spectral serve
 
@@ -32,7 +41,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint $(NODE_STAMP)
+test: lint $(NODE_STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -183,7 +183,8 @@ def _manual_schemas() -> dict[str, Any]:
             "type": "array",
             "description": (
                 "values JSON cannot carry, each as `[type, ...path]`: 0 bigint, 1 Date, "
-                "2 NaN, 3 undefined in an array, 4 URL, 5 RegExp, 6 Set, 7 Map"
+                "2 not-a-number, 3 an array's missing item, 4 URL, 5 RegExp, 6 Set, 7 Map "
+                '(docs/api.md, "Wire format")'
             ),
             "items": {
                 "type": "array",

@@ -16,7 +16,7 @@ from spectral.api import admin, models, rpc_procedures
 from spectral.api import rooms as room_api
 from spectral.api import webhooks as webhook_api
 
-#: Error statuses and what they mean (SPEC §4).
+#: Error statuses and what they mean (docs/api.md, "Errors").
 ERROR_TEXT = {
     400: "malformed JSON or invalid input; the message names the field",
     401: "no key, an unknown or a revoked key",
@@ -31,7 +31,7 @@ ERROR_TEXT = {
     503: "this task's storage is unavailable, or the server is shutting down",
 }
 TAGS = {
-    "tasks": "Tasks over REST: create, mutate, read, list, delete (SPEC §4).",
+    "tasks": 'Tasks over REST: create, mutate, read, list, delete (docs/api.md, "Tasks").',
     "procedures": (
         "The original system's form: every RPC procedure as `POST /tasks/{procedure}`, "
         "plain JSON in and out."
@@ -43,11 +43,14 @@ TAGS = {
         "path under `/rpc` is oRPC's 404, another method its 405."
     ),
     "watch": "Following a task as it changes (SSE here; WebSocket in docs/api.md).",
-    "auth": "API keys (admin) and watch tokens for browsers (SPEC §2).",
-    "webhooks": "Signed, durable webhooks for task events (SPEC §9).",
+    "auth": (
+        "API keys (admin) and watch tokens for browsers "
+        '(docs/api.md, "Authentication and isolation").'
+    ),
+    "webhooks": 'Signed, durable webhooks for task events (docs/api.md, "Webhooks").',
     "rooms": (
-        "Broadcast rooms (SPEC §8); subscribe with the WebSocket "
-        "`/rooms/{roomId}/subscribe` (docs/api.md)."
+        "Broadcast rooms; subscribe with the WebSocket `/rooms/{roomId}/subscribe` "
+        '(docs/api.md, "Rooms").'
     ),
     "operations": "Health, metrics and this document.",
 }

@@ -42,7 +42,7 @@ def reference_page() -> Page:
         .replace("/*SCRIPT*/", script)
     )
     policy = (
-        "default-src 'none'; connect-src 'self'; img-src 'self'; base-uri 'none'; "
+        "default-src 'none'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; "
         f"form-action 'none'; style-src '{_digest(style)}'; script-src '{_digest(script)}'"
     )
     return Page(html, policy)

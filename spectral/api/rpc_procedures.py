@@ -37,7 +37,7 @@ class GetHistory(models.Body):
 
 
 class ListAll(models.Body):
-    """``listAll``: every field optional (an undefined input lists the newest 100)."""
+    """``listAll``: every field optional (no input at all lists the newest 100)."""
 
     page: Annotated[int, Field(ge=1, le=1_000_000)] = 1
     limit: Annotated[int, Field(ge=1, le=100)] = 100

@@ -35,7 +35,7 @@ class Answer(BaseModel):
 
 
 class Task(Answer):
-    """A task (SPEC §3)."""
+    """A task (docs/api.md, "Tasks")."""
 
     task_id: str = Field(alias="taskId")
     status: Status
