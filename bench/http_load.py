@@ -2,7 +2,8 @@
 
 Scenarios (``--scenario NAME``, default all): ``echo`` (a minimal quart-trio JSON echo on
 the same hypercorn settings: the ceiling), ``mutate`` (64 keep-alive connections,
-updateProgress over 1,000 tasks), ``batch`` (batchUpdateProgress, 100 per call),
+updateProgress over 1,000 tasks), ``batch`` (batchUpdateProgress, 100 per call over
+100 tasks), ``batch_dense`` (1,000 per call over 10 tasks),
 ``read`` (GET a task), ``fanout`` (1,000 and 10,000 watchers on one task: delivery
 latency from the update's send to each watcher's receipt, missed messages, server
 memory per idle WebSocket), ``rooms`` (the same for a room's broadcast), ``list``
@@ -224,6 +225,26 @@ async def batch(server: Server, quick: bool) -> dict[str, Any]:
     return result
 
 
+async def batch_dense(server: Server, quick: bool) -> dict[str, Any]:
+    """batchUpdateProgress, 1,000 updates per call over 10 tasks (100 each, interleaved)."""
+    ids = [f"m-{n:04d}" for n in range(1000)]
+    seconds = 2 if quick else 6
+
+    def make(n: int) -> tuple[str, str, Any]:
+        tasks = ids[(n * 10) % len(ids) :][:10]
+        updates = [
+            {"taskId": task, "progress": float(step)} for step in range(100) for task in tasks
+        ]
+        return ("POST", "/tasks/batchUpdateProgress", {"updates": updates})
+
+    def applied(status: int, data: bytes) -> int:
+        return sum(1 for r in json.loads(data)["results"] if r["ok"]) if status == 200 else 0
+
+    result = await closed_loop(server.url, 8, seconds, make, applied)
+    result["updates_per_s"] = result.pop("units_per_s")
+    return result
+
+
 async def read(server: Server, quick: bool) -> dict[str, Any]:
     """GET /tasks/{id} over the mutate scenario's tasks."""
     ids = [f"m-{n:04d}" for n in range(1000)]
@@ -435,7 +456,7 @@ async def listing(server: Server, quick: bool) -> dict[str, Any]:
     return concurrent
 
 
-SCENARIOS = ["echo", "mutate", "batch", "read", "fanout", "rooms", "list", "restart"]
+SCENARIOS = ["echo", "mutate", "batch", "batch_dense", "read", "fanout", "rooms", "list", "restart"]
 
 
 async def main_async(names: list[str], base: Path, quick: bool) -> dict[str, Any]:
@@ -444,7 +465,7 @@ async def main_async(names: list[str], base: Path, quick: bool) -> dict[str, Any
     if "echo" in names:
         log("echo...")
         results["echo"] = await echo(base, quick)
-    live = [n for n in names if n in {"mutate", "batch", "read", "fanout", "rooms"}]
+    live = [n for n in names if n in {"mutate", "batch", "batch_dense", "read", "fanout", "rooms"}]
     if live:
         with tempfile.TemporaryDirectory(dir=base, prefix="bench-http-") as data:
             async with running(serve_argv(Path(data)), env=SERVE_ENV) as server:
@@ -454,6 +475,7 @@ async def main_async(names: list[str], base: Path, quick: bool) -> dict[str, Any
                     scenario: Callable[[Server, bool], Awaitable[dict[str, Any]]] = {
                         "mutate": mutate,
                         "batch": batch,
+                        "batch_dense": batch_dense,
                         "read": read,
                         "fanout": fanout,
                         "rooms": rooms,
