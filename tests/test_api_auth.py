@@ -68,7 +68,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     """A server with alice's service and reader keys, bob's service key, a revoked key."""
     async with (
         running(serve_argv(tmp_path / "data"), env=SERVE_ENV) as server,
-        httpx.AsyncClient(base_url=server.url, timeout=20) as http,
+        httpx.AsyncClient(base_url=server.url, timeout=60) as http,
     ):
         keys: dict[str, str] = {}
         ids: dict[str, str] = {}
@@ -372,7 +372,7 @@ async def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
     env = {**SERVE_ENV, "SPECTRAL_RATE_LIMIT": "1", "SPECTRAL_RATE_BURST": "3"}
     async with (
         running(serve_argv(tmp_path / "data"), env=env) as server,
-        httpx.AsyncClient(base_url=server.url) as http,
+        httpx.AsyncClient(base_url=server.url, timeout=60) as http,
     ):
         key = (await make_key(http, "alice", "service"))["key"]
         # However slowly the requests go, the bucket gains at most one token a second: a
@@ -401,7 +401,7 @@ async def test_watch_connections_per_key_are_capped(tmp_path: Path) -> None:
     env = {**SERVE_ENV, "SPECTRAL_WS_MAX_PER_KEY": "2"}
     async with (
         running(serve_argv(tmp_path / "data"), env=env) as server,
-        httpx.AsyncClient(base_url=server.url) as http,
+        httpx.AsyncClient(base_url=server.url, timeout=60) as http,
     ):
         key = (await make_key(http, "alice", "reader"))["key"]
         writer = (await make_key(http, "alice", "service"))["key"]
@@ -453,7 +453,7 @@ async def test_cors_preflight_follows_the_allowlist(tmp_path: Path) -> None:
     }
     async with (
         running(serve_argv(tmp_path / "data"), env=env) as server,
-        httpx.AsyncClient(base_url=server.url) as http,
+        httpx.AsyncClient(base_url=server.url, timeout=60) as http,
     ):
         ok = await http.options("/tasks/create", headers={"Origin": allowed, **preflight})
         assert ok.status_code in {200, 204}
@@ -467,7 +467,7 @@ async def test_cors_preflight_follows_the_allowlist(tmp_path: Path) -> None:
         assert real.headers["access-control-allow-origin"] == allowed
     async with (
         running(serve_argv(tmp_path / "data2"), env=SERVE_ENV) as server,
-        httpx.AsyncClient(base_url=server.url) as http,
+        httpx.AsyncClient(base_url=server.url, timeout=60) as http,
     ):
         default = await http.options("/tasks/create", headers={"Origin": allowed, **preflight})
         assert "access-control-allow-origin" not in default.headers
@@ -479,12 +479,12 @@ async def test_keys_made_and_revoked_by_the_cli_apply_at_once(tmp_path: Path) ->
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "spectral", "keys", *args, "--data-dir", str(data)],
-            capture_output=True, text=True, check=False, timeout=30,
+            capture_output=True, text=True, check=False, timeout=120,
         )  # fmt: skip
 
     async with (
         running(serve_argv(data), env=SERVE_ENV) as server,
-        httpx.AsyncClient(base_url=server.url) as http,
+        httpx.AsyncClient(base_url=server.url, timeout=60) as http,
     ):
         made = await trio.to_thread.run_sync(cli, "create", "--owner", "carol", "--role", "service")
         assert made.returncode == 0, made.stderr
@@ -511,7 +511,7 @@ async def test_keys_made_and_revoked_by_the_cli_apply_at_once(tmp_path: Path) ->
 async def test_refused_requests_with_bodies_do_not_stall_the_connection(server: Server) -> None:
     # Answers given before the body is read (401, 404) must leave the keep-alive
     # connection usable for the next request.
-    async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         for size in [10, 100, 20_000] * 10:
             body = {"id": "x", "pad": "p" * size}
             assert (await http.post("/tasks/create", json=body)).status_code == 401

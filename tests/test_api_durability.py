@@ -81,7 +81,7 @@ async def test_kill_9_during_concurrent_writes_loses_nothing_acknowledged(tmp_pa
     acknowledged: dict[str, dict[int, float]] = {task_id: {} for task_id in TASKS}
     async with (
         running(serve_argv(data), env=SERVE_ENV) as server,
-        httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS) as http,
+        httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS, timeout=60) as http,
     ):
         for task_id in TASKS:
             assert (await http.post("/tasks/create", json={"id": task_id})).status_code == 201
@@ -101,7 +101,7 @@ async def test_kill_9_during_concurrent_writes_loses_nothing_acknowledged(tmp_pa
 
         async with (
             running(serve_argv(data), env=SERVE_ENV) as server,
-            httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS) as http,
+            httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS, timeout=60) as http,
         ):
             for task_id, seqs in acknowledged.items():
                 events = await history(http, task_id)
@@ -180,7 +180,7 @@ async def test_a_corrupt_task_file_answers_503_while_others_serve(tmp_path: Path
     data = tmp_path / "data"
     async with (
         running(serve_argv(data), env=SERVE_ENV) as server,
-        httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS) as http,
+        httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS, timeout=60) as http,
     ):
         for task_id in ("broken", "healthy"):
             await http.post("/tasks/create", json={"id": task_id})
@@ -190,7 +190,7 @@ async def test_a_corrupt_task_file_answers_503_while_others_serve(tmp_path: Path
     object_path(data, "task", "broken").write_bytes(b"\x13garbage" * 4096)
     async with (
         running(serve_argv(data), env=SERVE_ENV) as server,
-        httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS) as http,
+        httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS, timeout=60) as http,
     ):
         response = await http.get("/tasks/broken")
         assert response.status_code == 503
@@ -205,7 +205,7 @@ async def test_a_corrupt_task_file_answers_503_while_others_serve(tmp_path: Path
 async def test_listing_totals_and_filters_on_500_tasks(tmp_path: Path) -> None:
     async with (
         running(serve_argv(tmp_path / "data"), env=SERVE_ENV) as server,
-        httpx.AsyncClient(base_url=server.url, timeout=30, headers=ADMIN_HEADERS) as http,
+        httpx.AsyncClient(base_url=server.url, timeout=60, headers=ADMIN_HEADERS) as http,
     ):
         for start in range(0, 500, 100):
             async with trio.open_nursery() as nursery:

@@ -292,7 +292,7 @@ async def test_watchers_survive_hibernation_and_resume_across_a_restart(tmp_path
     data = tmp_path / "data"
     async with (
         running(serve_argv(data), env=SERVE_ENV) as server,
-        httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS) as http,
+        httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS, timeout=60) as http,
     ):
         task = await create(http, "persist")
         for value in range(1, 6):
@@ -302,7 +302,7 @@ async def test_watchers_survive_hibernation_and_resume_across_a_restart(tmp_path
             assert await server.wait() == 0
     async with (
         running(serve_argv(data), env=SERVE_ENV) as server,
-        httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS) as http,
+        httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS, timeout=60) as http,
     ):
         url = f"{server.ws_url}/ws/task/persist?since=3&epoch={task['epoch']}"
         async with open_websocket_url(url, extra_headers=WS_HEADERS) as ws:
@@ -315,7 +315,9 @@ async def test_watchers_survive_hibernation_and_resume_across_a_restart(tmp_path
 
 async def test_shutdown_closes_watchers_with_1001(tmp_path) -> None:
     async with running(serve_argv(tmp_path / "data"), env=SERVE_ENV) as server:
-        async with httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS) as http:
+        async with httpx.AsyncClient(
+            base_url=server.url, headers=ADMIN_HEADERS, timeout=60
+        ) as http:
             await create(http, "bye")
         async with open_websocket_url(
             f"{server.ws_url}/ws/task/bye", extra_headers=WS_HEADERS

@@ -131,7 +131,7 @@ async def test_a_failing_message_rolls_back_alone_inside_a_coalesced_batch(
         assert rows[1:] == [str(n) for n in sorted(seqs, key=seqs.__getitem__)]
         # Effects of the failed messages were dropped: callbacks, broadcasts, record, alarm.
         assert sorted(v for _, v in Ledger.committed if v != "first") == good
-        with trio.fail_after(5):
+        with trio.fail_after(30):
             while watcher.queued < len(good):
                 await trio.sleep(0.001)
         while watcher.queued:

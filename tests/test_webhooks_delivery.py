@@ -45,7 +45,7 @@ async def serving(
     """A server over ``data_dir`` and an admin client of it."""
     async with (
         running(serve_argv(data_dir), env=env) as server,
-        httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS, timeout=20) as http,
+        httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS, timeout=60) as http,
     ):
         yield server, http
 
