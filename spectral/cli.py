@@ -21,7 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spectral", description=__doc__)
     parser.add_argument("--version", action="version", version=f"spectral {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve_parser = commands.add_parser("serve", help="run the server (embedded defaults: ./data, 127.0.0.1:8094)")
+    serve_parser = commands.add_parser(
+        "serve", help="run the server (embedded defaults: ./data, 127.0.0.1:8094)"
+    )
     serve_parser.add_argument(
         "--data-dir", help="data directory (default ./data, env SPECTRAL_DATA_DIR)"
     )

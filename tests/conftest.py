@@ -46,5 +46,5 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
 @pytest.fixture
 async def client(server: Server) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client for :func:`server`."""
-    async with httpx.AsyncClient(base_url=server.url, timeout=20, headers=ADMIN_HEADERS) as http:
+    async with httpx.AsyncClient(base_url=server.url, timeout=60, headers=ADMIN_HEADERS) as http:
         yield http

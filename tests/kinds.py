@@ -1,8 +1,10 @@
-"""Small object kinds shared by the runtime tests (test_router, test_turns, test_alarms, ...).
+"""The object kinds of the runtime tests (test_router, test_turns, test_alarms, ...): one module.
 
 ``Ledger`` appends rows and can be told to reject or crash a message; every side
 effect a message asks for (record change, alarm, after_commit callback, broadcast)
 is observable from the test through class-level lists, reset by :func:`reset`.
+``AlwaysCrashes`` crashes on every message; ``Gauge`` keeps one number and stages
+its progress in the registry (test_registry_recovery runs it in a child process).
 """
 
 from __future__ import annotations
@@ -184,6 +186,23 @@ class AlwaysCrashes(Actor):
         """Write, then crash."""
         self.db.execute("INSERT INTO t VALUES (1)")
         raise ZeroDivisionError("always")
+
+
+class Gauge(Actor):
+    """Stores one number; progress goes to the registry without waiting (non-durable)."""
+
+    kind = "gauge"
+    migrations = (Migration(1, "CREATE TABLE gauge (value REAL)"),)
+
+    def handle(self, message: float) -> float:
+        """Set the value and the registry's progress field."""
+        self.db.execute("DELETE FROM gauge")
+        self.db.execute("INSERT INTO gauge VALUES (?)", (message,))
+        if not self.created:
+            self.update_record(owner="o", status="open", progress=message)
+        else:
+            self.update_record(progress=message)
+        return message
 
 
 #: What most tests serve (each kind costs a router 256 shard directories).

@@ -66,7 +66,7 @@ async def running(
     *,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
-    start_timeout: float = 20.0,
+    start_timeout: float = 60.0,
 ) -> AsyncIterator[Server]:
     """Run ``argv`` until the block ends; yield once it prints its listening line."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}

@@ -153,7 +153,7 @@ async def test_records_survive_kill_9_and_race_a_cold_activation(tmp_path: Path)
     data = tmp_path / "data"
     async with (
         running(serve_argv(data), env=SERVE_ENV) as server,
-        httpx.AsyncClient(base_url=server.url, timeout=20) as http,
+        httpx.AsyncClient(base_url=server.url, timeout=60) as http,
     ):
         await http.post("/tasks/create", json={"id": "k9"}, headers=ADMIN_HEADERS)
         body = {"taskId": "k9", "progress": 70}
@@ -163,7 +163,7 @@ async def test_records_survive_kill_9_and_race_a_cold_activation(tmp_path: Path)
         await server.wait()
     async with (
         running(serve_argv(data), env=SERVE_ENV) as server,
-        httpx.AsyncClient(base_url=server.url, timeout=20) as http,
+        httpx.AsyncClient(base_url=server.url, timeout=60) as http,
     ):
         again = await http.post("/tasks/updateProgress", json=body, headers=keyed("before"))
         assert again.json() == first.json()
@@ -174,7 +174,7 @@ async def test_records_survive_kill_9_and_race_a_cold_activation(tmp_path: Path)
         await server.wait()
     async with (
         running(serve_argv(data), env=SERVE_ENV) as server,
-        httpx.AsyncClient(base_url=server.url, timeout=20) as http,
+        httpx.AsyncClient(base_url=server.url, timeout=60) as http,
     ):
         statuses: list[int] = []
 
@@ -202,7 +202,7 @@ async def test_the_tasks_own_record_answers_when_the_registry_lost_it(tmp_path: 
     body: dict[str, Any] = {"taskId": "w", "progress": 12}
     async with (
         running(serve_argv(data), env=SERVE_ENV) as server,
-        httpx.AsyncClient(base_url=server.url, timeout=20) as http,
+        httpx.AsyncClient(base_url=server.url, timeout=60) as http,
     ):
         await http.post("/tasks/create", json={"id": "w"}, headers=ADMIN_HEADERS)
         first = await http.post("/tasks/updateProgress", json=body, headers=keyed("window"))
@@ -214,7 +214,7 @@ async def test_the_tasks_own_record_answers_when_the_registry_lost_it(tmp_path: 
     registry.close()
     async with (
         running(serve_argv(data), env=SERVE_ENV) as server,
-        httpx.AsyncClient(base_url=server.url, timeout=20) as http,
+        httpx.AsyncClient(base_url=server.url, timeout=60) as http,
     ):
         again = await http.post("/tasks/updateProgress", json=body, headers=keyed("window"))
         assert again.json() == first.json()

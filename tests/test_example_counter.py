@@ -21,7 +21,7 @@ def counter_argv(data_dir: Path) -> list[str]:
 async def test_counter_operations_history_and_errors(tmp_path: Path) -> None:
     async with (
         running(counter_argv(tmp_path)) as server,
-        httpx.AsyncClient(base_url=server.url) as http,
+        httpx.AsyncClient(base_url=server.url, timeout=60) as http,
     ):
         assert (await http.post("/counters/c/increment", json={"by": 5})).json()["value"] == 5
         assert (await http.post("/counters/c/increment")).json()["value"] == 6
@@ -63,7 +63,7 @@ async def test_counter_operations_history_and_errors(tmp_path: Path) -> None:
 async def test_a_watcher_gets_the_snapshot_then_every_change_in_order(tmp_path: Path) -> None:
     async with (
         running(counter_argv(tmp_path)) as server,
-        httpx.AsyncClient(base_url=server.url) as http,
+        httpx.AsyncClient(base_url=server.url, timeout=60) as http,
     ):
         await http.post("/counters/w/set", json={"value": 10})
         async with open_websocket_url(server.ws_url + "/counters/w/watch") as ws:
@@ -86,13 +86,13 @@ async def test_a_watcher_gets_the_snapshot_then_every_change_in_order(tmp_path: 
 
 async def test_values_survive_a_graceful_restart(tmp_path: Path) -> None:
     async with running(counter_argv(tmp_path)) as server:
-        async with httpx.AsyncClient(base_url=server.url) as http:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
             await http.post("/counters/keep/increment", json={"by": 7})
         server.terminate()
-        with trio.fail_after(15):
+        with trio.fail_after(60):
             assert await server.wait() == 0
     async with (
         running(counter_argv(tmp_path)) as server,
-        httpx.AsyncClient(base_url=server.url) as http,
+        httpx.AsyncClient(base_url=server.url, timeout=60) as http,
     ):
         assert (await http.get("/counters/keep")).json() == {"value": 7, "seq": 1}

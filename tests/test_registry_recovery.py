@@ -9,15 +9,16 @@ from pathlib import Path
 
 import trio
 
-from actors import Actor, Migration, RouterConfig, open_router
+from actors import RouterConfig, open_router
 from storage import Registry
+from tests.kinds import Gauge
 from tests.procs import ROOT
 
 CHILD = textwrap.dedent(
     """
     import sys, trio
     from actors import RouterConfig, open_router
-    from tests.test_registry_recovery import Gauge
+    from tests.kinds import Gauge
 
     async def main(root):
         # The registry writer would flush staged progress only after an hour.
@@ -33,23 +34,6 @@ CHILD = textwrap.dedent(
     trio.run(main, sys.argv[1])
     """
 )
-
-
-class Gauge(Actor):
-    """Stores one number; progress goes to the registry without waiting (non-durable)."""
-
-    kind = "gauge"
-    migrations = (Migration(1, "CREATE TABLE gauge (value REAL)"),)
-
-    def handle(self, message: float) -> float:
-        """Set the value and the registry's progress field."""
-        self.db.execute("DELETE FROM gauge")
-        self.db.execute("INSERT INTO gauge VALUES (?)", (message,))
-        if not self.created:
-            self.update_record(owner="o", status="open", progress=message)
-        else:
-            self.update_record(progress=message)
-        return message
 
 
 def test_begin_run_reports_an_unclean_previous_run(tmp_path: Path) -> None:
@@ -76,7 +60,7 @@ async def test_staged_progress_survives_kill_9(tmp_path: Path) -> None:
     output = b""
     try:
         assert child.stdout is not None
-        with trio.fail_after(20):
+        with trio.fail_after(60):  # a generous bound on a child's start-up and 41 calls
             while b"acknowledged\n" not in output:
                 chunk = await child.stdout.receive_some()
                 assert chunk, output.decode()

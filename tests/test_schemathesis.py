@@ -47,7 +47,7 @@ async def _schemathesis(location: str, cwd: Path, *args: str) -> subprocess.Comp
         "--checks", CHECKS,
         "--max-examples", str(MAX_EXAMPLES),
         "--header", f"X-API-Key: {ADMIN_KEY}",
-        "--request-timeout", "10",
+        "--request-timeout", "30",
         # One worker: with several, hypothesis' code generation in threads broke on
         # CPython 3.11 here ("AST constructor recursion depth mismatch").
         "--workers", "1",
@@ -55,7 +55,7 @@ async def _schemathesis(location: str, cwd: Path, *args: str) -> subprocess.Comp
         *args,
     ]  # fmt: skip
     env = {**os.environ, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
-    with trio.fail_after(240):
+    with trio.fail_after(600):
         return await trio.run_process(
             argv, cwd=cwd, env=env, capture_stdout=True, stderr=subprocess.STDOUT, check=False
         )

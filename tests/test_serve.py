@@ -56,7 +56,7 @@ async def test_default_data_dir_is_data_under_the_working_directory(tmp_path: Pa
 
 
 async def test_health_answers_the_spec_shape(tmp_path: Path) -> None:
-    async with running(serve_in(tmp_path)) as server, httpx.AsyncClient() as client:
+    async with running(serve_in(tmp_path)) as server, httpx.AsyncClient(timeout=60) as client:
         response = await client.get(server.url + "/health")
     assert response.status_code == 200
     body = response.json()
@@ -69,7 +69,7 @@ async def test_health_answers_the_spec_shape(tmp_path: Path) -> None:
 
 
 async def test_unknown_route_and_method_get_the_json_error_envelope(tmp_path: Path) -> None:
-    async with running(serve_in(tmp_path)) as server, httpx.AsyncClient() as client:
+    async with running(serve_in(tmp_path)) as server, httpx.AsyncClient(timeout=60) as client:
         anonymous = await client.get(server.url + "/no/such/route")
         missing = await client.get(server.url + "/no/such/route", headers=admin_headers(tmp_path))
         wrong_method = await client.delete(server.url + "/health")
@@ -86,7 +86,7 @@ async def test_unknown_route_and_method_get_the_json_error_envelope(tmp_path: Pa
 
 
 async def test_every_request_is_logged_as_one_json_line(tmp_path: Path) -> None:
-    async with running(serve_in(tmp_path)) as server, httpx.AsyncClient() as client:
+    async with running(serve_in(tmp_path)) as server, httpx.AsyncClient(timeout=60) as client:
         headers = admin_headers(tmp_path)
         await client.get(server.url + "/health")
         await client.get(server.url + "/missing", headers=headers)
@@ -102,7 +102,7 @@ async def test_every_request_is_logged_as_one_json_line(tmp_path: Path) -> None:
         async with open_websocket_url(url, extra_headers=ws_headers) as ws:
             await ws.get_message()
         server.terminate()
-        with trio.fail_after(15):
+        with trio.fail_after(60):
             await server.wait()
     records = [json.loads(line) for line in server.lines if line.startswith("{")]
     requests = [r for r in records if r.get("msg") == "request"]
@@ -139,7 +139,7 @@ async def test_signal_shuts_down_gracefully_with_exit_code_zero(
 ) -> None:
     async with running(serve_in(tmp_path)) as server:
         server.process.send_signal(signum)
-        with trio.fail_after(15):
+        with trio.fail_after(60):
             code = await server.wait()
     assert code == 0, server.output
     assert '"msg":"stopped"' in server.output

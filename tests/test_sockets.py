@@ -209,7 +209,7 @@ async def test_close_stops_a_writer_blocked_in_send_and_discards_the_queue() -> 
             watcher.send_nowait(n)
         await trio.testing.wait_all_tasks_blocked()
         assert peer.got == [0]
-        with trio.fail_after(1):
+        with trio.fail_after(30):
             watcher.close(bye)
             watcher.close(TOO_SLOW)  # the first reason stays
             await trio.testing.wait_all_tasks_blocked()
@@ -262,8 +262,9 @@ async def test_close_all_finishes_or_closes_every_watcher() -> None:
 
 
 async def test_a_watcher_keeps_receiving_through_eviction_and_reactivation(
-    tmp_path: Path,
+    tmp_path: Path, autojump_clock: MockClock
 ) -> None:
+    # Virtual time: the reaper evicts only while the test waits for it, never between steps.
     config = RouterConfig(idle_timeout=0.05)
     peer = Peer()
     results: list[CloseReason] = []
@@ -282,7 +283,7 @@ async def test_a_watcher_keeps_receiving_through_eviction_and_reactivation(
                     await trio.sleep(0.01)
             await router.call("ledger", "w", Append(3))
             stats = router.statistics()
-            assert stats.activations == 3 and stats.evicted >= 2
+            assert (stats.activations, stats.evicted) == (3, 2)
             assert (stats.socket_sets, stats.watchers) == (1, 1)
             assert router.sockets("ledger", "w") is sockets  # the same set throughout
             with trio.fail_after(5):

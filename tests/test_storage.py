@@ -1,6 +1,7 @@
 """storage/ on its own: hashed paths, migrations, object files, the registry, reconcile.
 
-Real files under pytest's tmp_path and real SQLite; no runtime involved.
+Real files under pytest's tmp_path and real SQLite; no runtime involved. (The one file of
+storage tests: tests/test_storage_layer.py repeated six of these and is gone.)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from trio.testing import MockClock
 
 from storage import (
     Migration,
@@ -406,7 +408,7 @@ async def test_registry_delete_removes_only_that_row(tmp_path: Path) -> None:
 
 
 async def test_registry_writer_stages_then_flushes_and_groups_durable_writes(
-    tmp_path: Path,
+    tmp_path: Path, autojump_clock: MockClock
 ) -> None:
     registry = Registry(tmp_path / "registry.sqlite", flush_interval=0.1)
     outside = sqlite3.connect(tmp_path / "registry.sqlite")
@@ -419,9 +421,11 @@ async def test_registry_writer_stages_then_flushes_and_groups_durable_writes(
         registry.stage(row("staged", 1.0))
         assert registry.get("ledger", "staged") == row("staged", 1.0)  # readers see staged rows
         assert seen() == set()  # ... but it is not committed yet
-        with trio.fail_after(5):
+        staged_at = trio.current_time()
+        with trio.fail_after(5):  # virtual time: the flush interval, exactly
             while "staged" not in seen():
                 await trio.sleep(0.01)
+        assert 0.1 - 1e-9 <= trio.current_time() - staged_at < 0.1 + 0.05
 
         flushes = registry.flushes
         async with trio.open_nursery() as writers:

@@ -1,6 +1,8 @@
 """Turns: savepoint isolation inside coalesced batches, the output gate, supervision.
 
-Real files under tmp_path, real trio, real SQLite; the kinds are in tests/kinds.py.
+Real files under tmp_path, real trio, real SQLite; the kinds are in tests/kinds.py. Tests
+that depend on a back-off or a cool-down run on pytest-trio's ``autojump_clock`` (virtual
+time moves only when every task waits), so a busy machine cannot cut a window short.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from trio.testing import MockClock
 
 from actors import (
     ActorBrokenError,
@@ -128,7 +131,7 @@ async def test_a_failing_message_rolls_back_alone_inside_a_coalesced_batch(
         assert rows[1:] == [str(n) for n in sorted(seqs, key=seqs.__getitem__)]
         # Effects of the failed messages were dropped: callbacks, broadcasts, record, alarm.
         assert sorted(v for _, v in Ledger.committed if v != "first") == good
-        with trio.fail_after(5):
+        with trio.fail_after(30):
             while watcher.queued < len(good):
                 await trio.sleep(0.001)
         while watcher.queued:
@@ -163,13 +166,14 @@ async def test_messages_of_one_turn_see_each_others_writes(tmp_path: Path) -> No
 
 
 async def test_a_message_after_delete_in_the_same_batch_is_not_answered_as_applied(
-    tmp_path: Path,
+    tmp_path: Path, autojump_clock: MockClock
 ) -> None:
     outcomes: dict[str, object] = {}
     config = RouterConfig(crash_backoff=0.3)
     async with open_router(tmp_path, KINDS, config) as router:
         await router.call("ledger", "d", Append("first"), create=True)
-        # A crash makes the actor back off for 0.3 s: what arrives meanwhile is one batch.
+        # A crash makes the actor back off for 0.3 s (virtual): what arrives meanwhile is
+        # one batch.
         with pytest.raises(ActorCrashedError):
             await router.call("ledger", "d", Append("boom", fail="crash"))
 
@@ -270,7 +274,9 @@ async def test_crashes_back_off_exponentially_and_success_resets(
     assert gaps == [0.1, 0.2, 0.4, 0.0, 0.1]
 
 
-async def test_a_crash_loop_breaks_only_that_id_until_the_cooldown(tmp_path: Path) -> None:
+async def test_a_crash_loop_breaks_only_that_id_until_the_cooldown(
+    tmp_path: Path, autojump_clock: MockClock
+) -> None:
     config = RouterConfig(crash_limit=3, crash_backoff=0.001, broken_cooldown=0.5)
     async with open_router(tmp_path, ALL_KINDS, config) as router:
         await router.call("ledger", "healthy", Append(1), create=True)
@@ -293,14 +299,16 @@ async def test_a_crash_loop_breaks_only_that_id_until_the_cooldown(tmp_path: Pat
             await router.call("always_crashes", "other", "go", create=True)
         assert await router.call("ledger", "healthy", Append(2)) == 2
         assert router.statistics().broken == 1
-        # After the cool-down the id is activated again (and crashes again).
+        # After the cool-down (virtual time) the id is activated again (and crashes again).
         await trio.sleep(0.55)
         assert router.statistics().broken == 0
         with pytest.raises(ActorCrashedError):
             await router.call("always_crashes", "loop", "go", create=True)
 
 
-async def test_a_crashing_load_breaks_the_id_at_once_and_recovers(tmp_path: Path) -> None:
+async def test_a_crashing_load_breaks_the_id_at_once_and_recovers(
+    tmp_path: Path, autojump_clock: MockClock
+) -> None:
     config = RouterConfig(broken_cooldown=0.5)
     async with open_router(tmp_path, KINDS, config) as router:
         await router.call("ledger", "fragile", Append("kept"), create=True)
@@ -315,12 +323,14 @@ async def test_a_crashing_load_breaks_the_id_at_once_and_recovers(tmp_path: Path
         assert router.statistics().broken == 1
         assert await router.call("ledger", "sturdy", Rows()) == ["x"]
         Ledger.load_crashes.clear()
-        await trio.sleep(0.55)
+        await trio.sleep(0.55)  # virtual time: the cool-down ends
         assert await router.call("ledger", "fragile", Rows()) == ["kept"]  # data intact
         assert router.statistics().broken == 0
 
 
-async def test_a_crash_whose_reload_fails_breaks_the_id(tmp_path: Path) -> None:
+async def test_a_crash_whose_reload_fails_breaks_the_id(
+    tmp_path: Path, autojump_clock: MockClock
+) -> None:
     config = RouterConfig(crash_backoff=0.001, broken_cooldown=60)
     async with open_router(tmp_path, KINDS, config) as router:
         await router.call("ledger", "r", Append("a"), create=True)
@@ -351,7 +361,11 @@ async def test_refusals_are_not_crashes(tmp_path: Path) -> None:
 
 async def pile_up(router: Router, object_id: str, messages: list[object]) -> list[object]:
     """Send ``messages`` while the actor backs off after a crash, so they wait in its inbox
-    together; answer each caller's outcome (value or exception), in sending order."""
+    together; answer each caller's outcome (value or exception), in sending order.
+
+    Run it on the autojump clock: ``wait_all_tasks_blocked`` then wakes before virtual time
+    moves, so the back-off cannot end before every message is queued.
+    """
     with pytest.raises(ActorCrashedError):
         await router.call("ledger", object_id, Append("boom", fail="crash"))
     outcomes: list[object] = [None] * len(messages)
@@ -369,7 +383,9 @@ async def pile_up(router: Router, object_id: str, messages: list[object]) -> lis
     return outcomes
 
 
-async def test_max_batch_bounds_the_messages_of_one_turn(tmp_path: Path) -> None:
+async def test_max_batch_bounds_the_messages_of_one_turn(
+    tmp_path: Path, autojump_clock: MockClock
+) -> None:
     config = RouterConfig(max_batch=10, crash_backoff=0.5)
     async with open_router(tmp_path, KINDS, config) as router:
         await router.call("ledger", "mb", Append("first"), create=True)
@@ -381,7 +397,9 @@ async def test_max_batch_bounds_the_messages_of_one_turn(tmp_path: Path) -> None
         assert after.messages - before.messages == 1 + 45
 
 
-async def test_a_full_inbox_refuses_callers_as_overloaded(tmp_path: Path) -> None:
+async def test_a_full_inbox_refuses_callers_as_overloaded(
+    tmp_path: Path, autojump_clock: MockClock
+) -> None:
     config = RouterConfig(inbox_size=5, crash_backoff=0.5)
     async with open_router(tmp_path, KINDS, config) as router:
         await router.call("ledger", "full", Append("first"), create=True)

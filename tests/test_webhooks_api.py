@@ -20,7 +20,7 @@ async def private_client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     env = {**SERVE_ENV, "SPECTRAL_WEBHOOK_ALLOW_PRIVATE": "1"}
     async with (
         running(serve_argv(tmp_path / "data"), env=env) as server,
-        httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS, timeout=20) as http,
+        httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS, timeout=60) as http,
     ):
         yield http
 
@@ -149,7 +149,7 @@ async def test_roles_and_isolation(private_client: httpx.AsyncClient) -> None:
     assert (await http.get(f"/webhooks/{mine_id}", headers=reader)).status_code == 403
     created = await http.post("/webhooks", headers=reader, json={"url": HOOK, "eventType": "all"})
     assert created.status_code == 403
-    async with httpx.AsyncClient(base_url=str(http.base_url)) as anonymous:
+    async with httpx.AsyncClient(base_url=str(http.base_url), timeout=60) as anonymous:
         assert (await anonymous.get("/webhooks")).status_code == 401
         assert (await anonymous.post("/webhooks", json={})).status_code == 401
 

@@ -1,14 +1,19 @@
 """Webhook deliveries end to end: a real server, a real receiver on 127.0.0.1 that verifies
 every delivery with ``standardwebhooks``; filters, retries, dead and redeliver, an outage,
 ``kill -9`` with deliveries pending, and the SSRF guard at delivery time.
+
+Every wait is on something observable (what the receiver got, what the server lists)
+under a generous deadline. How fast deliveries and mutations are is bench/webhooks.py's
+business, not these tests'.
 """
 
 from __future__ import annotations
 
-import statistics
-import time
+import itertools
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +25,10 @@ from tests.procs import Server, running
 from tests.webhook_receiver import Receiver
 
 FAST = "0,0.2,0.5"
+#: Delivery attempts a server makes at once (the default of SPECTRAL_WEBHOOK_WORKERS).
+WORKERS = 8
+#: The shortest pause of a failing webhook between two probes (spectral/webhooks/delivery.py).
+MIN_PAUSE = 0.2
 
 
 def _env(schedule: str = FAST, allow_private: bool = True) -> dict[str, str]:
@@ -36,7 +45,7 @@ async def serving(
     """A server over ``data_dir`` and an admin client of it."""
     async with (
         running(serve_argv(data_dir), env=env) as server,
-        httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS, timeout=20) as http,
+        httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS, timeout=60) as http,
     ):
         yield server, http
 
@@ -66,11 +75,38 @@ async def post(http: httpx.AsyncClient, path: str, body: dict[str, Any], **kw: A
     assert response.status_code in (200, 201), response.text
 
 
-async def until(check: Callable[[], bool], seconds: float = 20.0) -> None:
+async def until(check: Callable[[], bool], seconds: float = 60.0) -> None:
     """Wait until ``check()`` holds (fails the test after ``seconds``)."""
     with trio.fail_after(seconds):
         while not check():
             await trio.sleep(0.05)
+
+
+async def deliveries(
+    http: httpx.AsyncClient, webhook_id: str, headers: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """The server's deliveries of a webhook (100 at most), newest first."""
+    answer = await http.get(f"/webhooks/{webhook_id}/deliveries?limit=100", headers=headers)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["deliveries"]
+
+
+async def until_settled(
+    http: httpx.AsyncClient, webhook_id: str, headers: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """Wait until none of a webhook's deliveries is pending; return them."""
+    with trio.fail_after(60):
+        while True:
+            found = await deliveries(http, webhook_id, headers)
+            if all(d["status"] != "pending" for d in found):
+                return found
+            await trio.sleep(0.05)
+
+
+def failed_attempts(metrics: str) -> float:
+    """Failed delivery attempts so far, from /metrics."""
+    found = re.search(r'spectral_webhook_deliveries_total\{result="failed"\} (\S+)', metrics)
+    return float(found.group(1)) if found else 0.0
 
 
 async def test_filters_payloads_and_signatures(tmp_path: Path) -> None:
@@ -80,10 +116,15 @@ async def test_filters_payloads_and_signatures(tmp_path: Path) -> None:
         async with serving(tmp_path / "data", _env()) as (_server, http):
             acme = await http.post("/admin/keys", json={"owner": "acme", "role": "service"})
             acme_key = {"X-API-Key": acme.json()["key"]}
-            await subscribe(http, receiver, "all")
-            await subscribe(http, receiver, "completed", "completed")
-            await subscribe(http, receiver, "jobs", "progress", taskIdPrefix="job-")
-            await subscribe(http, receiver, "acme", headers=acme_key)
+            hooks = {
+                "all": (await subscribe(http, receiver, "all"), None),
+                "completed": (await subscribe(http, receiver, "completed", "completed"), None),
+                "jobs": (
+                    await subscribe(http, receiver, "jobs", "progress", taskIdPrefix="job-"),
+                    None,
+                ),
+                "acme": (await subscribe(http, receiver, "acme", headers=acme_key), acme_key),
+            }
 
             await post(http, "/tasks/create", {"taskId": "job-1"})
             await post(http, "/tasks/updateProgress", {"taskId": "job-1", "progress": 40})
@@ -102,10 +143,20 @@ async def test_filters_payloads_and_signatures(tmp_path: Path) -> None:
             await post(http, "/tasks/create", {"taskId": "acme-1"}, headers=acme_key)
             await post(http, "/tasks/complete", {"taskId": "acme-1"}, headers=acme_key)
 
-            await until(lambda: len(receiver.payloads("all")) == 10)
+            # acme-1's completion is the last event. The outbox writes deliveries in commit
+            # order, so once it has arrived every delivery of every event exists ...
             await until(lambda: len(receiver.payloads("acme")) == 2)
-            await trio.sleep(0.5)  # nothing more arrives
+            # ... and once none is pending, nothing more will arrive.
+            settled = {name: await until_settled(http, *hook) for name, hook in hooks.items()}
         receiver.stop()
+
+    assert {name: len(found) for name, found in settled.items()} == {
+        "all": 10,
+        "completed": 1,
+        "jobs": 1,
+        "acme": 2,
+    }
+    assert {d["status"] for found in settled.values() for d in found} == {"delivered"}
 
     assert receiver.bad == []
     everything = [(p["taskId"], p["seq"], p["eventType"]) for p in receiver.payloads("all")]
@@ -142,10 +193,10 @@ async def test_retried_until_it_succeeds_and_received_once(tmp_path: Path) -> No
             webhook_id = await subscribe(http, receiver, "flaky")
             await post(http, "/tasks/create", {"taskId": "t1"})
             await until(lambda: len(receiver.payloads("flaky")) == 1)
-            deliveries = (await http.get(f"/webhooks/{webhook_id}/deliveries")).json()
+            found = await until_settled(http, webhook_id)
         receiver.stop()
     assert receiver.bad == []
-    [delivery] = deliveries["deliveries"]
+    [delivery] = found
     assert [s for _p, _m, s in receiver.arrivals] == [503, 503, 200]
     assert {m for _p, m, _s in receiver.arrivals} == {delivery["id"]}
     assert delivery["status"] == "delivered" and delivery["attempt"] == 3
@@ -155,9 +206,10 @@ async def test_retried_until_it_succeeds_and_received_once(tmp_path: Path) -> No
         (2, 503, "HTTP 503"),
         (3, 200, None),
     ]
-    first, second = (time.mktime(time.strptime(a["at"][:19], "%Y-%m-%dT%H:%M:%S")) for a in
-                     delivery["attempts"][:2])  # fmt: skip
-    assert second - first <= 2
+    # Each retry waited for its turn in the schedule (no upper bound: the deadline of
+    # until() is enough to tell 0.3 s from the default schedule's minutes).
+    times = [datetime.fromisoformat(a["at"]).timestamp() for a in delivery["attempts"]]
+    assert all(later - earlier >= 0.3 - 0.01 for earlier, later in itertools.pairwise(times))
 
 
 async def test_dead_after_the_last_attempt_then_redelivered(tmp_path: Path) -> None:
@@ -170,18 +222,15 @@ async def test_dead_after_the_last_attempt_then_redelivered(tmp_path: Path) -> N
             await post(http, "/tasks/create", {"taskId": "t1"})
 
             async def dead() -> dict[str, Any]:
-                return (await http.get(f"/webhooks/{webhook_id}/deliveries")).json()["deliveries"][
-                    0
-                ]
+                return (await deliveries(http, webhook_id))[0]
 
-            with trio.fail_after(10):
+            with trio.fail_after(60):
                 while (await dead())["status"] != "dead":
                     await trio.sleep(0.1)
             delivery = await dead()
-            assert delivery["attempt"] == 3 and delivery["nextRetryAt"] is None
+            assert delivery["attempt"] == 3 and delivery["nextRetryAt"] is None  # none planned
             assert delivery["error"] == "HTTP 500" and len(delivery["attempts"]) == 3
-            await trio.sleep(1)
-            assert len(receiver.arrivals) == 3  # dead: no more attempts
+            assert len(receiver.arrivals) == 3
             metrics = (await http.get("/metrics")).text
             assert 'spectral_webhook_deliveries_total{result="dead"} 1.0' in metrics
             assert 'spectral_webhook_deliveries_total{result="failed"} 2.0' in metrics
@@ -190,60 +239,54 @@ async def test_dead_after_the_last_attempt_then_redelivered(tmp_path: Path) -> N
             again = await http.post(f"/webhooks/{webhook_id}/deliveries/{delivery['id']}/redeliver")
             assert again.status_code == 202
             await until(lambda: len(receiver.payloads("down")) == 1)
-            with trio.fail_after(5):
-                while (await dead())["status"] != "delivered":
-                    await trio.sleep(0.05)
-            assert (await dead())["attempt"] == 4
+            [redelivered] = await until_settled(http, webhook_id)
+            assert (redelivered["status"], redelivered["attempt"]) == ("delivered", 4)
+            assert len(redelivered["attempts"]) == 4
             assert receiver.payloads("down")[0]["id"] == delivery["id"]
             metrics = (await http.get("/metrics")).text
             assert 'spectral_webhook_deliveries_total{result="delivered"} 1.0' in metrics
+            assert 'spectral_webhook_deliveries_total{result="dead"} 1.0' in metrics
+            assert 'spectral_webhook_deliveries_total{result="failed"} 2.0' in metrics
         receiver.stop()
     assert receiver.bad == []
+    # Three attempts before it was dead, the redelivery, and nothing in between.
+    assert [status for _path, _id, status in receiver.arrivals] == [500, 500, 500, 204]
 
 
-async def _progress_latencies(http: httpx.AsyncClient, task_id: str, n: int) -> list[float]:
-    await post(http, "/tasks/create", {"taskId": task_id})
-    latencies = []
-    for i in range(n):
-        started = time.perf_counter()
-        await post(http, "/tasks/updateProgress", {"taskId": task_id, "progress": i % 101})
-        latencies.append(time.perf_counter() - started)
-    return latencies
-
-
-def _p99(values: list[float]) -> float:
-    return statistics.quantiles(values, n=100)[98]
-
-
-async def test_receiver_down_during_1000_events_all_delivered_mutations_not_slowed(
+async def test_receiver_down_during_1000_events_all_delivered_once_after_it_returns(
     tmp_path: Path,
 ) -> None:
+    # Mutation latency during such an outage: bench/webhooks.py --scenario outage.
     receiver = Receiver()
     async with trio.open_nursery() as nursery:
         await receiver.start(nursery)
         async with serving(tmp_path / "data", _env("0,0.5,1,2,4,8,8,8")) as (_server, http):
-            await _progress_latencies(http, "warmup", 200)
-            baseline = await _progress_latencies(http, "baseline", 1000)
             webhook_id = await subscribe(http, receiver, "outage", "progress")
             receiver.stop()
-            during = await _progress_latencies(http, "outage", 1000)
-            await trio.sleep(1)
+            down = trio.current_time()
+            await post(http, "/tasks/create", {"taskId": "outage"})
+            for i in range(1000):  # every mutation succeeds while deliveries fail
+                await post(http, "/tasks/updateProgress", {"taskId": "outage", "progress": i % 101})
+            with trio.fail_after(60):  # the outage was noticed
+                while not failed_attempts((await http.get("/metrics")).text):
+                    await trio.sleep(0.05)
             await receiver.start(nursery)
-            await until(lambda: len(receiver.payloads("outage")) == 1000, seconds=40)
-            deliveries = (await http.get(f"/webhooks/{webhook_id}/deliveries?limit=100")).json()
-            metrics = (await http.get("/metrics")).text
+            outage = trio.current_time() - down
+            await until(lambda: len(receiver.payloads("outage")) == 1000, seconds=180)
+            found = await until_settled(http, webhook_id)
+            failed = failed_attempts((await http.get("/metrics")).text)
         receiver.stop()
     assert receiver.bad == []
     seqs = sorted(p["seq"] for p in receiver.payloads("outage"))
     assert seqs == list(range(2, 1002))
-    assert all(d["status"] == "delivered" for d in deliveries["deliveries"])
-    # The outage was noticed (failed attempts), but a down receiver is probed, not hammered.
-    failed = [line for line in metrics.splitlines() if 'deliveries_total{result="failed"}' in line]
-    assert failed and 1 <= float(failed[0].split()[-1]) < 50, failed
-    base_p99, outage_p99 = _p99(baseline), _p99(during)
-    print(f"progress p99 without webhooks {base_p99 * 1000:.2f} ms, during outage "
-          f"{outage_p99 * 1000:.2f} ms")  # fmt: skip
-    assert outage_p99 <= max(3 * base_p99, base_p99 + 0.010), (base_p99, outage_p99)
+    assert {d["status"] for d in found} == {"delivered"}
+    # Each delivery was accepted once (its id never answered 2xx twice).
+    accepted = [m for _p, m, status in receiver.arrivals if 200 <= status < 300]
+    assert len(accepted) == len(set(accepted)) == 1000
+    # A down receiver is probed, not hammered: after the first failures (one per worker at
+    # most) the webhook pauses, and each pause (>= 0.2 s) lets one probe through. However
+    # long the outage lasted, that is far fewer attempts than 1,000 deliveries' first ones.
+    assert 1 <= failed <= 2 * WORKERS + outage / MIN_PAUSE, (failed, outage)
 
 
 async def test_kill_9_with_deliveries_pending_all_delivered_after_restart(tmp_path: Path) -> None:
@@ -251,7 +294,9 @@ async def test_kill_9_with_deliveries_pending_all_delivered_after_restart(tmp_pa
     data_dir = tmp_path / "data"
     async with trio.open_nursery() as nursery:
         await receiver.start(nursery)
-        async with serving(data_dir, _env("0,5")) as (server, http):
+        # Many attempts 5 s apart: however long this server lives, nothing dies before the
+        # kill (one probe per pause, and a delivery would need 20 failures in a row).
+        async with serving(data_dir, _env(",".join(["0"] + ["5"] * 20))) as (server, http):
             await subscribe(http, receiver, "crash")
             receiver.stop()  # every attempt before the kill fails
             for n in range(3):
@@ -261,12 +306,12 @@ async def test_kill_9_with_deliveries_pending_all_delivered_after_restart(tmp_pa
             await post(http, "/tasks/create", {"taskId": "gone"})
             assert (await http.delete("/tasks/gone")).status_code == 200
             server.kill()  # at once after the last answer
-            with trio.fail_after(10):
+            with trio.fail_after(60):
                 await server.wait()
         await receiver.start(nursery)
         async with serving(data_dir, _env("0,0.2")) as (_server, http):
             await until(lambda: len({(p["taskId"], p["seq"]) for p in receiver.payloads("crash")})
-                        == 3 * 101 + 2, seconds=30)  # fmt: skip
+                        == 3 * 101 + 2, seconds=120)  # fmt: skip
         receiver.stop()
     assert receiver.bad == []
     got = {(p["taskId"], p["seq"], p["eventType"]) for p in receiver.payloads("crash")}
@@ -284,7 +329,7 @@ async def test_delivery_time_guard_and_update_refusal_without_the_flag(tmp_path:
         async with serving(data_dir, _env()) as (server, http):
             webhook_id = await subscribe(http, receiver, "local")
             server.terminate()
-            with trio.fail_after(15):
+            with trio.fail_after(60):
                 assert await server.wait() == 0
         # The same webhook, now on a server that refuses private addresses.
         async with serving(data_dir, _env(allow_private=False)) as (_server, http):
@@ -301,7 +346,7 @@ async def test_delivery_time_guard_and_update_refusal_without_the_flag(tmp_path:
                 found = answer.json()["deliveries"]
                 return found[0] if found else {"status": "none"}
 
-            with trio.fail_after(10):
+            with trio.fail_after(60):
                 while (await delivery())["status"] != "dead":
                     await trio.sleep(0.1)
             assert (await delivery())["error"].startswith(
