@@ -1,8 +1,8 @@
-"""Keys, owners and limits end to end (SPEC §2, §10): a real server, real HTTP and WebSockets.
+"""Keys, owners and limits end to end: a real server, real HTTP and WebSockets.
 
 The isolation walk sends every task route with six callers — no key, a bad key, a
 revoked key, a reader of the task's owner, another owner's service key, an admin
-(plus the owner's own service key) — and checks the SPEC's answer for each.
+(plus the owner's own service key) — and checks the documented answer for each.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ ROUTES: list[tuple[str, bool, str, str, Any]] = [
     ("getById", False, "POST", "/tasks/getById", {"taskId": "{t}"}),
     ("getHistory", False, "POST", "/tasks/getHistory", {"taskId": "{t}"}),
     ("delete-form", True, "POST", "/tasks/delete", {"taskId": "{t}"}),
-    # oRPC (SPEC §5): the same operations in the RPC framing.
+    # oRPC (docs/api.md, "RPC"): the same operations in the RPC framing.
     ("rpc-get", False, "POST", "/rpc/tasks/getById", {"json": {"taskId": "{t}"}}),
     ("rpc-history", False, "POST", "/rpc/tasks/getHistory", {"json": {"taskId": "{t}"}}),
     (

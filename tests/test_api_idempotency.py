@@ -1,4 +1,4 @@
-"""Idempotent mutations end to end (SPEC §6): replays, conflicts, races, restarts, kill -9."""
+"""Idempotent mutations end to end: replays, conflicts, races, restarts, kill -9."""
 
 from __future__ import annotations
 

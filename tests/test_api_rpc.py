@@ -1,6 +1,6 @@
-"""/rpc end to end with plain HTTP: oRPC framing, Dates, errors, bad input (SPEC §5, §10).
+"""/rpc end to end with plain HTTP: oRPC framing, Dates, errors, bad input.
 
-Also the original's REST form of the procedures §4 has no body endpoint for
+Also the original's REST form of the procedures that have no body endpoint of their own
 (``POST /tasks/getById``, ``/tasks/getHistory``, ``/tasks/listAll``, ``/tasks/delete``).
 The real JavaScript client is in test_rpc_orpc_client.py.
 """

@@ -1,4 +1,4 @@
-"""The REST task API end to end: lifecycle, answers, listing and bad input (SPEC §3, §4, §10)."""
+"""The REST task API end to end: lifecycle, answers, listing and bad input."""
 
 from __future__ import annotations
 

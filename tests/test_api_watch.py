@@ -1,4 +1,4 @@
-"""Watching tasks end to end over WebSocket and SSE (SPEC §7)."""
+"""Watching tasks end to end over WebSocket and SSE (docs/api.md, "Watching")."""
 
 from __future__ import annotations
 

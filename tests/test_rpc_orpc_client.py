@@ -1,4 +1,4 @@
-"""/rpc called by the real JavaScript ``@orpc/client`` (RPCLink over fetch) under Node (SPEC §5).
+"""/rpc called by the real JavaScript ``@orpc/client`` (RPCLink over fetch) under Node.
 
 ``tests/node/orpc-client.test.mjs`` exercises every procedure, Dates, typed errors and
 an unknown procedure, and prints a JSON summary; this runs it against a real
@@ -62,7 +62,7 @@ async def test_the_real_orpc_client_calls_every_procedure(
     assert len(summary["passed"]) == EXPECTED_CHECKS, summary["passed"]
     assert summary["version"] == installed
     if version is None:
-        assert installed.startswith("1."), installed  # the 1.x line (SPEC §5)
+        assert installed.startswith("1."), installed  # the 1.x line (docs/api.md, "RPC")
     else:
         assert installed == version
     assert summary["requests"] > 20

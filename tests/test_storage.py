@@ -1,7 +1,6 @@
 """storage/ on its own: hashed paths, migrations, object files, the registry, reconcile.
 
-Real files under pytest's tmp_path and real SQLite; no runtime involved. (The one file of
-storage tests: tests/test_storage_layer.py repeated six of these and is gone.)
+Real files under pytest's tmp_path and real SQLite; no runtime involved.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ One table, :data:`PROCEDURES`: name → input model, the work (done by
 :mod:`spectral.api.procedures`, adapted here to the original's answers) and the
 shape that says where the answer's timestamps are. :mod:`spectral.api.rpc` serves
 it in oRPC's framing (timestamps as Dates); :mod:`spectral.api.rest` serves the
-procedures §4 has no endpoint for as plain JSON at ``POST /tasks/{name}``.
+procedures that have no REST endpoint of their own as plain JSON at ``POST /tasks/{name}``.
 """
 
 from __future__ import annotations
