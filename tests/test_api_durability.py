@@ -154,7 +154,10 @@ async def test_alarms_fire_after_a_restart(tmp_path: Path) -> None:
 
 
 async def test_a_heartbeat_is_kept_alive_by_updates(tmp_path: Path) -> None:
-    timeout = 3.0
+    # The one wall-clock assumption left: an update's round trip stays under this (a
+    # loaded 2-core machine answers in milliseconds; the exact timing is tested in
+    # virtual time in tests/test_task_actor.py).
+    timeout = 5.0
     async with (
         running(serve_argv(tmp_path / "data"), env=SERVE_ENV) as server,
         httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS, timeout=60) as http,
