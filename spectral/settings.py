@@ -22,6 +22,8 @@ ENVIRONMENT = {
     "SPECTRAL_RATE_LIMIT": "rate_limit",
     "SPECTRAL_RATE_BURST": "rate_burst",
     "SPECTRAL_WS_MAX_PER_KEY": "watchers_per_key",
+    "SPECTRAL_WS_SEND_TIMEOUT": "ws_send_timeout",
+    "SPECTRAL_WS_PING_INTERVAL": "ws_ping_interval",
     "SPECTRAL_CORS_ORIGINS": "cors_origins",
     "SPECTRAL_ROOM_HISTORY": "room_history",
     "SPECTRAL_WEBHOOK_RETRY_SCHEDULE": "webhook_retry_schedule",

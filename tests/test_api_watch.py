@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -157,26 +155,11 @@ async def test_200_watchers_get_every_update_in_seq_order(
     assert all(seqs == list(range(2, 102)) for seqs in received.values())
 
 
-#: ``spectral serve`` with writes to a watcher allowed to block for an hour (no flag or
-#: variable sets ``ws_send_timeout``): a stalled peer is then never dropped while a test runs.
-PATIENT_SERVER = textwrap.dedent(
-    """
-    import sys, trio
-    from spectral import logs
-    from spectral.server import serve
-    from spectral.settings import Settings
-
-    settings = Settings.load({"data_dir": sys.argv[1], "port": 0, "log_level": "WARNING"})
-    settings = settings.model_copy(update={"ws_send_timeout": 3600.0, "ws_ping_interval": 3600.0})
-    logs.configure(settings.log_level)
-    trio.run(serve, settings)
-    """
-)
-
-
-def patient_server_argv(data_dir: Path) -> list[str]:
-    """argv of a server whose watcher writes never time out (see :data:`PATIENT_SERVER`)."""
-    return [sys.executable, "-c", PATIENT_SERVER, str(data_dir)]
+#: A server whose writes to a watcher may block for an hour: a stalled peer is then
+#: never dropped while a test runs.
+PATIENT_ENV = {
+    **SERVE_ENV, "SPECTRAL_WS_SEND_TIMEOUT": "3600", "SPECTRAL_WS_PING_INTERVAL": "3600",
+}  # fmt: skip
 
 
 async def watchers(client: httpx.AsyncClient) -> int:
@@ -202,7 +185,7 @@ async def test_a_stalled_watcher_does_not_delay_the_others(tmp_path: Path) -> No
     # hold up the other watcher, its messages would not come while this test runs (each
     # receive() gives up after 30 s), however fast or slow the machine is.
     async with (
-        running(patient_server_argv(tmp_path / "data"), env=SERVE_ENV) as server,
+        running(serve_argv(tmp_path / "data"), env=PATIENT_ENV) as server,
         httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS, timeout=60) as client,
     ):
         await create(client, "stall")

@@ -12,7 +12,7 @@ from spectral.adminkey import ensure_admin_key
 from spectral.settings import Settings
 
 
-def test_defaults_are_the_spec_s() -> None:
+def test_the_embedded_defaults() -> None:
     settings = Settings.load({}, environ={})
     assert settings.data_dir == Path("data")
     assert (settings.host, settings.port) == ("127.0.0.1", 8094)
@@ -26,6 +26,14 @@ def test_flags_override_environment_which_overrides_defaults() -> None:
     assert (from_env.data_dir, from_env.port, from_env.host) == (Path("/env/dir"), 9000, "::1")
     flagged = Settings.load({"data_dir": "/flag/dir", "port": None}, environ=environ)
     assert (flagged.data_dir, flagged.port) == (Path("/flag/dir"), 9000)
+
+
+def test_watcher_timing_comes_from_the_environment() -> None:
+    environ = {"SPECTRAL_WS_SEND_TIMEOUT": "2.5", "SPECTRAL_WS_PING_INTERVAL": "60"}
+    settings = Settings.load({}, environ=environ)
+    assert (settings.ws_send_timeout, settings.ws_ping_interval) == (2.5, 60.0)
+    with pytest.raises(ValidationError, match="ws_send_timeout"):
+        Settings.load({}, environ={"SPECTRAL_WS_SEND_TIMEOUT": "0"})
 
 
 def test_empty_environment_values_are_ignored() -> None:
