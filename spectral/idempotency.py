@@ -27,7 +27,6 @@ afresh.
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import json
 import sqlite3
@@ -102,26 +101,6 @@ def fingerprint(route: str, body: Any) -> str:
 def task_key(owner: str, key: str) -> str:
     """The key as a task file stores it: bounded, and never another owner's."""
     return hashlib.sha256(f"{owner}\x00{key}".encode()).hexdigest()
-
-
-@dataclass(slots=True)
-class Tag:
-    """The idempotency of the request being served; the task's actor fills ``replayed_at``."""
-
-    key: str
-    owner: str
-    fingerprint: str
-    #: Set when the answer came from a record (the request was a repeat).
-    replayed_at: float | None = None
-
-    @property
-    def stored_key(self) -> str:
-        """The key as task files store it."""
-        return task_key(self.owner, self.key)
-
-
-#: The tag of the mutation being served (None: no key, or not one task's mutation).
-CURRENT: contextvars.ContextVar[Tag | None] = contextvars.ContextVar("idempotency", default=None)
 
 
 @dataclass(frozen=True, slots=True)

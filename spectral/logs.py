@@ -38,8 +38,6 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # hypercorn's own logs are quiet unless something goes wrong.
-    logging.getLogger("hypercorn.error").setLevel(max(logging.WARNING, root.level))
 
 
 def log_request(

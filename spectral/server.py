@@ -2,10 +2,10 @@
 
 Start-up: lock the data directory, make sure the admin key exists, open the
 router (which reconciles nothing yet and schedules persisted alarms), then serve
-HTTP. Shutdown on SIGINT/SIGTERM: hypercorn stops accepting and gives in-flight
-requests ``graceful_timeout`` seconds; long-lived handlers see
-``state.shutting_down`` and close their sockets with 1001; then the router
-finishes in-flight turns, commits and closes every file.
+HTTP (:mod:`spectral.front` with :class:`~spectral.api.app.Application`). Shutdown
+on SIGINT/SIGTERM: the front stops accepting, closes idle connections and gives
+in-flight requests ``graceful_timeout`` seconds; watchers are closed with 1001;
+then the router finishes in-flight turns, commits and closes every file.
 """
 
 from __future__ import annotations
@@ -20,22 +20,19 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 from typing import TextIO
 
 import trio
-from hypercorn.config import Config as HypercornConfig
-from quart_trio import QuartTrio
 
 from actors import CLOSE_GOING_AWAY, Actor, CloseReason, Router, RouterConfig, open_router
-from spectral import front, idempotency, keys, metrics
+from spectral import idempotency, keys, metrics
 from spectral import secret as server_secret
 from spectral.adminkey import ensure_admin_key
-from spectral.api.watch import serve_websocket
-from spectral.app import create_app
+from spectral.api.app import Application
 from spectral.auth import Authenticator
 from spectral.events import EventBus
+from spectral.front import Limits, Server
 from spectral.ratelimit import RateLimiter
 from spectral.room_feed import RoomFeed
 from spectral.rooms import room_kind
@@ -72,22 +69,9 @@ def lock_data_dir(data_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def hypercorn_config(settings: Settings) -> HypercornConfig:
-    """hypercorn settings for one trio worker (see DESIGN.md's measured notes)."""
-    config = HypercornConfig()
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    config.bind = [f"{host}:{settings.port}"]
-    config.backlog = settings.backlog
-    config.graceful_timeout = settings.graceful_timeout
-    config.keep_alive_timeout = 75
-    config.max_requests = None
-    # hypercorn closes a keep-alive connection after 1,000 requests by default: a busy
-    # service would reconnect every few seconds.
-    config.keep_alive_max_requests = 1_000_000
-    config.accesslog = None
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.include_server_header = False
-    return config
+def front_limits(settings: Settings) -> Limits:
+    """What one connection may cost."""
+    return Limits(keep_alive_timeout=settings.keep_alive_timeout)
 
 
 def raise_fd_limit() -> int:
@@ -167,7 +151,7 @@ async def serve(settings: Settings, out: TextIO = sys.stdout) -> None:
             state.keepalive.interval = settings.ws_ping_interval
             webhooks = state.webhooks = WebhookService(router, events, settings)
             metrics.install(router)
-            app = create_app(state)
+            app = Application(state)
             feed = RoomFeed(router)
             events.subscribe(feed.listener)
             # Product services live as long as HTTP serving, inside the router's lifetime.
@@ -181,34 +165,34 @@ async def serve(settings: Settings, out: TextIO = sys.stdout) -> None:
 
 
 async def _serve_http(
-    app: QuartTrio, state: ServerState, signals: AsyncIterator[int], out: TextIO
+    app: Application, state: ServerState, signals: AsyncIterator[int], out: TextIO
 ) -> None:
     settings = state.settings
     sock = listen_socket(settings.host, settings.port)
-    on_watch = partial(serve_websocket, state)
-
-    async def run_front(*, task_status: trio.TaskStatus[str]) -> None:
-        await front.serve(
-            app,
-            hypercorn_config(settings),
-            sock,
-            on_watch,
-            shutdown_trigger=state.shutting_down.wait,
-            task_status=task_status,
-        )
-        nursery.cancel_scope.cancel()  # stops the keepalive service
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_watch_signals, state, signals)
-        await nursery.start(state.keepalive.serve)
-        url = await nursery.start(run_front)
-        tune_gc()
-        print(f"spectral listening on {url}", file=out, flush=True)
-        log.info("serving", extra={"url": url, "dataDir": str(settings.data_dir)})
-        await state.shutting_down.wait()
+    sock.listen(settings.backlog)
+    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+    url = f"http://{_address(sock)}"
+    front = Server(app, front_limits(settings))
+    async with trio.open_nursery() as connections:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_watch_signals, state, signals)
+            await nursery.start(state.keepalive.serve)
+            await nursery.start(front.serve, [listener], connections)
+            tune_gc()
+            print(f"spectral listening on {url}", file=out, flush=True)
+            log.info("serving", extra={"url": url, "dataDir": str(settings.data_dir)})
+            await state.shutting_down.wait()
+            nursery.cancel_scope.cancel()  # stop accepting, pinging and watching signals
+        await listener.aclose()
         closed = state.router.close_watchers(CloseReason(CLOSE_GOING_AWAY, "server shutting down"))
-        log.info("shutting down", extra={"watchersClosed": closed})
-        nursery.cancel_scope.deadline = trio.current_time() + settings.graceful_timeout + 5
+        front.close()
+        log.info("shutting down", extra={"watchersClosed": closed, "open": front.connections})
+        connections.cancel_scope.deadline = trio.current_time() + settings.graceful_timeout
+
+
+def _address(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def listen_socket(host: str, port: int) -> socket.socket:

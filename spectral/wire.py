@@ -11,6 +11,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from spectral.task_state import Event, EventType, TaskState
 from spectral.websocket import text_frame
 
@@ -78,6 +80,15 @@ def event_json(event: Event) -> dict[str, Any]:
 def dumps(value: Any) -> str:
     """Compact JSON (no NaN: the model never holds one)."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def encode(value: Any) -> bytes:
+    """Compact UTF-8 JSON, fast (orjson); integers beyond 64 bits (which metadata may
+    hold, e.g. an oRPC bigint) through the standard library."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return dumps(value).encode()
 
 
 class Outgoing:

@@ -111,21 +111,14 @@ async def test_every_request_is_logged_as_one_json_line(tmp_path: Path) -> None:
         ("GET", "/health", "/health", 200),
         ("GET", "/missing", "(unmatched)", 404),
         ("POST", "/tasks/create", "/tasks/create", 201),
-        ("GET", "/tasks/log-me", "/tasks/<task_id>", 200),
+        ("GET", "/tasks/log-me", "/tasks/{taskId}", 200),
         ("POST", "/tasks/updateProgress", "/tasks/updateProgress", 200),
         ("POST", "/rpc/tasks/getById", "/rpc/tasks/getById", 200),
         ("GET", "/ws/task/log-me", "/ws/task/{taskId}", 101),
     ]
-    # A task named in the body is named in the line too.
-    assert [r.get("taskId") for r in requests] == [
-        None,
-        None,
-        "log-me",
-        None,
-        "log-me",
-        "log-me",
-        None,
-    ]
+    # A task named in the path or the body is named in the line too.
+    named = [r.get("taskId") for r in requests]
+    assert named == [None, None, "log-me", "log-me", "log-me", "log-me", None]
     assert all(r["ms"] >= 0 for r in requests)
     assert "keyId" not in requests[0] and requests[1]["keyId"] == "bootstrap"
     assert not any("query-secret" in line for line in server.lines)

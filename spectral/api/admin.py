@@ -6,16 +6,14 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, model_validator
-from quart import Quart
 
 from spectral import keys, tokens
 from spectral.api import procedures
-from spectral.api.context import Principal, principal, require_admin
-from spectral.api.models import Body, TaskId
-from spectral.api.rest import parse_body
+from spectral.api.call import Call
+from spectral.api.context import require_admin
+from spectral.api.models import Body, TaskId, TaskRef
 from spectral.api.rooms import room_info
 from spectral.errors import ApiError
-from spectral.state import ServerState
 from spectral.wire import iso
 
 Owner = Annotated[
@@ -53,52 +51,47 @@ class WatchTokenRequest(Body):
 _KEY_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
-def register(app: Quart, state: ServerState) -> None:
-    """Add the admin and token endpoints to ``app``."""
-    store = state.auth.keys
-
-    @app.post("/admin/keys")
-    async def create_key() -> tuple[dict[str, Any], int]:
-        """Create an API key; its secret is in this answer only."""
-        require_admin(principal(), "manage keys")
-        body = await parse_body(CreateKey)
-        api_key, secret = store.create(body.owner, body.role, body.name)
-        return {**api_key.public(), "key": secret}, 201
-
-    @app.get("/admin/keys")
-    async def list_keys() -> dict[str, Any]:
-        """Every key (never a secret), revoked ones included."""
-        require_admin(principal(), "manage keys")
-        return {"keys": [key.public() for key in store.list()]}
-
-    @app.delete("/admin/keys/<key_id>")
-    async def revoke_key(key_id: str) -> dict[str, Any]:
-        """Revoke a key at once."""
-        require_admin(principal(), "manage keys")
-        if not _KEY_ID.match(key_id) or store.revoke(key_id) is None:
-            raise ApiError(404, "KEY_NOT_FOUND", f"no API key with id {key_id!r}")
-        return {"success": True}
-
-    @app.post("/tokens/watch")
-    async def watch_token() -> dict[str, Any]:
-        """A short-lived token that lets a browser watch one task or room."""
-        who = principal()
-        if who.scope is not None:
-            raise ApiError(403, "FORBIDDEN", "a watch token may not mint tokens")
-        body = await parse_body(WatchTokenRequest)
-        if body.task_id is not None:
-            await procedures.get_task(state, who, body.task_id)  # 404 unless visible
-            scope = tokens.task_scope(body.task_id)
-        else:
-            assert body.room is not None
-            await check_room(state, who, body.room)
-            scope = tokens.room_scope(body.room)
-        token, expires_at = state.auth.mint(who, scope, body.ttl_seconds)
-        return {"token": token, "expiresAt": iso(expires_at)}
+async def create_key(call: Call, body: CreateKey) -> dict[str, Any]:
+    """Create an API key; its secret is in this answer only."""
+    require_admin(call.who, "manage keys")
+    api_key, secret = call.state.auth.keys.create(body.owner, body.role, body.name)
+    return {**api_key.public(), "key": secret}
 
 
-async def check_room(state: ServerState, who: Principal, room: str) -> None:
-    """404 unless ``who`` may use ``room``: admins any, others their own rooms."""
+async def list_keys(call: Call, _: None) -> dict[str, Any]:
+    """Every key (never a secret), revoked ones included."""
+    require_admin(call.who, "manage keys")
+    return {"keys": [key.public() for key in call.state.auth.keys.list()]}
+
+
+async def revoke_key(call: Call, _: None) -> dict[str, Any]:
+    """Revoke a key at once."""
+    require_admin(call.who, "manage keys")
+    key_id = call.params["id"]
+    if not _KEY_ID.match(key_id) or call.state.auth.keys.revoke(key_id) is None:
+        raise ApiError(404, "KEY_NOT_FOUND", f"no API key with id {key_id!r}")
+    return {"success": True}
+
+
+async def watch_token(call: Call, body: WatchTokenRequest) -> dict[str, Any]:
+    """A short-lived token that lets a browser watch one task or room."""
+    who = call.who
+    if who.scope is not None:
+        raise ApiError(403, "FORBIDDEN", "a watch token may not mint tokens")
+    if body.task_id is not None:
+        await procedures.get_task(call, TaskRef.model_construct(task_id=body.task_id))
+        scope = tokens.task_scope(body.task_id)
+    else:
+        assert body.room is not None
+        await check_room(call, body.room)
+        scope = tokens.room_scope(body.room)
+    token, expires_at = call.state.auth.mint(who, scope, body.ttl_seconds)
+    return {"token": token, "expiresAt": iso(expires_at)}
+
+
+async def check_room(call: Call, room: str) -> None:
+    """404 unless the caller may use ``room``: admins any, others their own rooms."""
+    who = call.who
     if who.is_admin or room == f"user_{who.owner}":
         return
-    await room_info(state, who, room)  # 404 unless the room exists and is the caller's
+    await room_info(call, room)  # 404 unless the room exists and is the caller's

@@ -1,8 +1,9 @@
 """Who is asking: the principal every handler acts for, and what its role may do.
 
-Authentication (:mod:`spectral.auth`) stores the principal of each HTTP request in
-quart's ``g``; handlers take it from :func:`principal` and pass ``owner_filter`` to
-the actors, so a non-admin only ever reaches its own owner's objects. What a role
+Authentication (:mod:`spectral.auth`) gives each request its principal, which
+travels in the operation's :class:`~spectral.api.call.Call`; operations pass its
+``owner_filter`` to the actors, so a non-admin only ever reaches its own owner's
+objects. What a role
 may do is checked where the operation is, with :func:`require_write` and
 :func:`require_admin`, so that every surface (REST, RPC) applies the same rules.
 """
@@ -11,8 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
-
-from quart import g
 
 from spectral.errors import ApiError
 
@@ -41,21 +40,6 @@ class Principal:
     def owner_filter(self) -> str | None:
         """The owner whose objects this caller may touch, or None for all (admin)."""
         return None if self.is_admin else self.owner
-
-
-def principal() -> Principal:
-    """The principal of the current HTTP request (set by authentication)."""
-    who: Principal | None = g.get("principal")
-    if who is None:
-        raise RuntimeError("no principal: this route was not authenticated")
-    return who
-
-
-def name_task(body: object) -> None:
-    """Note the task a request body names, for the request log line (``taskId``)."""
-    task_id = getattr(body, "task_id", None)
-    if isinstance(task_id, str):
-        g.task_id = task_id
 
 
 def require_write(who: Principal, action: str = "change tasks") -> None:

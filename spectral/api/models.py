@@ -139,8 +139,9 @@ class RoomRef(Body):
 
 
 class HistoryQuery(Query):
-    """``GET /tasks/{taskId}/history``."""
+    """``GET /tasks/{taskId}/history`` (``taskId`` from the path)."""
 
+    task_id: TaskId = Field(alias="taskId")
     limit: Annotated[int, Field(ge=1, le=1000)] = 50
     after: Annotated[int, Field(ge=0)] = 0
 
@@ -156,11 +157,17 @@ class ListQuery(Query):
 
 
 class WatchQuery(Query):
-    """``GET /ws/task/{taskId}`` and ``GET /tasks/{taskId}/events``."""
+    """``GET /ws/task/{taskId}`` and ``GET /rooms/{roomId}/subscribe``."""
 
     since: Annotated[int, Field(ge=0)] | None = None
     epoch: Annotated[str, StringConstraints(max_length=64)] | None = None
     token: str | None = None
+
+
+class EventsQuery(WatchQuery):
+    """``GET /tasks/{taskId}/events`` (``taskId`` from the path)."""
+
+    task_id: TaskId = Field(alias="taskId")
 
 
 __all__ = [
@@ -171,6 +178,7 @@ __all__ = [
     "Complete",
     "CreateTask",
     "EventType",
+    "EventsQuery",
     "Fail",
     "HistoryQuery",
     "ListQuery",

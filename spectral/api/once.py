@@ -1,20 +1,23 @@
-"""Running a mutating request at most once per Idempotency-Key (see :mod:`spectral.idempotency`)."""
+"""Running a mutating call at most once per Idempotency-Key (see :mod:`spectral.idempotency`).
+
+The key travels explicitly: :func:`run` gives the operation a
+:class:`~spectral.api.call.Call` whose ``once`` the task's actor records with the
+change, and the operation's :class:`~spectral.api.call.Result` says whether the
+actor answered from such a record instead.
+"""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from quart import request
-
 from spectral import idempotency
-from spectral.api.context import Principal
-from spectral.state import ServerState
+from spectral.api.call import Call, Once, as_result
 
-Work = Callable[[], Awaitable[tuple[int, Any]]]
+Run = Callable[[Call, Any], Awaitable[Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,48 +30,41 @@ class Outcome:
     replayed_at: float | None = None
 
 
-def request_key() -> str | None:
-    """The request's ``Idempotency-Key``, validated (400 naming the header)."""
-    return idempotency.check_key(request.headers.get(idempotency.HEADER))
-
-
-async def run_once(
-    state: ServerState, who: Principal, route: str, raw: bytes, work: Work
-) -> Outcome:
-    """Run ``work`` unless this (owner, key) was answered already; then answer from its record.
+async def run(call: Call, work: Run, value: Any, status: int) -> Outcome:
+    """Run ``work(call, value)`` unless this (owner, key) was answered already; then answer
+    from its record.
 
     Args:
-        route: names the operation in the fingerprint (e.g. ``"rest create"``).
-        raw: the request body as received (its canonical JSON is fingerprinted).
-        work: performs the request; returns the status and payload to record.
+        status: the operation's success status (a result may name another).
     """
-    key = request_key()
+    request = call.request
+    key = idempotency.check_key(request.header("idempotency-key"))
     if key is None:
-        status, payload = await work()
-        return Outcome(status, payload)
+        result = as_result(await work(call, value))
+        return Outcome(result.status or status, result.payload)
     try:
-        body: Any = json.loads(raw) if raw else None
+        body: Any = json.loads(request.body) if request.body else None
     except ValueError:
-        body = raw.decode("utf-8", "replace")  # refused by validation anyway
-    fingerprint = idempotency.fingerprint(route, body)
-    store = state.idempotency
+        body = request.body.decode("utf-8", "replace")  # refused by validation anyway
+    fingerprint = idempotency.fingerprint(f"{request.method} {request.path}", body)
+    who = call.who
+    store = call.state.idempotency
     async with store.locked(who.owner, key):
         record = store.get(who.owner, key)
         if record is not None:
             if record.fingerprint != fingerprint:
                 raise idempotency.reused_error()
             return Outcome(record.status, record.answer, key, record.created_at)
-        tag = idempotency.Tag(key, who.owner, fingerprint)
-        token = idempotency.CURRENT.set(tag)
-        try:
-            status, payload = await work()
-        finally:
-            idempotency.CURRENT.reset(token)
-        first = tag.replayed_at if tag.replayed_at is not None else time.time()
-        store.put(who.owner, key, idempotency.Record(fingerprint, status, payload, first))
-        return Outcome(status, payload, key, tag.replayed_at)
+        once = Once(idempotency.task_key(who.owner, key), fingerprint)
+        result = as_result(await work(replace(call, once=once), value))
+        answered = result.status or status
+        first = result.replayed_at if result.replayed_at is not None else time.time()
+        store.put(who.owner, key, idempotency.Record(fingerprint, answered, result.payload, first))
+        return Outcome(answered, result.payload, key, result.replayed_at)
 
 
-def replay_headers(outcome: Outcome) -> dict[str, str]:
+def replay_headers(outcome: Outcome) -> list[tuple[str, str]]:
     """``Idempotent-Replayed: true`` on an answer served from a record."""
-    return {idempotency.REPLAYED_HEADER: "true"} if outcome.replayed_at is not None else {}
+    if outcome.replayed_at is None:
+        return []
+    return [(idempotency.REPLAYED_HEADER.lower(), "true")]

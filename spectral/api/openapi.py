@@ -1,68 +1,45 @@
 """The OpenAPI 3.1 document of every HTTP route, built from the pydantic models.
 
-Pure: :func:`build_document` reads only the request models (``mode="validation"``),
-the response models of :mod:`spectral.api.schemas` (``mode="serialization"``) and
-the operation table of :mod:`spectral.api.operations`; every schema lands in
-``components/schemas`` and is referenced by ``$ref``. :func:`missing_routes`
-compares the document with an application's URL map, so a route added without
-being described fails a test (``tests/test_openapi.py``).
+Pure: :func:`build_document` reads only the operation table of
+:mod:`spectral.api.operations` (its routes, their request models in
+``mode="validation"`` and answer models in ``mode="serialization"``); every schema
+lands in ``components/schemas`` and is referenced by ``$ref``. The application
+routes requests from the same table, so what is served is what is described.
 """
 
 from __future__ import annotations
 
 import copy
-import re
-from collections.abc import Iterable, Iterator
-from typing import Any, Literal
+from collections.abc import Iterator
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import AliasChoices, BaseModel
-from werkzeug.routing import Rule
 
 from spectral.api import schemas
-from spectral.api.operations import (
-    ERROR_TEXT,
-    OPERATIONS,
-    REQUEST_MODELS,
-    TAGS,
-    Body,
-    Operation,
-    RpcBody,
-)
+from spectral.api.operations import ERROR_TEXT, REQUEST_MODELS, TAGS, Route, routes
 
 REF = "#/components/schemas/{model}"
-#: Rules served but not described, and why.
-UNDESCRIBED_RULES = {
-    "/rpc": "oRPC's 404 NOT_FOUND body: the path names no procedure",
-    "/rpc/": "oRPC's 404 NOT_FOUND body: the path names no procedure",
-    "/rpc/<path:rest>": "oRPC's 404 NOT_FOUND body for an unknown procedure",
-}
-#: Methods a ``/rpc/tasks/{name}`` rule accepts only to answer oRPC's 405 (a GET only
-#: where the procedure changes something).
-RPC_405_METHODS = frozenset({"GET", "PUT", "PATCH", "DELETE"})
-#: Methods werkzeug adds to every rule by itself.
-_IMPLICIT_METHODS = frozenset({"HEAD", "OPTIONS"})
 
 Mode = Literal["validation", "serialization"]
 
 
 def build_document(version: str) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the server at ``version``."""
+    documented = routes()
     components: dict[str, Any] = {}
     for model in REQUEST_MODELS:
         _add_model(components, model, "validation")
-    for answer in schemas.RESPONSE_MODELS:
+    for answer in _answer_models(documented):
         _add_model(components, answer, "serialization")
     components.update(_manual_schemas())
-    for model in REQUEST_MODELS:
+    for model in _with_nested(REQUEST_MODELS):
         _alias_choices(model, components[model.__name__])
     # The items are validated one by one (a bad one fails alone), each as this body.
     updates = components["BatchUpdateProgress"]["properties"]["updates"]
     updates["items"] = {"$ref": REF.format(model="UpdateProgress")}
     paths: dict[str, dict[str, Any]] = {}
-    for operation in OPERATIONS:
-        paths.setdefault(operation.path, {})[operation.method.lower()] = _operation(
-            operation, components
-        )
+    for route in documented:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, components)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -92,24 +69,34 @@ def build_document(version: str) -> dict[str, Any]:
     }
 
 
-def missing_routes(rules: Iterable[Rule], document: dict[str, Any]) -> list[str]:
-    """``METHOD rule`` for every route of ``rules`` that ``document`` does not describe."""
-    described = {
-        (_shape(path), method.upper())
-        for path, item in document["paths"].items()
-        for method in item
-    }
-    missing = []
-    for rule in rules:
-        if rule.rule in UNDESCRIBED_RULES:
-            continue
-        for method in sorted((rule.methods or set()) - _IMPLICIT_METHODS):
-            if (_shape(rule.rule), method) in described:
-                continue
-            if rule.rule.startswith("/rpc/tasks/") and method in RPC_405_METHODS:
-                continue
-            missing.append(f"{method} {rule.rule}")
-    return missing
+def _answer_models(documented: list[Route]) -> list[type[BaseModel]]:
+    """Every answer model of the routes, and the error envelopes."""
+    found: dict[type[BaseModel], None] = {}
+    for route in documented:
+        if isinstance(route.answer, type):
+            found[route.answer] = None
+    found[schemas.ErrorEnvelope] = None
+    found[schemas.RpcErrorEnvelope] = None
+    return list(found)
+
+
+def _with_nested(models: tuple[type[BaseModel], ...]) -> list[type[BaseModel]]:
+    """``models`` and every model their fields hold, each once."""
+    found: dict[type[BaseModel], None] = {}
+
+    def visit(annotation: Any) -> None:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if annotation not in found:
+                found[annotation] = None
+                for field in annotation.model_fields.values():
+                    visit(field.annotation)
+        elif get_origin(annotation) is not None:
+            for argument in get_args(annotation):
+                visit(argument)
+
+    for model in models:
+        visit(model)
+    return list(found)
 
 
 def described_operations(document: dict[str, Any]) -> Iterator[tuple[str, str]]:
@@ -117,11 +104,6 @@ def described_operations(document: dict[str, Any]) -> Iterator[tuple[str, str]]:
     for path, item in document["paths"].items():
         for method in item:
             yield method.upper(), path
-
-
-def _shape(path: str) -> str:
-    """A path with every parameter as ``{}``: werkzeug's ``<x>`` and OpenAPI's ``{x}`` alike."""
-    return re.sub(r"<[^>]*>|\{[^}]*\}", "{}", path)
 
 
 # -- schemas ---------------------------------------------------------------------------------
@@ -242,13 +224,17 @@ def _manual_schemas() -> dict[str, Any]:
     }
 
 
-def _query_parameters(model: type[BaseModel], components: dict[str, Any]) -> list[dict[str, Any]]:
+def _query_parameters(
+    model: type[BaseModel], components: dict[str, Any], exclude: set[str]
+) -> list[dict[str, Any]]:
     schema = model.model_json_schema(ref_template=REF, mode="validation")
     for name, sub in schema.pop("$defs", {}).items():
         components.setdefault(name, _tidy(sub))
     required = set(schema.get("required", []))
     parameters = []
     for name, prop in _tidy(schema)["properties"].items():
+        if name in exclude:
+            continue
         prop = _without_null(prop)
         parameter = {"name": name, "in": "query", "required": name in required, "schema": prop}
         if "description" in prop:
@@ -272,68 +258,77 @@ def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
 # -- operations ------------------------------------------------------------------------------
 
 
-def _operation(operation: Operation, components: dict[str, Any]) -> dict[str, Any]:
-    rpc = isinstance(operation.body, RpcBody) or operation.rpc_get
+def _operation(route: Route, components: dict[str, Any]) -> dict[str, Any]:
+    operation = route.operation
     item: dict[str, Any] = {
-        "operationId": operation.operation_id,
-        "tags": [operation.tag],
+        "operationId": route.operation_id,
+        "tags": [route.tag],
         "summary": operation.summary.replace("``", "`"),
     }
-    if operation.description:
+    if operation.description and not route.rpc_get:
         item["description"] = operation.description
-    if operation.public:
+    elif route.rpc_get:
+        item["description"] = 'oRPC\'s GET form of a read (an `RPCLink` with `method: "GET"`).'
+    if operation.access == "public":
         item["security"] = []
-    elif operation.token:
+    elif operation.access == "token":
         item["security"] = [{"apiKey": []}, {"bearer": []}, {"watchToken": []}]
-    parameters: list[dict[str, Any]] = [copy.deepcopy(p) for p in operation.parameters]
-    if operation.query is not None:
-        # A watch token is the watchToken security scheme, not a parameter.
-        parameters += [
-            parameter
-            for parameter in _query_parameters(operation.query, components)
-            if not (operation.token and parameter["name"] == "token")
-        ]
+    parameters: list[dict[str, Any]] = [copy.deepcopy(p) for p in route.parameters]
+    if route.query is not None:
+        # A watch token is the watchToken security scheme, not a parameter; path fields
+        # are the path's parameters.
+        exclude = {p["name"] for p in route.parameters if p["in"] == "path"}
+        if operation.access == "token":
+            exclude.add("token")
+        parameters += _query_parameters(route.query, components, exclude)
     if operation.mutating:
         parameters.append({"$ref": "#/components/parameters/IdempotencyKey"})
     if parameters:
         item["parameters"] = parameters
-    if operation.body is not None:
-        item["requestBody"] = _request_body(operation.body)
-    responses: dict[str, Any] = {str(operation.status): _success(operation)}
-    prefix = "Rpc" if rpc else ""
-    for status in sorted(operation.errors):
+    if route.body is not None:
+        item["requestBody"] = _request_body(route)
+    responses: dict[str, Any] = {str(route.status): _success(route)}
+    prefix = "Rpc" if route.rpc else ""
+    for status in sorted(route.errors):
         responses[str(status)] = {"$ref": f"#/components/responses/{prefix}Error{status}"}
     item["responses"] = responses
     return item
 
 
-def _request_body(body: Body | RpcBody) -> dict[str, Any]:
-    schema: dict[str, Any] = {"$ref": REF.format(model=body.model.__name__)}
-    if isinstance(body, RpcBody):
+def _schema_of(answer: type[BaseModel] | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(answer, type):
+        return {"$ref": REF.format(model=answer.__name__)}
+    return answer
+
+
+def _request_body(route: Route) -> dict[str, Any]:
+    assert route.body is not None
+    schema: dict[str, Any] = {"$ref": REF.format(model=route.body.__name__)}
+    if route.rpc:
         schema = {
             "type": "object",
             "description": "oRPC's RPC framing: the input in `json`, special values in `meta`",
             "properties": {"json": schema, "meta": {"$ref": REF.format(model="RpcMeta")}},
         }
-        if body.input_required:
+        if route.rpc_input_required:
             schema["required"] = ["json"]
-    return {"required": body.required, "content": {"application/json": {"schema": schema}}}
+    return {"required": route.body_required, "content": {"application/json": {"schema": schema}}}
 
 
-def _success(operation: Operation) -> dict[str, Any]:
+def _success(route: Route) -> dict[str, Any]:
+    operation = route.operation
     answer: dict[str, Any] = {"description": operation.answer_text}
-    if operation.media_type == "application/json":
-        schema = operation.answer_schema()
-        if isinstance(operation.body, RpcBody) or operation.rpc_get:
-            schema = {
-                "type": "object",
-                "properties": {"json": schema, "meta": {"$ref": REF.format(model="RpcMeta")}},
-                "required": ["json"],
-            }
+    schema = _schema_of(route.answer)
+    if route.rpc:
+        schema = {
+            "type": "object",
+            "properties": {"json": schema, "meta": {"$ref": REF.format(model="RpcMeta")}},
+            "required": ["json"],
+        }
         answer["content"] = {"application/json": {"schema": schema}}
     else:
-        answer["content"] = {operation.media_type: {"schema": operation.answer_schema()}}
-    if operation.links:
+        answer["content"] = {operation.media_type: {"schema": schema}}
+    if operation.links and not route.rpc and route.method == "POST":
         answer["links"] = copy.deepcopy(operation.links)
     if operation.mutating:
         answer["headers"] = {"Idempotent-Replayed": {"$ref": "#/components/headers/Replayed"}}

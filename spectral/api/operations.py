@@ -1,20 +1,36 @@
-"""Every HTTP operation of the server, as data for the OpenAPI document.
+"""Every operation of the server, in one table: the single source of the HTTP API.
 
-One row per (method, path): the request model, the answer's schema (a component
-name or an inline schema), the error statuses it may answer, and whether it takes
-an ``Idempotency-Key``. :mod:`spectral.api.openapi` turns the table into the document.
+Each row (:class:`Operation`) says what the operation takes (its input model), what
+it does (``run``), what it answers (the answer model, for the document), who may
+call it, the errors it may answer, and where it is served: its REST routes
+(:class:`Rest`) and its oRPC procedure (:class:`Rpc`, with the adapter from the
+REST answer to the original system's, and where that answer's Dates are). The
+application (:mod:`spectral.api.app`) routes requests from this table, and the
+OpenAPI document (:mod:`spectral.api.openapi`) describes it from the same rows
+through :func:`routes`: a new operation is one row.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from spectral.api import admin, models, rpc_procedures
+from spectral.api import admin, models, ops, procedures, rpc_procedures, schemas, sse
 from spectral.api import rooms as room_api
 from spectral.api import webhooks as webhook_api
+from spectral.api.call import Call
+from spectral.api.orpc_wire import Shape
+
+#: What an operation does: ``run(call, input)`` (input is None for operations without one).
+Run = Callable[[Call, Any], Awaitable[Any]]
+#: An answer in the document: a response model, or an inline JSON schema.
+AnswerSchema = type[BaseModel] | dict[str, Any]
+#: Where a REST route's input comes from: the JSON body (strict), the query string and
+#: the path (text converted), the path alone, nothing, or the raw body read by ``run``.
+Source = Literal["body", "query", "path", "none", "raw"]
 
 #: Error statuses and what they mean (docs/api.md, "Errors").
 ERROR_TEXT = {
@@ -54,68 +70,100 @@ TAGS = {
     ),
     "operations": "Health, metrics and this document.",
 }
-
 AUTH = (401, 403, 429)
-TASK_ID = {
-    "name": "taskId",
-    "in": "path",
-    "required": True,
-    "description": "1-128 characters of A-Z a-z 0-9 . _ : - (not only dots)",
-    "schema": {"type": "string", "pattern": models.ID_PATTERN},
+#: Errors of every oRPC procedure (a framing problem, a wrong method, a wrong content type).
+RPC_ERRORS = (400, *AUTH, 404, 405, 413, 415, 503)
+
+
+def path_parameter(name: str, description: str, pattern: str | None = None) -> dict[str, Any]:
+    """An OpenAPI path parameter."""
+    schema: dict[str, Any] = {"type": "string"}
+    if pattern is not None:
+        schema["pattern"] = pattern
+    return {"name": name, "in": "path", "required": True, "description": description,
+            "schema": schema}  # fmt: skip
+
+
+TASK_ID = path_parameter(
+    "taskId", "1-128 characters of A-Z a-z 0-9 . _ : - (not only dots)", models.ID_PATTERN
+)
+ROOM_ID = path_parameter(
+    "roomId",
+    "user_{owner}, request_{id}, or 1-128 characters of A-Z a-z 0-9 . _ : -",
+    models.ID_PATTERN,
+)
+WEBHOOK_ID = path_parameter("id", "the webhook's id")
+KEY_ID = path_parameter("id", "the key's id (16 hex digits)")
+DELIVERY_ID = {"name": "deliveryId", "in": "path", "required": True,
+               "schema": {"type": "string"}}  # fmt: skip
+LAST_EVENT_ID = {
+    "name": "Last-Event-ID", "in": "header", "required": False,
+    "description": "resume after this seq (as `since`)", "schema": {"type": "string"},
+}  # fmt: skip
+#: The ``?data=`` of an oRPC GET.
+RPC_DATA = {
+    "name": "data",
+    "in": "query",
+    "required": False,
+    "description": 'the body\'s framing as URL-encoded JSON, e.g. `{"json": {"taskId": "a"}}`',
+    "schema": {"type": "string"},
 }
 
 
 @dataclass(frozen=True)
-class Body:
-    """A JSON request body validated by ``model``."""
-
-    model: type[BaseModel]
-    #: An empty body is refused (400) unless this is False (it then counts as ``{}``).
-    required: bool = True
-
-
-@dataclass(frozen=True)
-class RpcBody:
-    """An oRPC-framed request body whose ``json`` is validated by ``model``."""
-
-    model: type[BaseModel]
-    #: ``json`` may be left out (no input) only where every field is optional.
-    input_required: bool = True
-    required: bool = True
-
-
-@dataclass(frozen=True)
-class Operation:
-    """One (method, path) of the HTTP API."""
+class Rest:
+    """One REST route of an operation."""
 
     method: str
     path: str
     operation_id: str
+    source: Source = "body"
+    #: The document's tag, when not the operation's.
+    tag: str | None = None
+    #: An empty body counts as ``{}`` (the original's procedure form) instead of a 400.
+    empty_is_object: bool = False
+
+
+@dataclass(frozen=True)
+class Rpc:
+    """An operation as an oRPC procedure at ``/rpc/tasks/{name}``."""
+
+    name: str
+    #: What it answers inside ``{"json": ...}``.
+    answer: AnswerSchema
+    #: Where that answer's timestamps are (they travel as Dates).
+    dates: Shape
+    #: From the REST answer to the original's (None: the same).
+    adapt: Callable[[Any], Any] | None = None
+    #: May be called with GET (it changes nothing).
+    get: bool = False
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One operation (a row of the table)."""
+
+    name: str
     tag: str
     summary: str
-    answer: str | dict[str, Any]
-    answer_text: str = "success"
+    run: Run
+    input: type[BaseModel] | None
+    answer: AnswerSchema
+    rest: tuple[Rest, ...] = ()
+    rpc: Rpc | None = None
     status: int = 200
     errors: tuple[int, ...] = ()
-    body: Body | RpcBody | None = None
-    query: type[BaseModel] | None = None
-    parameters: tuple[dict[str, Any], ...] = ()
-    description: str = ""
-    media_type: str = "application/json"
+    #: Takes an ``Idempotency-Key`` (its answer is recorded and replayed).
     mutating: bool = False
-    public: bool = False
-    #: Also opened by a watch token (``?token=``).
-    token: bool = False
-    #: An oRPC read called with GET (input in ``?data=``).
-    rpc_get: bool = False
-    #: OpenAPI links from the success answer to operations on the same object.
+    #: ``key`` (an API key), ``token`` (an API key or a watch token for the path's task),
+    #: or ``public`` (no credential).
+    access: Literal["key", "token", "public"] = "key"
+    description: str = ""
+    answer_text: str = "success"
+    media_type: str = "application/json"
+    #: Path and header parameters, for the document.
+    parameters: tuple[dict[str, Any], ...] = ()
     links: dict[str, Any] | None = None
-
-    def answer_schema(self) -> dict[str, Any]:
-        """The success answer's schema (a ``$ref`` for a component name)."""
-        if isinstance(self.answer, str):
-            return {"$ref": f"#/components/schemas/{self.answer}"}
-        return self.answer
 
 
 def _events() -> dict[str, Any]:
@@ -151,322 +199,348 @@ CREATE_LINKS = {
 }
 
 
-def _rest() -> list[Operation]:
+def _tasks() -> list[Operation]:
+    rpc = rpc_procedures
     task_errors = (400, *AUTH, 404, 503)
     mutation_errors = (400, *AUTH, 404, 409, 413, 422, 503)
     changes = {
-        "updateProgress": (models.UpdateProgress, "Report progress (a pending task starts)."),
-        "addEvent": (models.AddEvent, "Append a `log` or `progress` event."),
-        "complete": (models.Complete, "Finish successfully (progress becomes 100)."),
-        "fail": (models.Fail, "Finish with an error."),
-        "cancel": (models.Cancel, "Cancel the task."),
-    }
-    operations = [
+        "updateProgress": (
+            models.UpdateProgress, procedures.update_progress,
+            "Report progress (a pending task starts).",
+        ),
+        "addEvent": (models.AddEvent, procedures.add_event, "Append a `log` or `progress` event."),
+        "complete": (
+            models.Complete, procedures.complete, "Finish successfully (progress becomes 100).",
+        ),
+        "fail": (models.Fail, procedures.fail, "Finish with an error."),
+        "cancel": (models.Cancel, procedures.cancel, "Cancel the task."),
+    }  # fmt: skip
+    return [
         Operation(
-            "POST", "/tasks/create", "tasks.create", "tasks", "Create a task", "Created",
-            answer_text="created", status=201, body=Body(models.CreateTask), mutating=True,
+            "create", "tasks", "Create a task", procedures.create, models.CreateTask,
+            schemas.Created, rest=(Rest("POST", "/tasks/create", "tasks.create"),),
+            rpc=Rpc("create", schemas.RpcCreated, rpc.NO_DATES, adapt=rpc.created),
+            answer_text="created", status=201, mutating=True,
             errors=(400, *AUTH, 409, 413, 422, 503), links=CREATE_LINKS,
             description="`id` or `taskId`; an id any owner uses is 409 `TASK_EXISTS`.",
         ),
         *(
             Operation(
-                "POST", f"/tasks/{name}", f"tasks.{name}", "tasks", summary, "Mutation",
-                body=Body(model), mutating=True, errors=mutation_errors,
+                name, "tasks", summary, run, model, schemas.Mutation,
+                rest=(Rest("POST", f"/tasks/{name}", f"tasks.{name}"),),
+                rpc=Rpc(name, schemas.RpcMutation, rpc.MUTATION, adapt=rpc.mutated),
+                mutating=True, errors=mutation_errors,
                 description="A terminal task refuses it: 409 `TASK_TERMINAL`.",
             )
-            for name, (model, summary) in changes.items()
+            for name, (model, run, summary) in changes.items()
         ),
         Operation(
-            "POST", "/tasks/batchUpdateProgress", "tasks.batchUpdateProgress", "tasks",
-            "Many progress updates; each item succeeds or fails alone", "Batch",
-            body=Body(models.BatchUpdateProgress), mutating=True,
-            errors=(400, *AUTH, 413, 422),
-            description="1 to 1,000 items, each an `UpdateProgress` body, validated one by one.",
+            "batchUpdateProgress", "tasks",
+            "Many progress updates; each item succeeds or fails alone",
+            procedures.batch_update_progress, models.BatchUpdateProgress, schemas.Batch,
+            rest=(Rest("POST", "/tasks/batchUpdateProgress", "tasks.batchUpdateProgress"),),
+            rpc=Rpc("batchUpdateProgress", schemas.RpcBatch, rpc.BATCH),
+            mutating=True, errors=(400, *AUTH, 413, 422),
+            description="1 to 1,000 items, each an `UpdateProgress` body, validated one by one; "
+            "the items of one task are applied in their order.",
         ),
         Operation(
-            "GET", "/tasks", "tasks.list", "tasks", "Page through tasks, newest first",
-            "TaskPage", query=models.ListQuery, errors=(400, *AUTH),
+            "list", "tasks", "Page through tasks, newest first", procedures.list_tasks,
+            models.ListQuery, schemas.TaskPage,
+            rest=(Rest("GET", "/tasks", "tasks.list", source="query"),), errors=(400, *AUTH),
             description="`q` is an id prefix; `owner` narrows (admins).",
         ),
         Operation(
-            "GET", "/tasks/{taskId}", "tasks.get", "tasks", "One task", "Task",
-            parameters=(TASK_ID,), errors=task_errors,
+            "get", "tasks", "One task", procedures.get_task, models.TaskRef, schemas.Task,
+            rest=(
+                Rest("GET", "/tasks/{taskId}", "tasks.get", source="path"),
+                Rest("POST", "/tasks/getById", "procedures.getById", tag="procedures",
+                     empty_is_object=True),
+            ),
+            rpc=Rpc("getById", schemas.Task, rpc.TASK, get=True),
+            errors=(400, *AUTH, 404, 413, 503), parameters=(TASK_ID,),
         ),
         Operation(
-            "GET", "/tasks/{taskId}/history", "tasks.history", "tasks",
-            "A page of history, oldest first", "HistoryPage", parameters=(TASK_ID,),
-            query=models.HistoryQuery, errors=task_errors,
+            "history", "tasks", "A page of history, oldest first", procedures.history,
+            models.HistoryQuery, schemas.HistoryPage,
+            rest=(Rest("GET", "/tasks/{taskId}/history", "tasks.history", source="query"),),
+            errors=task_errors, parameters=(TASK_ID,),
         ),
         Operation(
-            "DELETE", "/tasks/{taskId}", "tasks.delete", "tasks", "Delete a task", "Success",
-            parameters=(TASK_ID,), mutating=True, errors=(*task_errors, 422),
+            "delete", "tasks", "Delete a task", procedures.delete, models.TaskRef,
+            schemas.Success,
+            rest=(Rest("DELETE", "/tasks/{taskId}", "tasks.delete", source="path"),),
+            mutating=True, errors=(*task_errors, 422), parameters=(TASK_ID,),
             description="Watchers get `{\"type\": \"deleted\"}`; the id may be created again.",
         ),
-    ]  # fmt: skip
-    return operations
-
-
-def _original_form() -> list[Operation]:
-    errors = (400, *AUTH, 404, 413, 503)
-    return [
         Operation(
-            "POST", "/tasks/getById", "procedures.getById", "procedures", "One task", "Task",
-            body=Body(models.TaskRef, required=False), errors=errors,
+            "getHistory", "procedures", "The latest events, newest first", rpc.get_history,
+            rpc.GetHistory, _events(),
+            rest=(Rest("POST", "/tasks/getHistory", "procedures.getHistory",
+                       empty_is_object=True),),
+            rpc=Rpc("getHistory", _events(), rpc.HISTORY, get=True),
+            errors=(400, *AUTH, 404, 413, 503),
         ),
         Operation(
-            "POST", "/tasks/getHistory", "procedures.getHistory", "procedures",
-            "The latest events, newest first", _events(),
-            body=Body(rpc_procedures.GetHistory, required=False), errors=errors,
+            "listAll", "procedures", "Task summaries, newest first", rpc.list_all, rpc.ListAll,
+            schemas.Summaries,
+            rest=(Rest("POST", "/tasks/listAll", "procedures.listAll", empty_is_object=True),),
+            rpc=Rpc("listAll", schemas.Summaries, rpc.LISTING, get=True),
+            errors=(400, *AUTH, 413), description="An empty body lists the newest 100.",
         ),
         Operation(
-            "POST", "/tasks/listAll", "procedures.listAll", "procedures",
-            "Task summaries, newest first", "Summaries",
-            body=Body(rpc_procedures.ListAll, required=False), errors=(400, *AUTH, 413),
-            description="An empty body lists the newest 100.",
-        ),
-        Operation(
-            "POST", "/tasks/delete", "procedures.delete", "procedures", "Delete a task",
-            "Deleted", body=Body(models.TaskRef, required=False), mutating=True,
-            errors=(*errors, 422),
+            "deleteById", "procedures", "Delete a task", rpc.delete, models.TaskRef,
+            schemas.Deleted,
+            rest=(Rest("POST", "/tasks/delete", "procedures.delete", empty_is_object=True),),
+            rpc=Rpc("delete", schemas.RpcDeleted, rpc.NO_DATES), mutating=True,
+            errors=(400, *AUTH, 404, 413, 422, 503),
         ),
     ]  # fmt: skip
 
 
-#: What each RPC procedure answers inside ``{"json": ...}``.
-RPC_OUTPUTS: dict[str, str | dict[str, Any]] = {
-    "create": "RpcCreated",
-    "getById": "Task",
-    "addEvent": "RpcMutation",
-    "updateProgress": "RpcMutation",
-    "complete": "RpcMutation",
-    "fail": "RpcMutation",
-    "cancel": "RpcMutation",
-    "getHistory": _events(),
-    "listAll": "Summaries",
-    "delete": "RpcDeleted",
-    "batchUpdateProgress": "RpcBatch",
-}
-#: The ``?data=`` of an oRPC GET.
-RPC_DATA = {
-    "name": "data",
-    "in": "query",
-    "required": False,
-    "description": 'the body\'s framing as URL-encoded JSON, e.g. `{"json": {"taskId": "a"}}`',
-    "schema": {"type": "string"},
-}
-
-
-def _rpc() -> list[Operation]:
-    operations = []
-    for name, procedure in rpc_procedures.PROCEDURES.items():
-        optional = not any(f.is_required() for f in procedure.model.model_fields.values())
-        mutating = not procedure.reads
-        errors = (400, *AUTH, 404, 405, 409, 413, 415, 422, 503) if mutating else (
-            400, *AUTH, 404, 405, 413, 415, 503,
-        )  # fmt: skip
-        summary = (procedure.run.__doc__ or name).strip().splitlines()[0]
-        operations.append(
-            Operation(
-                "POST", f"/rpc/tasks/{name}", f"rpc.{name}", "rpc", summary,
-                RPC_OUTPUTS[name], body=RpcBody(procedure.model, input_required=not optional),
-                mutating=mutating, errors=errors,
-            )
-        )  # fmt: skip
-        if procedure.reads:
-            operations.append(
-                Operation(
-                    "GET", f"/rpc/tasks/{name}", f"rpc.{name}.get", "rpc", summary,
-                    RPC_OUTPUTS[name], parameters=(RPC_DATA,), rpc_get=True,
-                    errors=(400, *AUTH, 404, 503),
-                    description="oRPC's GET form of a read (an `RPCLink` with `method: \"GET\"`).",
-                )
-            )  # fmt: skip
-    return operations
-
-
-def _others() -> list[Operation]:
+def _watch() -> list[Operation]:
     text = {"type": "string"}
     return [
         Operation(
-            "GET", "/tasks/{taskId}/events", "watch.sse", "watch", "Watch a task (SSE)",
+            "events", "watch", "Watch a task (SSE)", sse.events, models.EventsQuery,
             {**text, "description": "records `id: <seq>` / `data: <WatchMessage JSON>`"},
+            rest=(Rest("GET", "/tasks/{taskId}/events", "watch.sse", source="query"),),
             answer_text="an event stream: the snapshot, then every change",
-            media_type="text/event-stream", token=True, query=models.WatchQuery,
-            parameters=(
-                TASK_ID,
-                {
-                    "name": "Last-Event-ID", "in": "header", "required": False,
-                    "description": "resume after this seq (as `since`)",
-                    "schema": {"type": "string"},
-                },
-            ),
-            errors=(400, 401, 404, 429, 503),
+            media_type="text/event-stream", access="token",
+            parameters=(TASK_ID, LAST_EVENT_ID), errors=(400, 401, 404, 429, 503),
             description=(
                 "Each record's `data:` is a `WatchMessage`: replayed events (with `since`), "
                 "the `Snapshot`, then every `Change`; `DeletedMessage` ends the stream. "
                 "A `: keepalive` comment every 15 s of silence."
             ),
         ),
-        Operation(
-            "POST", "/tokens/watch", "auth.watchToken", "auth",
-            "A short-lived token to watch one task or room", "WatchToken",
-            body=Body(admin.WatchTokenRequest), errors=(400, *AUTH, 404, 413),
-            description="Exactly one of `taskId` and `room`; opens only SSE and WebSocket.",
-        ),
-        Operation(
-            "POST", "/admin/keys", "auth.createKey", "auth", "Create an API key (admin)",
-            "CreatedKey", answer_text="created; `key` is the secret, shown only here",
-            status=201, body=Body(admin.CreateKey), errors=(400, *AUTH, 413),
-        ),
-        Operation(
-            "GET", "/admin/keys", "auth.listKeys", "auth", "Every API key (admin)", "KeyList",
-            errors=AUTH,
-        ),
-        Operation(
-            "DELETE", "/admin/keys/{id}", "auth.revokeKey", "auth", "Revoke a key at once (admin)",
-            "Success", errors=(*AUTH, 404),
-            parameters=(
-                {
-                    "name": "id", "in": "path", "required": True,
-                    "description": "the key's id (16 hex digits)", "schema": {"type": "string"},
-                },
-            ),
-        ),
-        Operation(
-            "GET", "/health", "ops.health", "operations", "Liveness and runtime figures",
-            "Health", public=True,
-        ),
-        Operation(
-            "GET", "/metrics", "ops.metrics", "operations", "Prometheus metrics (admin)",
-            {**text, "description": "Prometheus text exposition"}, media_type="text/plain",
-            errors=AUTH,
-        ),
-        Operation(
-            "GET", "/openapi.json", "ops.openapi", "operations", "This document",
-            {"type": "object", "description": "OpenAPI 3.1"}, public=True,
-        ),
-        Operation(
-            "GET", "/api-reference", "ops.reference", "operations",
-            "This document as a page (works offline)", text, media_type="text/html",
-            public=True,
-        ),
-        Operation(
-            "GET", "/static/{filename}", "ops.static", "operations",
-            "A file of the package's static folder", {**text, "format": "binary"},
-            media_type="application/octet-stream", errors=(401, 404, 429),
-            parameters=(
-                {"name": "filename", "in": "path", "required": True, "schema": text},
-            ),
-        ),
     ]  # fmt: skip
-
-
-ROOM_ID = {
-    "name": "roomId",
-    "in": "path",
-    "required": True,
-    "description": "user_{owner}, request_{id}, or 1-128 characters of A-Z a-z 0-9 . _ : -",
-    "schema": {"type": "string", "pattern": models.ID_PATTERN},
-}
 
 
 def _rooms() -> list[Operation]:
     return [
         Operation(
-            "POST", "/rooms/{roomId}/broadcast", "rooms.broadcast", "rooms",
-            "Send a JSON object to every subscriber", "Broadcasted",
-            body=Body(room_api.BroadcastBody), errors=(400, *AUTH, 404, 413, 422, 503),
-            parameters=(ROOM_ID,), mutating=True,
+            "broadcast", "rooms", "Send a JSON object to every subscriber", room_api.broadcast,
+            room_api.BroadcastBody, schemas.Broadcasted,
+            rest=(Rest("POST", "/rooms/{roomId}/broadcast", "rooms.broadcast", source="raw"),),
+            errors=(400, *AUTH, 404, 413, 422, 503), parameters=(ROOM_ID,), mutating=True,
             description="The server adds `roomSeq` and `timestamp`; the room keeps its last "
             "1,000 messages for subscribers resuming with `since`.",
         ),
         Operation(
-            "GET", "/rooms/{roomId}/health", "rooms.health", "rooms",
-            "Subscribers and last roomSeq of a room", "RoomHealth",
+            "roomHealth", "rooms", "Subscribers and last roomSeq of a room", room_api.health,
+            None, schemas.RoomHealth,
+            rest=(Rest("GET", "/rooms/{roomId}/health", "rooms.health", source="none"),),
             errors=(400, *AUTH, 404, 503), parameters=(ROOM_ID,),
+            description="An owner's own room `user_{owner}` answers before its first use.",
         ),
     ]  # fmt: skip
 
 
-WEBHOOK_ID = {
-    "name": "id", "in": "path", "required": True, "description": "the webhook's id",
-    "schema": {"type": "string"},
-}  # fmt: skip
-
-
 def _webhooks() -> list[Operation]:
     hook = (WEBHOOK_ID,)
+    hooks = webhook_api
     return [
         Operation(
-            "GET", "/webhooks", "webhooks.list", "webhooks", "The owner's webhooks",
-            "WebhookList", query=webhook_api.ListQuery, errors=(400, *AUTH),
+            "listWebhooks", "webhooks", "The owner's webhooks", hooks.list_webhooks,
+            hooks.ListQuery, schemas.WebhookList,
+            rest=(Rest("GET", "/webhooks", "webhooks.list", source="query"),),
+            errors=(400, *AUTH),
         ),
         Operation(
-            "POST", "/webhooks", "webhooks.create", "webhooks", "Subscribe a URL to task events",
-            "CreatedWebhook", status=201, body=Body(webhook_api.CreateWebhook),
+            "createWebhook", "webhooks", "Subscribe a URL to task events", hooks.create_webhook,
+            hooks.CreateWebhook, schemas.CreatedWebhook,
+            rest=(Rest("POST", "/webhooks", "webhooks.create"),), status=201,
             errors=(400, *AUTH, 413), answer_text="created; `secret` is shown only here",
             description="A URL on a loopback, private, link-local or metadata address is "
             "400 `WEBHOOK_URL_FORBIDDEN` (unless SPECTRAL_WEBHOOK_ALLOW_PRIVATE=1).",
         ),
         Operation(
-            "GET", "/webhooks/{id}", "webhooks.get", "webhooks", "One webhook", "Webhook",
+            "getWebhook", "webhooks", "One webhook", hooks.get_webhook, None, schemas.Webhook,
+            rest=(Rest("GET", "/webhooks/{id}", "webhooks.get", source="none"),),
             errors=(*AUTH, 404), parameters=hook,
         ),
         Operation(
-            "PUT", "/webhooks/{id}", "webhooks.update", "webhooks",
-            "Change url, eventType, description, taskIdPrefix or active", "Webhook",
-            body=Body(webhook_api.UpdateWebhook), errors=(400, *AUTH, 404, 413),
-            parameters=hook,
+            "updateWebhook", "webhooks",
+            "Change url, eventType, description, taskIdPrefix or active", hooks.update_webhook,
+            hooks.UpdateWebhook, schemas.Webhook,
+            rest=(Rest("PUT", "/webhooks/{id}", "webhooks.update"),),
+            errors=(400, *AUTH, 404, 413), parameters=hook,
         ),
         Operation(
-            "DELETE", "/webhooks/{id}", "webhooks.delete", "webhooks", "Delete a webhook",
-            "Success", errors=(*AUTH, 404), parameters=hook,
+            "deleteWebhook", "webhooks", "Delete a webhook", hooks.delete_webhook, None,
+            schemas.Success,
+            rest=(Rest("DELETE", "/webhooks/{id}", "webhooks.delete", source="none"),),
+            errors=(*AUTH, 404), parameters=hook,
         ),
         Operation(
-            "GET", "/webhooks/{id}/deliveries", "webhooks.deliveries", "webhooks",
-            "Recent deliveries with every attempt", "DeliveryList",
-            query=webhook_api.DeliveriesQuery, errors=(400, *AUTH, 404), parameters=hook,
+            "deliveries", "webhooks", "Recent deliveries with every attempt", hooks.deliveries,
+            hooks.DeliveriesQuery, schemas.DeliveryList,
+            rest=(Rest("GET", "/webhooks/{id}/deliveries", "webhooks.deliveries",
+                       source="query"),),
+            errors=(400, *AUTH, 404), parameters=hook,
         ),
         Operation(
-            "POST", "/webhooks/{id}/deliveries/{deliveryId}/redeliver", "webhooks.redeliver",
-            "webhooks", "Retry a delivery now (a dead one included)", "Redelivered",
-            status=202, errors=(*AUTH, 404),
-            parameters=(
-                WEBHOOK_ID,
-                {
-                    "name": "deliveryId", "in": "path", "required": True,
-                    "schema": {"type": "string"},
-                },
-            ),
+            "redeliver", "webhooks", "Retry a delivery now (a dead one included)",
+            hooks.redeliver, None, schemas.Redelivered,
+            rest=(Rest("POST", "/webhooks/{id}/deliveries/{deliveryId}/redeliver",
+                       "webhooks.redeliver", source="none"),),
+            status=202, errors=(*AUTH, 404), parameters=(WEBHOOK_ID, DELIVERY_ID),
+        ),
+    ]  # fmt: skip
+
+
+def _access() -> list[Operation]:
+    return [
+        Operation(
+            "watchToken", "auth", "A short-lived token to watch one task or room",
+            admin.watch_token, admin.WatchTokenRequest, schemas.WatchToken,
+            rest=(Rest("POST", "/tokens/watch", "auth.watchToken"),),
+            errors=(400, *AUTH, 404, 413),
+            description="Exactly one of `taskId` and `room`; opens only SSE and WebSocket.",
+        ),
+        Operation(
+            "createKey", "auth", "Create an API key (admin)", admin.create_key, admin.CreateKey,
+            schemas.CreatedKey, rest=(Rest("POST", "/admin/keys", "auth.createKey"),),
+            answer_text="created; `key` is the secret, shown only here", status=201,
+            errors=(400, *AUTH, 413),
+        ),
+        Operation(
+            "listKeys", "auth", "Every API key (admin)", admin.list_keys, None, schemas.KeyList,
+            rest=(Rest("GET", "/admin/keys", "auth.listKeys", source="none"),), errors=AUTH,
+        ),
+        Operation(
+            "revokeKey", "auth", "Revoke a key at once (admin)", admin.revoke_key, None,
+            schemas.Success,
+            rest=(Rest("DELETE", "/admin/keys/{id}", "auth.revokeKey", source="none"),),
+            errors=(*AUTH, 404), parameters=(KEY_ID,),
+        ),
+    ]  # fmt: skip
+
+
+def _operations() -> list[Operation]:
+    text = {"type": "string"}
+    return [
+        Operation(
+            "health", "operations", "Liveness and runtime figures", ops.health, None,
+            schemas.Health, rest=(Rest("GET", "/health", "ops.health", source="none"),),
+            access="public",
+        ),
+        Operation(
+            "metrics", "operations", "Prometheus metrics (admin)", ops.prometheus_metrics, None,
+            {**text, "description": "Prometheus text exposition"},
+            rest=(Rest("GET", "/metrics", "ops.metrics", source="none"),),
+            media_type="text/plain", errors=AUTH,
+        ),
+        Operation(
+            "openapi", "operations", "This document", ops.openapi_document, None,
+            {"type": "object", "description": "OpenAPI 3.1"},
+            rest=(Rest("GET", "/openapi.json", "ops.openapi", source="none"),), access="public",
+        ),
+        Operation(
+            "reference", "operations", "This document as a page (works offline)",
+            ops.api_reference, None, text,
+            rest=(Rest("GET", "/api-reference", "ops.reference", source="none"),),
+            media_type="text/html", access="public",
         ),
     ]  # fmt: skip
 
 
 #: Every operation, in the document's order.
 OPERATIONS: tuple[Operation, ...] = (
-    *_rest(),
-    *_original_form(),
-    *_rpc(),
+    *_tasks(),
+    *_watch(),
     *_rooms(),
     *_webhooks(),
-    *_others(),
+    *_access(),
+    *_operations(),
 )
-#: Every request body model (and the models they nest), for the components.
-REQUEST_MODELS: tuple[type[BaseModel], ...] = (
-    models.CreateTask,
-    models.UpdateProgress,
-    models.NewEvent,
-    models.AddEvent,
-    models.Complete,
-    models.Fail,
-    models.Cancel,
-    models.BatchUpdateProgress,
-    models.TaskRef,
-    rpc_procedures.GetHistory,
-    rpc_procedures.ListAll,
-    admin.CreateKey,
-    admin.WatchTokenRequest,
-    room_api.BroadcastBody,
-    webhook_api.CreateWebhook,
-    webhook_api.UpdateWebhook,
-)
+
+
+# -- the document's view of the table --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    """One (method, path) of the document, derived from an operation."""
+
+    method: str
+    path: str
+    operation_id: str
+    tag: str
+    operation: Operation
+    answer: AnswerSchema
+    #: The success status (an oRPC procedure always answers 200).
+    status: int = 200
+    #: The request body's model (None: no body), and whether the body may be empty.
+    body: type[BaseModel] | None = None
+    body_required: bool = True
+    #: The query's model (its path fields are parameters of the path).
+    query: type[BaseModel] | None = None
+    #: oRPC framing: ``json``/``meta`` around the input and the answer.
+    rpc: bool = False
+    #: oRPC's GET form of a read (input in ``?data=``).
+    rpc_get: bool = False
+    #: ``json`` may be left out (no input), where every field of the input is optional.
+    rpc_input_required: bool = True
+    errors: tuple[int, ...] = ()
+    parameters: tuple[dict[str, Any], ...] = ()
+
+
+def routes() -> list[Route]:
+    """Every documented route: each REST route of each operation, then the procedures."""
+    documented: list[Route] = []
+    for operation in OPERATIONS:
+        for rest in operation.rest:
+            documented.append(_rest_route(operation, rest))
+    for operation in OPERATIONS:
+        if operation.rpc is not None:
+            documented += _rpc_routes(operation, operation.rpc)
+    return documented
+
+
+def _rest_route(operation: Operation, rest: Rest) -> Route:
+    names = {part[1:-1] for part in rest.path.split("/") if part.startswith("{")}
+    parameters = tuple(p for p in operation.parameters if p["in"] != "path" or p["name"] in names)
+    return Route(
+        rest.method, rest.path, rest.operation_id, rest.tag or operation.tag, operation,
+        operation.answer, status=operation.status,
+        body=operation.input if rest.source in ("body", "raw") else None,
+        body_required=not rest.empty_is_object,
+        query=operation.input if rest.source == "query" else None,
+        errors=operation.errors, parameters=parameters,
+    )  # fmt: skip
+
+
+def _rpc_routes(operation: Operation, rpc: Rpc) -> list[Route]:
+    assert operation.input is not None
+    optional = not any(f.is_required() for f in operation.input.model_fields.values())
+    errors = tuple(sorted({*RPC_ERRORS, 409, 422})) if operation.mutating else RPC_ERRORS
+    path = f"/rpc/tasks/{rpc.name}"
+    found = [
+        Route(
+            "POST", path, f"rpc.{rpc.name}", "rpc", operation, rpc.answer, body=operation.input,
+            rpc=True, rpc_input_required=not optional, errors=errors,
+        )
+    ]  # fmt: skip
+    if rpc.get:
+        found.append(
+            Route(
+                "GET", path, f"rpc.{rpc.name}.get", "rpc", operation, rpc.answer, rpc=True,
+                rpc_get=True, errors=(400, *AUTH, 404, 503), parameters=(RPC_DATA,),
+            )
+        )  # fmt: skip
+    return found
+
+
+def _request_models() -> tuple[type[BaseModel], ...]:
+    found: dict[type[BaseModel], None] = {}
+    for operation in OPERATIONS:
+        takes_body = any(rest.source in ("body", "raw") for rest in operation.rest)
+        if operation.input is not None and (takes_body or operation.rpc is not None):
+            found[operation.input] = None
+    return tuple(found)
+
+
+#: Every request body model (the models they nest come with them), for the components.
+REQUEST_MODELS: tuple[type[BaseModel], ...] = _request_models()

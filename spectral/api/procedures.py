@@ -1,7 +1,9 @@
-"""The task operations, independent of how they arrive (REST now, RPC later).
+"""The task operations, independent of how they arrive (REST, RPC, the original's form).
 
-Each takes the server state, the principal and a validated model, calls the
-task's actor and returns the JSON answer; errors leave as :class:`ApiError`.
+Each takes a :class:`~spectral.api.call.Call` and a validated model, calls the task's
+actor and returns the JSON answer (a :class:`~spectral.api.call.Result` for a
+mutation, which may have been answered from the task's idempotency record); errors
+leave as :class:`ApiError`.
 """
 
 from __future__ import annotations
@@ -13,53 +15,48 @@ from typing import Any
 import trio
 from pydantic import ValidationError
 
-from spectral import idempotency
 from spectral import task_state as sm
 from spectral.api import models
-from spectral.api.context import Principal, require_write
+from spectral.api.call import Call, Result
+from spectral.api.context import require_write
 from spectral.api.failures import TASK_ERRORS, state_error, task_error, validation_error
 from spectral.errors import ApiError
-from spectral.state import ServerState
 from spectral.tasks import KIND, Mutate, MutateEach, Mutation, Read, ReadHistory, Remove
 from spectral.wire import event_json
 
 
-async def call_task(state: ServerState, task_id: str, message: Any, *, create: bool = False) -> Any:
+async def call_task(call: Call, task_id: str, message: Any, *, create: bool = False) -> Any:
     """Send ``message`` to the task's actor; translate failures into API errors."""
     try:
-        result = await state.router.call(KIND, task_id, message, create=create)
+        return await call.state.router.call(KIND, task_id, message, create=create)
     except TASK_ERRORS as error:
         raise task_error(error, task_id) from None
-    tag = idempotency.CURRENT.get()
-    if tag is not None and isinstance(result, Mutation) and result.replayed_at is not None:
-        tag.replayed_at = result.replayed_at
-    return result
 
 
-def mutate(command: sm.Command, who: Principal) -> Mutate:
-    """The message applying ``command`` for ``who`` (once per Idempotency-Key, if one came)."""
-    owner = None if isinstance(command, sm.Create) else who.owner_filter
-    tag = idempotency.CURRENT.get()
-    once = None if tag is None else (tag.stored_key, tag.fingerprint)
+def mutate(command: sm.Command, call: Call) -> Mutate:
+    """The message applying ``command`` for the caller (once per Idempotency-Key, if one came)."""
+    owner = None if isinstance(command, sm.Create) else call.who.owner_filter
+    once = None if call.once is None else (call.once.stored_key, call.once.fingerprint)
     return Mutate(command, owner, once)
 
 
-def mutation_answer(result: Mutation) -> dict[str, Any]:
+def mutation_answer(result: Mutation) -> Result:
     """The answer shape shared by every mutation but create."""
-    return {
+    payload = {
         "success": True,
         "task": result.task,
         "event": result.event,
         "latestHistory": result.latest_history,
     }
+    return Result(payload, replayed_at=result.replayed_at)
 
 
-async def create(state: ServerState, who: Principal, body: models.CreateTask) -> dict[str, Any]:
+async def create(call: Call, body: models.CreateTask) -> Result:
     """Create a task owned by the caller's owner."""
-    require_write(who)
+    require_write(call.who)
     command = sm.Create(
         task_id=body.task_id,
-        owner=who.owner,
+        owner=call.who.owner,
         epoch=secrets.token_hex(8),
         status=sm.Status(body.status),
         progress=body.progress,
@@ -67,22 +64,21 @@ async def create(state: ServerState, who: Principal, body: models.CreateTask) ->
         timeout_seconds=body.timeout_seconds,
         ttl_seconds=body.ttl_seconds,
     )
-    result: Mutation = await call_task(state, body.task_id, mutate(command, who), create=True)
-    return {"success": True, "taskId": body.task_id, "task": result.task}
+    result: Mutation = await call_task(call, body.task_id, mutate(command, call), create=True)
+    payload = {"success": True, "taskId": body.task_id, "task": result.task}
+    return Result(payload, replayed_at=result.replayed_at)
 
 
-async def update_progress(
-    state: ServerState, who: Principal, body: models.UpdateProgress
-) -> dict[str, Any]:
+async def update_progress(call: Call, body: models.UpdateProgress) -> Result:
     """Report progress."""
-    require_write(who)
+    require_write(call.who)
     command = sm.Progress(progress=body.progress, message=body.message, metadata=body.metadata)
-    return mutation_answer(await call_task(state, body.task_id, mutate(command, who)))
+    return mutation_answer(await call_task(call, body.task_id, mutate(command, call)))
 
 
-async def add_event(state: ServerState, who: Principal, body: models.AddEvent) -> dict[str, Any]:
+async def add_event(call: Call, body: models.AddEvent) -> Result:
     """Append a log or progress event."""
-    require_write(who)
+    require_write(call.who)
     event = body.event
     command = sm.Log(
         message=event.message,
@@ -90,39 +86,37 @@ async def add_event(state: ServerState, who: Principal, body: models.AddEvent) -
         progress=event.progress,
         metadata=event.metadata,
     )
-    return mutation_answer(await call_task(state, body.task_id, mutate(command, who)))
+    return mutation_answer(await call_task(call, body.task_id, mutate(command, call)))
 
 
-async def complete(state: ServerState, who: Principal, body: models.Complete) -> dict[str, Any]:
+async def complete(call: Call, body: models.Complete) -> Result:
     """Finish the task successfully."""
-    require_write(who)
+    require_write(call.who)
     command = sm.Complete(metadata=body.metadata)
-    return mutation_answer(await call_task(state, body.task_id, mutate(command, who)))
+    return mutation_answer(await call_task(call, body.task_id, mutate(command, call)))
 
 
-async def fail(state: ServerState, who: Principal, body: models.Fail) -> dict[str, Any]:
+async def fail(call: Call, body: models.Fail) -> Result:
     """Finish the task with an error."""
-    require_write(who)
+    require_write(call.who)
     command = sm.Fail(error=body.error, metadata=body.metadata)
-    return mutation_answer(await call_task(state, body.task_id, mutate(command, who)))
+    return mutation_answer(await call_task(call, body.task_id, mutate(command, call)))
 
 
-async def cancel(state: ServerState, who: Principal, body: models.Cancel) -> dict[str, Any]:
+async def cancel(call: Call, body: models.Cancel) -> Result:
     """Cancel the task."""
-    require_write(who)
+    require_write(call.who)
     command = sm.Cancel(metadata=body.metadata)
-    return mutation_answer(await call_task(state, body.task_id, mutate(command, who)))
+    return mutation_answer(await call_task(call, body.task_id, mutate(command, call)))
 
 
-async def batch_update_progress(
-    state: ServerState, who: Principal, body: models.BatchUpdateProgress
-) -> dict[str, Any]:
+async def batch_update_progress(call: Call, body: models.BatchUpdateProgress) -> dict[str, Any]:
     """Apply many progress updates; each item succeeds or fails alone.
 
     Items are grouped by task: each task gets its items as one message, applied in
     the order they appear (one turn, one commit), and tasks run concurrently.
     """
-    require_write(who)
+    require_write(call.who)
     results: list[dict[str, Any] | None] = [None] * len(body.updates)
     by_task: dict[str, list[tuple[int, sm.Progress]]] = {}
     for index, raw in enumerate(body.updates):
@@ -137,10 +131,11 @@ async def batch_update_progress(
         by_task.setdefault(item.task_id, []).append((index, command))
 
     async def one_task(task_id: str, items: list[tuple[int, sm.Progress]]) -> None:
-        # A batch's Idempotency-Key covers the whole batch (recorded in the registry).
-        message = MutateEach(tuple(command for _, command in items), who.owner_filter)
+        # A batch's Idempotency-Key covers the whole batch (recorded in the registry),
+        # not its items: they carry no Once.
+        message = MutateEach(tuple(command for _, command in items), call.who.owner_filter)
         try:
-            outcomes: list[Mutation | sm.TaskStateError] = await call_task(state, task_id, message)
+            outcomes: list[Mutation | sm.TaskStateError] = await call_task(call, task_id, message)
         except ApiError as error:
             failed = {"taskId": task_id, "ok": False, "error": error.body()["error"]}
             for index, _ in items:
@@ -159,38 +154,36 @@ async def batch_update_progress(
     return {"results": results}
 
 
-async def get_task(state: ServerState, who: Principal, task_id: str) -> dict[str, Any]:
+async def get_task(call: Call, body: models.TaskRef) -> dict[str, Any]:
     """The task."""
-    task: dict[str, Any] = await call_task(state, task_id, Read(who.owner_filter))
+    task: dict[str, Any] = await call_task(call, body.task_id, Read(call.who.owner_filter))
     return task
 
 
-async def history(
-    state: ServerState, who: Principal, task_id: str, query: models.HistoryQuery
-) -> dict[str, Any]:
+async def history(call: Call, query: models.HistoryQuery) -> dict[str, Any]:
     """A page of the task's history, oldest first."""
-    page = await call_task(
-        state, task_id, ReadHistory(query.after, query.limit, owner=who.owner_filter)
-    )
+    message = ReadHistory(query.after, query.limit, owner=call.who.owner_filter)
+    page = await call_task(call, query.task_id, message)
     return {"events": [event_json(e) for e in page.events], "nextAfter": page.next_after}
 
 
-async def delete(state: ServerState, who: Principal, task_id: str) -> dict[str, Any]:
+async def delete(call: Call, body: models.TaskRef) -> dict[str, Any]:
     """Delete the task: file, registry row; watchers are told and closed."""
-    require_write(who, "delete tasks")
-    await call_task(state, task_id, Remove(who.owner_filter))
+    require_write(call.who, "delete tasks")
+    await call_task(call, body.task_id, Remove(call.who.owner_filter))
     return {"success": True}
 
 
-def list_tasks(state: ServerState, who: Principal, query: models.ListQuery) -> dict[str, Any]:
+async def list_tasks(call: Call, query: models.ListQuery) -> dict[str, Any]:
     """A page of tasks, newest first (admins may filter by owner; others see their own)."""
+    who = call.who
     if who.is_admin:
         owner = query.owner
     elif query.owner is not None and query.owner != who.owner:
         owner = "\x00no-such-owner"  # asking for another owner's tasks finds nothing
     else:
         owner = who.owner
-    page = state.router.registry.list(
+    page = call.state.router.registry.list(
         KIND,
         owner=owner,
         status=None if query.status is None else query.status.value,

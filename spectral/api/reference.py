@@ -11,12 +11,6 @@ import base64
 import hashlib
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
-
-from quart import Quart, Response
-
-from spectral import __version__
-from spectral.api.openapi import build_document
 
 #: Files of the page, in ``spectral/static``.
 PAGE, STYLE, SCRIPT = "reference.html", "reference.css", "reference.js"
@@ -50,21 +44,3 @@ def reference_page() -> Page:
 
 def _digest(text: str) -> str:
     return "sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
-
-
-def register(app: Quart) -> None:
-    """Serve the document and the page (both need no key: see ``PUBLIC_PATHS``)."""
-    document = build_document(__version__)
-    page = reference_page()
-
-    @app.get("/openapi.json")
-    async def openapi_document() -> dict[str, Any]:
-        """The OpenAPI 3.1 document of every route."""
-        return document
-
-    @app.get("/api-reference")
-    async def api_reference() -> Response:
-        """The document as a readable page, rendered without internet access."""
-        response = Response(page.html, content_type="text/html; charset=utf-8")
-        response.headers["Content-Security-Policy"] = page.policy
-        return response

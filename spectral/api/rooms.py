@@ -9,13 +9,12 @@ import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
-from quart import Quart, request
 
 from actors import ActorBrokenError, ObjectNotFoundError, RouterClosedError
 from spectral.api import models
-from spectral.api.context import Principal, principal, require_write
+from spectral.api.call import Call
+from spectral.api.context import require_write
 from spectral.api.failures import validation_error
-from spectral.api.once import replay_headers, run_once
 from spectral.errors import ApiError
 from spectral.rooms import (
     KIND,
@@ -26,7 +25,6 @@ from spectral.rooms import (
     RoomNotFoundError,
     natural_owner,
 )
-from spectral.state import ServerState
 
 
 class BroadcastBody(BaseModel):
@@ -48,10 +46,10 @@ def not_found(room_id: str) -> ApiError:
     return ApiError(404, "ROOM_NOT_FOUND", f"room {room_id!r} not found")
 
 
-async def call_room(state: ServerState, room_id: str, message: Any, *, create: bool = False) -> Any:
+async def call_room(call: Call, room_id: str, message: Any, *, create: bool = False) -> Any:
     """Send ``message`` to the room's actor; translate failures into API errors."""
     try:
-        return await state.router.call(KIND, room_id, message, create=create)
+        return await call.state.router.call(KIND, room_id, message, create=create)
     except (RoomNotFoundError, ObjectNotFoundError):
         raise not_found(room_id) from None
     except RouterClosedError:
@@ -62,14 +60,15 @@ async def call_room(state: ServerState, room_id: str, message: Any, *, create: b
         ) from None
 
 
-async def room_info(state: ServerState, who: Principal, room_id: str) -> RoomInfo:
-    """The room's health, if ``who`` may see it (404 otherwise).
+async def room_info(call: Call, room_id: str) -> RoomInfo:
+    """The room's health, if the caller may see it (404 otherwise).
 
     An owner's own room ``user_{owner}`` always exists for that owner and admins:
     before its first use it has no file yet, and no subscriber nor message.
     """
+    who = call.who
     try:
-        info: RoomInfo = await call_room(state, room_id, Describe(who.owner_filter))
+        info: RoomInfo = await call_room(call, room_id, Describe(who.owner_filter))
     except ApiError as error:
         owner = natural_owner(room_id)
         if error.status != 404 or owner is None or who.owner_filter not in (None, owner):
@@ -82,34 +81,30 @@ def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def register(app: Quart, state: ServerState) -> None:
-    """Add the room endpoints to ``app``."""
+def parse_message(raw: bytes) -> dict[str, Any]:
+    """A broadcast body: any JSON object (NaN and Infinity refused)."""
+    try:
+        body = json.loads(raw, parse_constant=_refuse_constant)
+    except ValueError as error:
+        raise ApiError(400, "INVALID_JSON", f"the body is not valid JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "VALIDATION_ERROR", "body: must be a JSON object")
+    return body
 
-    @app.post("/rooms/<room_id>/broadcast")
-    async def broadcast(room_id: str) -> tuple[Any, int, dict[str, str]]:
-        """Send a JSON object to every subscriber of the room."""
-        who = principal()
-        require_write(who, "broadcast to rooms")
-        room_id = parse_room_id(room_id)
-        raw = await request.get_data(cache=False)
-        try:
-            body = json.loads(raw, parse_constant=_refuse_constant)
-        except ValueError as error:
-            raise ApiError(400, "INVALID_JSON", f"the body is not valid JSON: {error}") from None
-        if not isinstance(body, dict):
-            raise ApiError(400, "VALIDATION_ERROR", "body: must be a JSON object")
 
-        async def work() -> tuple[int, Any]:
-            message = Publish((body,), who.owner_filter)
-            done: Published = await call_room(state, room_id, message, create=True)
-            return 200, {"delivered": done.delivered, "roomSeq": done.room_seq}
+async def broadcast(call: Call, _: None) -> dict[str, Any]:
+    """Send a JSON object to every subscriber of the room."""
+    who = call.who
+    require_write(who, "broadcast to rooms")
+    room_id = parse_room_id(call.params["roomId"])
+    body = parse_message(call.request.body)
+    message = Publish((body,), who.owner_filter)
+    done: Published = await call_room(call, room_id, message, create=True)
+    return {"delivered": done.delivered, "roomSeq": done.room_seq}
 
-        outcome = await run_once(state, who, f"rest broadcast {room_id}", raw, work)
-        return outcome.payload, outcome.status, replay_headers(outcome)
 
-    @app.get("/rooms/<room_id>/health")
-    async def room_health(room_id: str) -> dict[str, Any]:
-        """Subscribers and the last roomSeq of a room."""
-        room_id = parse_room_id(room_id)
-        info = await room_info(state, principal(), room_id)
-        return {"roomId": room_id, "connections": info.connections, "lastSeq": info.last_seq}
+async def health(call: Call, _: None) -> dict[str, Any]:
+    """Subscribers and the last roomSeq of a room."""
+    room_id = parse_room_id(call.params["roomId"])
+    info = await room_info(call, room_id)
+    return {"roomId": room_id, "connections": info.connections, "lastSeq": info.last_seq}

@@ -6,14 +6,12 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, field_validator
-from quart import Quart
 
 from spectral import keys
-from spectral.api.context import Principal, principal, require_write
+from spectral.api.call import Call
+from spectral.api.context import require_write
 from spectral.api.models import Body, Query
-from spectral.api.rest import parse_body, parse_query
 from spectral.errors import ApiError
-from spectral.state import ServerState
 from spectral.webhooks import guard
 from spectral.webhooks.service import WebhookService
 from spectral.webhooks.store import Webhook
@@ -92,133 +90,124 @@ _COLUMNS = {
 }
 
 
-def register(app: Quart, state: ServerState) -> None:
-    """Add the webhook endpoints to ``app``."""
+def _service(call: Call) -> WebhookService:
+    if call.state.webhooks is None:
+        raise ApiError(503, "UNAVAILABLE", "webhooks are not running")
+    return call.state.webhooks
 
-    def service() -> WebhookService:
-        if state.webhooks is None:
-            raise ApiError(503, "UNAVAILABLE", "webhooks are not running")
-        return state.webhooks
 
-    def find(who: Principal, webhook_id: str) -> Webhook:
-        webhook = None
-        if _WEBHOOK_ID.match(webhook_id):
-            webhook = service().store.get(webhook_id, who.owner_filter)
-        if webhook is None:
-            raise ApiError(404, "WEBHOOK_NOT_FOUND", f"no webhook with id {webhook_id!r}")
-        return webhook
+def _find(call: Call) -> Webhook:
+    webhook_id = call.params["id"]
+    webhook = None
+    if _WEBHOOK_ID.match(webhook_id):
+        webhook = _service(call).store.get(webhook_id, call.who.owner_filter)
+    if webhook is None:
+        raise ApiError(404, "WEBHOOK_NOT_FOUND", f"no webhook with id {webhook_id!r}")
+    return webhook
 
-    async def vet(url: str) -> None:
-        try:
-            await guard.vet(url, allow_private=state.settings.webhook_allow_private)
-        except guard.ForbiddenUrlError as error:
-            raise ApiError(
-                400,
-                "WEBHOOK_URL_FORBIDDEN",
-                f"url: {error}",
-                [{"field": "url", "message": str(error)}],
-            ) from None
-        except guard.UnresolvableUrlError as error:
-            raise ApiError(
-                400,
-                "WEBHOOK_URL_UNRESOLVABLE",
-                f"url: {error}",
-                [{"field": "url", "message": str(error)}],
-            ) from None
 
-    @app.get("/webhooks")
-    async def list_webhooks() -> dict[str, Any]:
-        """The caller's webhooks (an admin's: every owner's, or ``?owner=``)."""
-        who = principal()
-        require_write(who, "manage webhooks")
-        owner = parse_query(ListQuery).owner if who.is_admin else who.owner
-        return {"webhooks": [w.public() for w in service().store.list(owner)]}
+async def _vet(call: Call, url: str) -> None:
+    try:
+        await guard.vet(url, allow_private=call.state.settings.webhook_allow_private)
+    except guard.ForbiddenUrlError as error:
+        raise ApiError(
+            400,
+            "WEBHOOK_URL_FORBIDDEN",
+            f"url: {error}",
+            [{"field": "url", "message": str(error)}],
+        ) from None
+    except guard.UnresolvableUrlError as error:
+        raise ApiError(
+            400,
+            "WEBHOOK_URL_UNRESOLVABLE",
+            f"url: {error}",
+            [{"field": "url", "message": str(error)}],
+        ) from None
 
-    @app.post("/webhooks")
-    async def create_webhook() -> tuple[dict[str, Any], int]:
-        """Subscribe a URL; the signing secret is in this answer only."""
-        who = principal()
-        require_write(who, "manage webhooks")
-        body = await parse_body(CreateWebhook)
-        owner = body.owner or who.owner
-        if owner != who.owner and not who.is_admin:
-            raise ApiError(403, "FORBIDDEN", "only an admin key may create another owner's webhook")
-        await vet(body.url)
-        webhook = service().store.create(
-            owner, body.url, body.event_type, body.description, body.task_id_prefix
-        )
-        return {**webhook.public(), "secret": webhook.secret}, 201
 
-    @app.get("/webhooks/<webhook_id>")
-    async def get_webhook(webhook_id: str) -> dict[str, Any]:
-        """One webhook (never its secret)."""
-        who = principal()
-        require_write(who, "manage webhooks")
-        return find(who, webhook_id).public()
+async def list_webhooks(call: Call, query: ListQuery) -> dict[str, Any]:
+    """The caller's webhooks (an admin's: every owner's, or ``?owner=``)."""
+    who = call.who
+    require_write(who, "manage webhooks")
+    owner = query.owner if who.is_admin else who.owner
+    return {"webhooks": [w.public() for w in _service(call).store.list(owner)]}
 
-    @app.put("/webhooks/<webhook_id>")
-    async def update_webhook(webhook_id: str) -> dict[str, Any]:
-        """Change a webhook's url, eventType, description, taskIdPrefix or active flag."""
-        who = principal()
-        require_write(who, "manage webhooks")
-        webhook = find(who, webhook_id)
-        body = await parse_body(UpdateWebhook)
-        changes = {
-            _COLUMNS[name]: getattr(body, name)
-            for name in body.model_fields_set
-            if name in _COLUMNS
-        }
-        for column in ("url", "event_type", "active"):
-            if column in changes and changes[column] is None:
-                field = {"event_type": "eventType"}.get(column, column)
-                raise ApiError(
-                    400,
-                    "VALIDATION_ERROR",
-                    f"{field}: may not be null",
-                    [{"field": field, "message": "may not be null"}],
-                )
-        if not changes:
+
+async def create_webhook(call: Call, body: CreateWebhook) -> dict[str, Any]:
+    """Subscribe a URL; the signing secret is in this answer only."""
+    who = call.who
+    require_write(who, "manage webhooks")
+    owner = body.owner or who.owner
+    if owner != who.owner and not who.is_admin:
+        raise ApiError(403, "FORBIDDEN", "only an admin key may create another owner's webhook")
+    await _vet(call, body.url)
+    webhook = _service(call).store.create(
+        owner, body.url, body.event_type, body.description, body.task_id_prefix
+    )
+    return {**webhook.public(), "secret": webhook.secret}
+
+
+async def get_webhook(call: Call, _: None) -> dict[str, Any]:
+    """One webhook (never its secret)."""
+    require_write(call.who, "manage webhooks")
+    return _find(call).public()
+
+
+async def update_webhook(call: Call, body: UpdateWebhook) -> dict[str, Any]:
+    """Change a webhook's url, eventType, description, taskIdPrefix or active flag."""
+    require_write(call.who, "manage webhooks")
+    webhook = _find(call)
+    changes = {
+        _COLUMNS[name]: getattr(body, name) for name in body.model_fields_set if name in _COLUMNS
+    }
+    for column in ("url", "event_type", "active"):
+        if column in changes and changes[column] is None:
+            field = {"event_type": "eventType"}.get(column, column)
             raise ApiError(
                 400,
                 "VALIDATION_ERROR",
-                "body: send at least one of url, eventType, description, taskIdPrefix, active",
-                [{"field": "body", "message": "nothing to change"}],
+                f"{field}: may not be null",
+                [{"field": field, "message": "may not be null"}],
             )
-        if "url" in changes:
-            await vet(changes["url"])
-        updated = service().store.update(webhook.id, changes)
-        if updated is None:
-            raise ApiError(404, "WEBHOOK_NOT_FOUND", f"no webhook with id {webhook_id!r}")
-        if changes.get("active"):
-            service().deliverer.wake()
-        return updated.public()
+    if not changes:
+        raise ApiError(
+            400,
+            "VALIDATION_ERROR",
+            "body: send at least one of url, eventType, description, taskIdPrefix, active",
+            [{"field": "body", "message": "nothing to change"}],
+        )
+    if "url" in changes:
+        await _vet(call, changes["url"])
+    service = _service(call)
+    updated = service.store.update(webhook.id, changes)
+    if updated is None:
+        raise ApiError(404, "WEBHOOK_NOT_FOUND", f"no webhook with id {webhook.id!r}")
+    if changes.get("active"):
+        service.deliverer.wake()
+    return updated.public()
 
-    @app.delete("/webhooks/<webhook_id>")
-    async def delete_webhook(webhook_id: str) -> dict[str, Any]:
-        """Remove a webhook and its deliveries."""
-        who = principal()
-        require_write(who, "manage webhooks")
-        service().store.delete(find(who, webhook_id).id)
-        return {"success": True}
 
-    @app.get("/webhooks/<webhook_id>/deliveries")
-    async def deliveries(webhook_id: str) -> dict[str, Any]:
-        """The webhook's latest deliveries, newest first, with every attempt."""
-        who = principal()
-        require_write(who, "manage webhooks")
-        webhook = find(who, webhook_id)
-        limit = parse_query(DeliveriesQuery).limit
-        return {"deliveries": service().store.deliveries(webhook.id, limit)}
+async def delete_webhook(call: Call, _: None) -> dict[str, Any]:
+    """Remove a webhook and its deliveries."""
+    require_write(call.who, "manage webhooks")
+    _service(call).store.delete(_find(call).id)
+    return {"success": True}
 
-    @app.post("/webhooks/<webhook_id>/deliveries/<delivery_id>/redeliver")
-    async def redeliver(webhook_id: str, delivery_id: str) -> tuple[dict[str, Any], int]:
-        """Try a delivery again at once (a dead one included)."""
-        who = principal()
-        require_write(who, "manage webhooks")
-        webhook = find(who, webhook_id)
-        if not _DELIVERY_ID.match(delivery_id) or not service().store.redeliver(
-            webhook.id, delivery_id
-        ):
-            raise ApiError(404, "DELIVERY_NOT_FOUND", f"no delivery with id {delivery_id!r}")
-        service().deliverer.wake()
-        return {"success": True, "deliveryId": delivery_id}, 202
+
+async def deliveries(call: Call, query: DeliveriesQuery) -> dict[str, Any]:
+    """The webhook's latest deliveries, newest first, with every attempt."""
+    require_write(call.who, "manage webhooks")
+    webhook = _find(call)
+    return {"deliveries": _service(call).store.deliveries(webhook.id, query.limit)}
+
+
+async def redeliver(call: Call, _: None) -> dict[str, Any]:
+    """Try a delivery again at once (a dead one included)."""
+    require_write(call.who, "manage webhooks")
+    webhook = _find(call)
+    delivery_id = call.params["deliveryId"]
+    service = _service(call)
+    if not _DELIVERY_ID.match(delivery_id) or not service.store.redeliver(webhook.id, delivery_id):
+        raise ApiError(404, "DELIVERY_NOT_FOUND", f"no delivery with id {delivery_id!r}")
+    service.deliverer.wake()
+    return {"success": True, "deliveryId": delivery_id}

@@ -1,0 +1,59 @@
+"""The operations' own routes: ``/health``, ``/metrics``, ``/openapi.json``, ``/api-reference``."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from spectral import __version__, metrics
+from spectral.api.call import Call
+from spectral.api.context import require_admin
+from spectral.api.reference import reference_page
+from spectral.front import Response
+
+
+async def health(call: Call, _: None) -> dict[str, Any]:
+    """Liveness and a few runtime figures; needs no key."""
+    state = call.state
+    stats = state.router.statistics()
+    return {
+        "status": "shutting_down" if state.shutting_down.is_set() else "healthy",
+        "version": __version__,
+        "uptimeSeconds": round(state.uptime(), 3),
+        "actors": {"live": stats.live, "evicted": stats.evicted},
+        "connections": stats.watchers,
+    }
+
+
+async def prometheus_metrics(call: Call, _: None) -> Response:
+    """Prometheus text exposition; admin keys only."""
+    require_admin(call.who, "read metrics")
+    return Response(200, metrics.render(), [("content-type", CONTENT_TYPE_LATEST)])
+
+
+@cache
+def _document_bytes() -> bytes:
+    from spectral.api.openapi import build_document  # the document reads the operation table
+
+    return orjson.dumps(build_document(__version__))
+
+
+async def openapi_document(call: Call, _: None) -> Response:
+    """The OpenAPI 3.1 document of every route."""
+    return Response(200, _document_bytes(), [("content-type", "application/json")])
+
+
+@cache
+def _page() -> tuple[bytes, str]:
+    page = reference_page()
+    return page.html.encode(), page.policy
+
+
+async def api_reference(call: Call, _: None) -> Response:
+    """The document as a readable page, rendered without internet access."""
+    html, policy = _page()
+    headers = [("content-type", "text/html; charset=utf-8"), ("content-security-policy", policy)]
+    return Response(200, html, headers)
