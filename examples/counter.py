@@ -1,4 +1,4 @@
-"""A Counter object on the actor runtime, served by a tiny quart-trio app.
+"""A Counter object on the actor runtime, served by a tiny app on spectral's HTTP front.
 
 This is the second object kind of the project (the first is spectral's Task) and
 uses nothing but the public API of ``actors``: the proof that the runtime knows
@@ -19,16 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import socket
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-import hypercorn.trio
 import trio
-from hypercorn.config import Config
-from quart import Response, request, websocket
-from quart_trio import QuartTrio
 
 from actors import (
     CLOSE_GOING_AWAY,
@@ -41,6 +37,8 @@ from actors import (
     Watcher,
     open_router,
 )
+from spectral.front import Request, Response, Server
+from spectral.websocket import PeerGone, accept
 
 LIMIT = 2**53  # values stay exact in JavaScript clients
 
@@ -184,115 +182,152 @@ def _amount(field: str, value: Any) -> int:
 
 # -- the app ------------------------------------------------------------------------
 
+JSON = [("content-type", "application/json")]
 
-def create_app(router: Router) -> QuartTrio:
-    """The HTTP and WebSocket routes over ``router``."""
-    app = QuartTrio("counter")
 
-    def error(status: int, code: str, message: str) -> Response:
-        body = json.dumps({"error": {"code": code, "message": message}})
-        return Response(body, status=status, content_type="application/json")
+def answer(status: int, payload: Any) -> Response:
+    """A JSON answer."""
+    return Response(status, json.dumps(payload).encode(), list(JSON))
 
-    async def call(counter_id: str, message: Any, create: bool = False) -> Any:
-        return await router.call("counter", counter_id, message, create=create)
 
-    async def body_field(name: str, default: Any) -> Any:
+def error(status: int, code: str, message: str) -> Response:
+    """An error answer."""
+    return answer(status, {"error": {"code": code, "message": message}})
+
+
+def body_field(request: Request, name: str, default: Any) -> Any:
+    """A field of the JSON body (``default`` None: required)."""
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        raise BadAmount("body", "must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise BadAmount("body", "must be a JSON object")
+    if default is None and name not in body:
+        raise BadAmount(name, "is required")
+    return body.get(name, default)
+
+
+class CounterApp:
+    """The HTTP and WebSocket routes over ``router``, on spectral's HTTP front."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    async def call(self, counter_id: str, message: Any, create: bool = False) -> Any:
+        """Send ``message`` to the counter's actor."""
+        return await self.router.call("counter", counter_id, message, create=create)
+
+    async def handle(self, request: Request) -> Response:
+        """``/counters/{id}[/increment|/decrement|/set|/reset|/history]``."""
+        parts = request.path.strip("/").split("/")
+        if len(parts) not in (2, 3) or parts[0] != "counters" or not parts[1]:
+            return error(404, "not_found", f"no route for {request.method} {request.path}")
+        counter_id, action = parts[1], parts[2] if len(parts) == 3 else ""
         try:
-            body = json.loads((await request.get_data()) or b"{}")
-        except ValueError:
-            raise BadAmount("body", "must be a JSON object") from None
-        if not isinstance(body, dict):
-            raise BadAmount("body", "must be a JSON object")
-        if default is None and name not in body:
-            raise BadAmount(name, "is required")
-        return body.get(name, default)
+            return answer(200, await self._route(request, counter_id, action))
+        except BadAmount as exc:
+            return error(400, "bad_request", str(exc))
+        except (ObjectNotFoundError, NoSuchCounter) as exc:
+            return error(404, "not_found", str(exc))
+        except LookupError:
+            return error(404, "not_found", f"no route for {request.method} {request.path}")
 
-    @app.errorhandler(BadAmount)
-    async def bad_amount(exc: BadAmount) -> Response:
-        return error(400, "bad_request", str(exc))
+    async def _route(self, request: Request, counter_id: str, action: str) -> Any:
+        match request.method, action:
+            case "POST", "increment":
+                return await self.call(
+                    counter_id, Increment(body_field(request, "by", 1)), create=True
+                )
+            case "POST", "decrement":
+                return await self.call(
+                    counter_id, Decrement(body_field(request, "by", 1)), create=True
+                )
+            case "POST", "set":
+                value = body_field(request, "value", None)
+                return await self.call(counter_id, SetValue(value), create=True)
+            case "POST", "reset":
+                return await self.call(counter_id, Reset(), create=True)
+            case "GET", "":
+                return await self.call(counter_id, Snapshot())
+            case "GET", "history":
+                raw = request.query().get("limit", "50")
+                if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+                    raise BadAmount("limit", "must be an integer from 1 to 1000")
+                return await self.call(counter_id, History(int(raw)))
+        raise LookupError(action)
 
-    @app.errorhandler(ObjectNotFoundError)
-    @app.errorhandler(NoSuchCounter)
-    async def not_found(exc: Exception) -> Response:
-        return error(404, "not_found", str(exc))
+    def takes_upgrade(self, request: Request) -> bool:
+        """``GET /counters/{id}/watch`` as a WebSocket."""
+        parts = request.path.strip("/").split("/")
+        return len(parts) == 3 and parts[0] == "counters" and parts[2] == "watch"
 
-    @app.post("/counters/<counter_id>/increment")
-    async def increment(counter_id: str) -> dict[str, Any]:
-        """Add ``by`` (default 1)."""
-        return await call(counter_id, Increment(await body_field("by", 1)), create=True)
-
-    @app.post("/counters/<counter_id>/decrement")
-    async def decrement(counter_id: str) -> dict[str, Any]:
-        """Subtract ``by`` (default 1)."""
-        return await call(counter_id, Decrement(await body_field("by", 1)), create=True)
-
-    @app.post("/counters/<counter_id>/set")
-    async def set_value(counter_id: str) -> dict[str, Any]:
-        """Set ``value``."""
-        return await call(counter_id, SetValue(await body_field("value", None)), create=True)
-
-    @app.post("/counters/<counter_id>/reset")
-    async def reset(counter_id: str) -> dict[str, Any]:
-        """Back to zero."""
-        return await call(counter_id, Reset(), create=True)
-
-    @app.get("/counters/<counter_id>")
-    async def get(counter_id: str) -> dict[str, Any]:
-        """The value."""
-        return await call(counter_id, Snapshot())
-
-    @app.get("/counters/<counter_id>/history")
-    async def history(counter_id: str) -> Any:
-        """The last changes, oldest first (``?limit=``, 1-1000)."""
-        raw = request.args.get("limit", "50")
-        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
-            raise BadAmount("limit", "must be an integer from 1 to 1000")
-        return await call(counter_id, History(int(raw)))
-
-    @app.websocket("/counters/<counter_id>/watch")
-    async def watch(counter_id: str) -> None:
+    async def upgrade(self, request: Request, stream: trio.abc.Stream) -> None:
         """The value, then every change."""
+        counter_id = request.path.strip("/").split("/")[1]
+        head = f"GET {request.target} HTTP/1.1\r\n" + "".join(
+            f"{name}: {value}\r\n" for name, value in request.headers.items()
+        )
+        accepted = await accept(stream, (head + "\r\n").encode("latin-1"), send_timeout=10)
+        if accepted is None:
+            return
+        peer, _ = accepted
         watcher = Watcher()
         try:
-            snapshot = await call(counter_id, Snapshot(watcher))
-        except (ObjectNotFoundError, NoSuchCounter):
-            await websocket.accept()
-            await websocket.close(4404, "no such counter")
-            return
-        try:
-            await websocket.send(json.dumps({"type": "snapshot", **snapshot}))
-            reason = await watcher.serve_writer(websocket.send)
-            await websocket.close(reason.code, reason.reason)
+            try:
+                snapshot = await self.call(counter_id, Snapshot(watcher))
+            except (ObjectNotFoundError, NoSuchCounter):
+                await peer.close(4404, "no such counter")
+                return
+            await peer.send_text(json.dumps({"type": "snapshot", **snapshot}))
+            async with trio.open_nursery() as nursery:
+
+                async def read_client() -> None:
+                    # Answers pings and the close handshake; the client leaving ends it all.
+                    async for _ in peer.messages():
+                        pass
+                    watcher.close(CloseReason(CLOSE_GOING_AWAY, "client closed"))
+
+                nursery.start_soon(read_client)
+                reason = await watcher.serve_writer(peer.send_text)
+                nursery.cancel_scope.cancel()
+            await peer.close(reason.code, reason.reason)
+        except PeerGone:
+            pass
         finally:
             watcher.close(CloseReason(CLOSE_GOING_AWAY, "gone"))
-            router.sockets("counter", counter_id).detach(watcher)
-            router.release_sockets("counter", counter_id)
+            self.router.sockets("counter", counter_id).detach(watcher)
+            self.router.release_sockets("counter", counter_id)
+            await peer.abort()
 
-    return app
+    def refuse(self, request: Request | None, status: int, message: str) -> Response:
+        """What the front refuses (a malformed or oversized request)."""
+        return error(status, "bad_request", message)
 
 
 async def serve(data_dir: Path, host: str, port: int) -> None:
     """Serve until SIGINT/SIGTERM; the router outlives the HTTP server."""
-    config = Config()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-    config.graceful_timeout = 2
-    stop = trio.Event()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    await sock.bind((host, port))
+    sock.listen(128)
+    listener = trio.SocketListener(sock)
+    bound_host, bound_port = sock.getsockname()[:2]
     async with open_router(data_dir, [Counter]) as router:
+        front = Server(CounterApp(router))
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with trio.open_nursery() as nursery:
-
-                async def on_signal() -> None:
+            async with trio.open_nursery() as connections:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(front.serve, [listener], connections)
+                    where = f"[{bound_host}]" if ":" in bound_host else bound_host
+                    print(f"counter example listening on http://{where}:{bound_port}", flush=True)
                     async for _ in signals:
-                        stop.set()
-                        return
-
-                nursery.start_soon(on_signal)
-                serve_app = partial(hypercorn.trio.serve, shutdown_trigger=stop.wait)
-                urls = await nursery.start(serve_app, create_app(router), config)
-                host_port = urls[0].removeprefix("http://")
-                print(f"counter example listening on http://{host_port}", flush=True)
-                await stop.wait()
+                        break
+                    nursery.cancel_scope.cancel()
                 router.close_watchers(CloseReason(CLOSE_GOING_AWAY, "shutting down"))
+                front.close()
+                connections.cancel_scope.deadline = trio.current_time() + 2
 
 
 def main() -> None:

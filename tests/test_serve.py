@@ -165,3 +165,42 @@ def test_console_script_is_installed() -> None:
     script = Path(sys.executable).parent / "spectral"
     result = subprocess.run([script, "--version"], capture_output=True, text=True, check=True)
     assert result.stdout.startswith("spectral ")
+
+
+def test_the_server_imports_no_framework() -> None:
+    code = (
+        "import sys, spectral.server; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'quart', 'hypercorn', 'werkzeug'}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert result.stdout.strip() == "[]"
+
+
+async def test_a_websocket_upgrade_on_a_later_request_of_a_connection(tmp_path: Path) -> None:
+    async with running(serve_in(tmp_path)) as server:
+        key = (tmp_path / "admin.key").read_text().strip()
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        stream = await trio.open_tcp_stream(host, int(port))
+        head = f"host: x\r\nx-api-key: {key}\r\n"
+        body = b'{"id": "upgraded"}'
+        await stream.send_all(
+            f"POST /tasks/create HTTP/1.1\r\n{head}content-length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        received = b""
+        with trio.fail_after(30):
+            while b'"upgraded"' not in received:
+                received += await stream.receive_some(65536)
+            assert received.startswith(b"HTTP/1.1 201")
+            await stream.send_all(
+                f"GET /ws/task/upgraded HTTP/1.1\r\n{head}upgrade: websocket\r\n"
+                "connection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                "sec-websocket-version: 13\r\n\r\n".encode()
+            )
+            received = b""
+            while b'"snapshot"' not in received:
+                received += await stream.receive_some(65536)
+        assert received.startswith(b"HTTP/1.1 101")
+        await stream.aclose()
