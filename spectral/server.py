@@ -33,6 +33,7 @@ from spectral.api.app import Application
 from spectral.auth import Authenticator
 from spectral.events import EventBus
 from spectral.front import Limits, Server
+from spectral.logs import RequestLog
 from spectral.ratelimit import RateLimiter
 from spectral.room_feed import RoomFeed
 from spectral.rooms import room_kind
@@ -151,11 +152,13 @@ async def serve(settings: Settings, out: TextIO = sys.stdout) -> None:
             state.keepalive.interval = settings.ws_ping_interval
             webhooks = state.webhooks = WebhookService(router, events, settings)
             metrics.install(router)
+            requests = state.requests = RequestLog(settings.log_level)
             app = Application(state)
             feed = RoomFeed(router)
             events.subscribe(feed.listener)
             # Product services live as long as HTTP serving, inside the router's lifetime.
             async with trio.open_nursery() as services:
+                await services.start(requests.serve)
                 await services.start(feed.serve)
                 await services.start(webhooks.serve)
                 with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -12,6 +12,7 @@ from actors import Router
 from spectral.auth import Authenticator
 from spectral.events import EventBus
 from spectral.idempotency import IdempotencyStore
+from spectral.logs import RequestLog
 from spectral.settings import Settings
 from spectral.websocket import Keepalive
 
@@ -34,6 +35,8 @@ class ServerState:
     shutting_down: trio.Event = field(default_factory=trio.Event)
     #: Pings idle WebSocket peers and drops dead ones.
     keepalive: Keepalive = field(default_factory=Keepalive)
+    #: One line per request (HTTP and WebSocket), written in batches.
+    requests: RequestLog = field(default_factory=RequestLog)
     #: Webhook subscriptions, the outbox and delivery (set by ``serve``).
     webhooks: WebhookService | None = None
 

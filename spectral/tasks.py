@@ -481,7 +481,7 @@ _STATE_FIELDS = (
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return wire.dumps(value)
 
 
 def _state_row(state: TaskState) -> str:

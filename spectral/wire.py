@@ -78,17 +78,19 @@ def event_json(event: Event) -> dict[str, Any]:
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON (no NaN: the model never holds one)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """Compact JSON text (see :func:`encode`)."""
+    return encode(value).decode()
 
 
 def encode(value: Any) -> bytes:
-    """Compact UTF-8 JSON, fast (orjson); integers beyond 64 bits (which metadata may
-    hold, e.g. an oRPC bigint) through the standard library."""
+    """Compact UTF-8 JSON, fast (orjson, ~10x the standard library here); integers
+    beyond 64 bits (which metadata may hold, e.g. an oRPC bigint) through the standard
+    library. No NaN: the models refuse it."""
     try:
         return orjson.dumps(value)
     except TypeError:
-        return dumps(value).encode()
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return text.encode()
 
 
 class Outgoing:

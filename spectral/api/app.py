@@ -29,7 +29,6 @@ from spectral.api.routing import Match, Routes
 from spectral.api.watch import serve_websocket
 from spectral.errors import ApiError, envelope
 from spectral.front import Answer, Request, Response, StreamingResponse
-from spectral.logs import log_request
 from spectral.state import ServerState
 from spectral.wire import encode
 
@@ -60,6 +59,7 @@ class Application:
 
     def __init__(self, state: ServerState) -> None:
         self.state = state
+        self.requests = state.requests
         self.routes = Routes.from_operations(OPERATIONS)
         self.procedures = rpc.Procedures.from_operations(OPERATIONS)
         self.cors = Cors(state.settings.cors_origins) if state.settings.cors_origins else None
@@ -183,7 +183,7 @@ class Application:
             fields["owner"] = who.owner
         if served.task_id is not None:
             fields["taskId"] = served.task_id
-        log_request(log, request.method, served.route, status, started, path=request.path, **fields)
+        self.requests.request(request.method, request.path, served.route, status, started, **fields)
 
 
 class _Served:

@@ -33,7 +33,6 @@ from spectral.api import models
 from spectral.api.context import Principal
 from spectral.api.failures import TASK_ERRORS, task_error
 from spectral.errors import ApiError
-from spectral.logs import log_request
 from spectral.state import ServerState
 from spectral.tasks import KIND, ReadHistory, Watch, WatchStart
 from spectral.websocket import Peer, PeerGone, accept
@@ -165,7 +164,9 @@ async def serve_websocket(state: ServerState, stream: trio.SocketStream, head: b
         else:
             route = "(unmatched)"
         fields = {} if who is None else {"keyId": who.key_id, "owner": who.owner}
-        log_request(log, "GET", route, 101, started, path=path, closeCode=peer.close_code, **fields)
+        state.requests.request(
+            "GET", path, route, 101, started, closeCode=peer.close_code, **fields
+        )
 
 
 async def watch_task(
