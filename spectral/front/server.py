@@ -31,6 +31,7 @@ closes idle connections at once and lets busy ones finish their current answer
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -186,6 +187,8 @@ class Connection:
         self.app = server.app
         self.limits = server.limits
         self.stream = stream
+        #: The socket's descriptor for direct non-blocking writes (-1: not a socket).
+        self.fd = _socket_fd(stream)
         self.parser = httptools.HttpRequestParser(self)
         self.ready: deque[Request | _Refusal] = deque()
         #: Stop reading: a refusal is queued, or an upgrade took the parser.
@@ -447,8 +450,29 @@ class Connection:
         return not (gone or close)
 
     async def _send(self, data: bytes) -> None:
+        # Most answers fit the socket's buffer: one non-blocking write, no cancel scope
+        # (the timed send_all below cost ~8 % of a mutation's CPU); the rest waits.
+        fd = self.fd
+        if fd >= 0:
+            try:
+                sent = os.write(fd, data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as error:
+                raise trio.BrokenResourceError(str(error)) from None
+            if sent == len(data):
+                await trio.lowlevel.checkpoint()
+                return
+            data = data[sent:]
         with trio.fail_after(self.limits.write_timeout):
             await self.stream.send_all(data)
+
+
+def _socket_fd(stream: trio.abc.Stream) -> int:
+    sock = getattr(stream, "socket", None)
+    if not isinstance(stream, trio.SocketStream) or sock is None:
+        return -1
+    return sock.fileno()
 
 
 async def _close_iterator(chunks: object) -> None:
