@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -147,6 +147,10 @@ class TaskState:
         return self.updated_at + self.ttl_seconds
 
 
+#: TaskState's fields, in order (see :func:`_evolve`).
+_FIELDS = tuple(f.name for f in fields(TaskState))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
     """One history entry; ``seq`` is the task's seq after the command."""
@@ -229,6 +233,15 @@ _LOG_TYPES = frozenset({EventType.LOG, EventType.PROGRESS})
 TIMED_OUT = "timed out"
 
 
+def _evolve(state: TaskState, **changes: Any) -> TaskState:
+    """``dataclasses.replace`` without its per-call introspection (~2x faster: every
+    mutation makes a new state)."""
+    new = object.__new__(TaskState)
+    for name in _FIELDS:
+        object.__setattr__(new, name, changes[name] if name in changes else getattr(state, name))
+    return new
+
+
 # -- the machine --------------------------------------------------------------------
 
 
@@ -271,25 +284,25 @@ def apply(state: TaskState | None, command: Command, now: float) -> tuple[TaskSt
             )
         case Complete():
             new = _finish(state, now, Status.SUCCESS, seq, command.metadata, progress=100.0)
-            new = replace(new, completed_at=now)
+            new = _evolve(new, completed_at=now)
             return new, _event(
                 seq, EventType.SUCCESS, "Task completed", 100.0, command.metadata, now
             )
         case Fail():
             if not command.error:
                 raise InvalidCommandError("error", "must be a non-empty string")
-            new = replace(_finish(state, now, Status.FAILED, seq, command.metadata), failed_at=now)
-            new = replace(new, error=command.error)
+            new = _evolve(_finish(state, now, Status.FAILED, seq, command.metadata), failed_at=now)
+            new = _evolve(new, error=command.error)
             return new, _event(seq, EventType.ERROR, command.error, None, command.metadata, now)
         case Cancel():
             new = _finish(state, now, Status.CANCELED, seq, command.metadata)
-            new = replace(new, canceled_at=now)
+            new = _evolve(new, canceled_at=now)
             return new, _event(
                 seq, EventType.CANCELED, "Task canceled", None, command.metadata, now
             )
         case TimeOut():
             new = _finish(state, now, Status.FAILED, seq, None)
-            new = replace(new, failed_at=now, error=TIMED_OUT)
+            new = _evolve(new, failed_at=now, error=TIMED_OUT)
             return new, _event(seq, EventType.TIMEOUT, "Task timed out", None, None, now)
     raise TypeError(f"not a task command: {command!r}")  # pragma: no cover - exhaustive
 
@@ -330,7 +343,7 @@ def _started(
     seq: int,
 ) -> TaskState:
     pending = state.status is Status.PENDING
-    return replace(
+    return _evolve(
         state,
         status=Status.IN_PROGRESS,
         started_at=now if pending else state.started_at,
@@ -350,7 +363,7 @@ def _finish(
     *,
     progress: float | None = None,
 ) -> TaskState:
-    return replace(
+    return _evolve(
         state,
         status=status,
         progress=state.progress if progress is None else progress,

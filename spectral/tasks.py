@@ -283,38 +283,14 @@ class Task(Actor):
             if replay is not None:
                 return replay
         now = self.now()
-        new, event = apply(self.state, command, now)
-        metadata_changed = self.state is None or new.metadata is not self.state.metadata
-        self._write(new, event, metadata_changed=metadata_changed)
+        previous = self.state
+        new, event = apply(previous, command, now)
+        metadata_changed = previous is None or new.metadata is not previous.metadata
+        self._write(new, [event], metadata_changed=metadata_changed)
         self.set_alarm(_next_alarm(new))
-        record: dict[str, Any] = {"progress": new.progress}
-        if self.state is None or self.state.status is not new.status:
-            record["status"] = new.status.value
-        if self.state is None:
-            record["owner"] = new.owner
-        task, event_body = wire.task_json(new), wire.event_json(event)
-        record["summary"] = task
-        self.update_record(**record)
-        live_type = _LIVE_TYPES[type(command)]
-        outgoing = wire.live_message(live_type, task, event_body, now)
-        sockets = self.sockets
-        published = TaskEvent(
-            owner=new.owner,
-            task_id=new.task_id,
-            seq=new.seq,
-            event_type=EVENT_TYPES["created" if isinstance(command, Create) else live_type],
-            timestamp=now,
-            task=task,
-            event=event_body,
-        )
-        bus = self._bus()
-
-        def notify() -> None:
-            sockets.broadcast(outgoing)
-            if bus is not None:
-                bus.publish(published)
-
-        self.after_commit(notify)
+        [(task, event_body, outgoing, published)] = self._changes([(command, new, event)], now)
+        self._record_state(previous, new, task)
+        self._notify([outgoing], [published])
         latest = [event_body, *reversed(self.recent)][: self.recent.maxlen]
         answer = Mutation(task=task, event=event_body, latest_history=latest)
         if idempotency is not None:
@@ -327,16 +303,83 @@ class Task(Actor):
     def _mutate_each(
         self, commands: tuple[Command, ...], owner: str | None
     ) -> list[Mutation | TaskStateError]:
-        self._visible(owner)  # a task that is not there (or not yours) refuses every item
-        outcomes: list[Mutation | TaskStateError] = []
+        """Apply ``commands`` in order with one write for them all (a batch's items).
+
+        A refused command changes nothing (``apply`` raises before anything is
+        written) and the next ones apply to the state as it is. Each answer is the
+        task right after its command (no ``latestHistory``: a batch answers tasks).
+        """
+        first = self._visible(owner)  # not there (or not yours): every item is refused
+        now = self.now()
+        outcomes: list[Mutation | TaskStateError | None] = []
+        applied: list[tuple[Command, TaskState, Event]] = []
+        state = first
         for command in commands:
             try:
-                outcomes.append(self._mutate(command, owner))
+                state, event = apply(state, command, now)
             except TaskStateError as error:
-                # Refused before anything was written (apply() raises first): the
-                # next items apply to the state as it is.
                 outcomes.append(error)
-        return outcomes
+                continue
+            outcomes.append(None)  # filled in below, in order
+            applied.append((command, state, event))
+        if not applied:
+            return [o for o in outcomes if o is not None]
+        metadata_changed = any(new.metadata is not first.metadata for _, new, _ in applied)
+        self._write(state, [event for _, _, event in applied], metadata_changed=metadata_changed)
+        self.set_alarm(_next_alarm(state))
+        changes = self._changes(applied, now)
+        self._record_state(first, state, changes[-1][0])
+        self._notify([c[2] for c in changes], [c[3] for c in changes])
+        answers = iter(Mutation(task, body, []) for task, body, _, _ in changes)
+        self.state = state
+        self.recent.extend(body for _, body, _, _ in changes)
+        return [next(answers) if o is None else o for o in outcomes]
+
+    def _changes(
+        self, applied: list[tuple[Command, TaskState, Event]], now: float
+    ) -> list[tuple[dict[str, Any], dict[str, Any], wire.Outgoing, TaskEvent]]:
+        """Per applied command: the task and event as JSON, the watchers' message and
+        the bus event."""
+        changes = []
+        for command, new, event in applied:
+            task, event_body = wire.task_json(new), wire.event_json(event)
+            live_type = _LIVE_TYPES[type(command)]
+            published = TaskEvent(
+                owner=new.owner,
+                task_id=new.task_id,
+                seq=new.seq,
+                event_type=EVENT_TYPES["created" if isinstance(command, Create) else live_type],
+                timestamp=now,
+                task=task,
+                event=event_body,
+            )
+            outgoing = wire.live_message(live_type, task, event_body, now)
+            changes.append((task, event_body, outgoing, published))
+        return changes
+
+    def _record_state(
+        self, previous: TaskState | None, new: TaskState, task: dict[str, Any]
+    ) -> None:
+        record: dict[str, Any] = {"progress": new.progress, "summary": task}
+        if previous is None or previous.status is not new.status:
+            record["status"] = new.status.value
+        if previous is None:
+            record["owner"] = new.owner
+        self.update_record(**record)
+
+    def _notify(self, outgoing: list[wire.Outgoing], published: list[TaskEvent]) -> None:
+        """After the commit: the watchers' messages, then the bus events, in order."""
+        sockets = self.sockets
+        bus = self._bus()
+
+        def notify() -> None:
+            for message in outgoing:
+                sockets.broadcast(message)
+            if bus is not None:
+                for event in published:
+                    bus.publish(event)
+
+        self.after_commit(notify)
 
     def _recorded(self, key: str, fingerprint: str) -> Mutation | None:
         row = self.db.execute(
@@ -368,7 +411,8 @@ class Task(Actor):
             "DELETE FROM idempotency WHERE created_at <= ?", (now - IDEMPOTENCY_SECONDS,)
         )
 
-    def _write(self, state: TaskState, event: Event, *, metadata_changed: bool) -> None:
+    def _write(self, state: TaskState, events: list[Event], *, metadata_changed: bool) -> None:
+        """The task's state after ``events``, and the events appended to history."""
         db = self.db
         if self.state is None:
             db.execute(
@@ -382,19 +426,23 @@ class Task(Actor):
             )
         else:
             db.execute("UPDATE task SET state = ? WHERE id = 1", (_state_row(state),))
-        db.execute(
+        db.executemany(
             f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                event.seq,
-                event.event_type.value,
-                event.message,
-                event.progress,
-                None if event.metadata is None else _json(event.metadata),
-                event.timestamp,
-            ),
+            [
+                (
+                    event.seq,
+                    event.event_type.value,
+                    event.message,
+                    event.progress,
+                    None if event.metadata is None else _json(event.metadata),
+                    event.timestamp,
+                )
+                for event in events
+            ],
         )
-        if event.seq > self.history_cap:
-            db.execute("DELETE FROM events WHERE seq <= ?", (event.seq - self.history_cap,))
+        last = events[-1].seq
+        if last > self.history_cap:
+            db.execute("DELETE FROM events WHERE seq <= ?", (last - self.history_cap,))
 
     def _remove(self, state: TaskState) -> bool:
         now = self.now()

@@ -32,9 +32,19 @@ def iso(timestamp: float | None) -> str | None:
     """Unix seconds → ISO-8601 UTC with milliseconds and ``Z`` (None stays None)."""
     if timestamp is None:
         return None
-    milliseconds = int(timestamp * 1000)
-    second, millis = divmod(milliseconds, 1000)
-    return f"{_second_prefix(second)}{millis:03d}Z"
+    # A task's timestamps repeat (a batch's items share one): remember the last few.
+    text = _recent.get(timestamp)
+    if text is None:
+        milliseconds = int(timestamp * 1000)
+        second, millis = divmod(milliseconds, 1000)
+        text = f"{_second_prefix(second)}{millis:03d}Z"
+        if len(_recent) >= 64:
+            _recent.clear()
+        _recent[timestamp] = text
+    return text
+
+
+_recent: dict[float, str] = {}
 
 
 @functools.lru_cache(maxsize=4096)
