@@ -417,8 +417,8 @@ async def fanout(server: Server, quick: bool) -> dict[str, Any]:
 async def build_dataset(data_dir: Path, count: int) -> None:
     """``count`` tasks in ``data_dir``, written by the runtime in-process (set-up, cached)."""
     from actors import RouterConfig, open_router
-    from spectral.task_state import Create
-    from spectral.tasks import Mutate, Task
+    from spectral.tasks.actor import Mutate, Task
+    from spectral.tasks.state import Create
 
     marker = data_dir / f"dataset-{count}"
     if marker.exists():

@@ -38,7 +38,7 @@ from actors import (
     open_router,
 )
 from spectral.front import Request, Response, Server
-from spectral.websocket import PeerGone, accept
+from spectral.front.websocket import PeerGone, accept
 
 LIMIT = 2**53  # values stay exact in JavaScript clients
 

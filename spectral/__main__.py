@@ -1,5 +1,5 @@
 """``python -m spectral`` is the ``spectral`` command."""
 
-from spectral.cli import main
+from spectral.ops.cli import main
 
 raise SystemExit(main())

@@ -26,20 +26,22 @@ from typing import TextIO
 import trio
 
 from actors import CLOSE_GOING_AWAY, Actor, CloseReason, Router, RouterConfig, open_router
-from spectral import idempotency, keys, metrics
-from spectral import secret as server_secret
-from spectral.adminkey import ensure_admin_key
+from spectral.access import keys
+from spectral.access import secret as server_secret
+from spectral.access.adminkey import ensure_admin_key
+from spectral.access.auth import Authenticator
+from spectral.access.ratelimit import RateLimiter
+from spectral.api import idempotency
 from spectral.api.app import Application
-from spectral.auth import Authenticator
-from spectral.events import EventBus
 from spectral.front import Limits, Server
-from spectral.logs import RequestLog
-from spectral.ratelimit import RateLimiter
-from spectral.room_feed import RoomFeed
-from spectral.rooms import room_kind
+from spectral.ops import metrics
+from spectral.ops.logs import RequestLog
+from spectral.rooms.actor import room_kind
+from spectral.rooms.feed import RoomFeed
 from spectral.settings import Settings
 from spectral.state import ServerState
-from spectral.tasks import Task
+from spectral.tasks.actor import Task
+from spectral.tasks.events import EventBus
 from spectral.webhooks import store as webhook_store
 from spectral.webhooks.service import WebhookService
 

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 import trio
 
 from actors import Router
-from spectral.auth import Authenticator
-from spectral.events import EventBus
-from spectral.idempotency import IdempotencyStore
-from spectral.logs import RequestLog
+from spectral.access.auth import Authenticator
+from spectral.api.idempotency import IdempotencyStore
+from spectral.front.websocket import Keepalive
+from spectral.ops.logs import RequestLog
 from spectral.settings import Settings
-from spectral.websocket import Keepalive
+from spectral.tasks.events import EventBus
 
 if TYPE_CHECKING:
     from spectral.webhooks.service import WebhookService

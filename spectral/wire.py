@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from spectral.task_state import Event, EventType, TaskState
-from spectral.websocket import text_frame
+from spectral.front.websocket import text_frame
+from spectral.tasks.state import Event, EventType, TaskState
 
 #: Watcher message type for each event type (replay and live use the same words).
 MESSAGE_TYPES: dict[EventType, str] = {

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import trio
 
-from spectral.idempotency import MIGRATIONS, STREAM, IdempotencyStore, Record
+from spectral.api.idempotency import MIGRATIONS, STREAM, IdempotencyStore, Record
 from storage import Registry
 from tests.conftest import ADMIN_HEADERS, SERVE_ENV, serve_argv
 from tests.procs import Server, running

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from spectral import secret, tokens
+from spectral.access import secret, tokens
+from spectral.access.auth import Authenticator, credential
+from spectral.access.keys import MIGRATIONS, STREAM, KeyRequestError, KeyStore
+from spectral.access.ratelimit import RateLimiter, retry_after_header
 from spectral.api.context import Principal, require_admin, require_write
-from spectral.auth import Authenticator, credential
 from spectral.errors import ApiError
-from spectral.keys import MIGRATIONS, STREAM, KeyRequestError, KeyStore
-from spectral.ratelimit import RateLimiter, retry_after_header
 from storage import Registry
 
 KEY = b"k" * 32

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import trio
 
-from spectral import doctor
+from spectral.ops import doctor
 from storage import Migration, ObjectRow, ObjectStore, Registry, Report, object_path, write_record
 from tests.conftest import ADMIN_HEADERS, SERVE_ENV, serve_argv
 from tests.procs import ROOT, running

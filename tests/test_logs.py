@@ -8,7 +8,7 @@ import time
 
 import trio
 
-from spectral.logs import RequestLog
+from spectral.ops.logs import RequestLog
 
 
 def test_a_request_line_has_the_formatters_shape_and_no_query() -> None:

@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spectral import task_state as sm
 from spectral import wire
 from spectral.api import orpc_wire as ow
 from spectral.api import rpc_procedures as rp
 from spectral.api.operations import OPERATIONS
 from spectral.errors import ApiError
+from spectral.tasks import state as sm
 
 ISO = "2026-11-24T19:13:19.305Z"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from spectral.adminkey import ensure_admin_key
+from spectral.access.adminkey import ensure_admin_key
 from spectral.settings import Settings
 
 

@@ -11,8 +11,7 @@ import trio.testing
 
 from actors import ObjectNotFoundError, RouterConfig, Watcher, open_router
 from spectral import wire
-from spectral.task_state import Complete, Create, Progress
-from spectral.tasks import (
+from spectral.tasks.actor import (
     Mutate,
     Read,
     ReadHistory,
@@ -21,6 +20,7 @@ from spectral.tasks import (
     TaskRejected,
     Watch,
 )
+from spectral.tasks.state import Complete, Create, Progress
 
 
 def create(task_id: str, owner: str = "alice", **fields: object) -> Mutate:
@@ -174,8 +174,8 @@ async def test_idempotency_records_live_in_the_task_file_for_24_hours(
 
 
 async def test_committed_changes_are_published_to_the_event_bus(tmp_path: Path) -> None:
-    from spectral.events import EventBus, TaskEvent
-    from spectral.task_state import Cancel, Fail, Log
+    from spectral.tasks.events import EventBus, TaskEvent
+    from spectral.tasks.state import Cancel, Fail, Log
 
     bus = EventBus()
     seen: list[TaskEvent] = []

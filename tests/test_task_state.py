@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spectral import task_state as ts
-from spectral.task_state import (
+from spectral.tasks import state as ts
+from spectral.tasks.state import (
     TERMINAL,
     Cancel,
     Complete,

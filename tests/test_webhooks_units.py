@@ -14,7 +14,7 @@ import pytest
 import trio
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from spectral.task_state import Event, EventType
+from spectral.tasks.state import Event, EventType
 from spectral.webhooks import guard, payload, schedule, signing
 from spectral.webhooks.delivery import target
 

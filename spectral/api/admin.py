@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
-from spectral import keys, tokens
+from spectral.access import keys, tokens
 from spectral.api import procedures
 from spectral.api.call import Call
 from spectral.api.context import require_admin

@@ -18,7 +18,7 @@ from typing import Any
 import trio
 from pydantic import BaseModel, ValidationError
 
-from spectral import metrics, tokens
+from spectral.access import tokens
 from spectral.api import once, rpc
 from spectral.api.call import Call, as_result
 from spectral.api.context import Principal
@@ -29,6 +29,7 @@ from spectral.api.routing import Match, Routes
 from spectral.api.watch import serve_websocket
 from spectral.errors import ApiError, envelope
 from spectral.front import Answer, Request, Response, StreamingResponse
+from spectral.ops import metrics
 from spectral.state import ServerState
 from spectral.wire import encode
 

@@ -37,7 +37,7 @@ class Call:
     who: Principal
     request: Request
     params: Mapping[str, str] = field(default_factory=dict)
-    #: Set for a mutation sent with an ``Idempotency-Key`` (see :mod:`spectral.idempotency`).
+    #: Set for a mutation sent with an ``Idempotency-Key`` (see :mod:`spectral.api.idempotency`).
     once: Once | None = None
 
 

@@ -1,6 +1,6 @@
 """Who is asking: the principal every handler acts for, and what its role may do.
 
-Authentication (:mod:`spectral.auth`) gives each request its principal, which
+Authentication (:mod:`spectral.access.auth`) gives each request its principal, which
 travels in the operation's :class:`~spectral.api.call.Call`; operations pass its
 ``owner_filter`` to the actors, so a non-admin only ever reaches its own owner's
 objects. What a role

@@ -13,8 +13,8 @@ from actors import (
     RouterClosedError,
 )
 from spectral.errors import ApiError
-from spectral.task_state import InvalidCommandError, TaskStateError
-from spectral.tasks import TaskRejected
+from spectral.tasks.actor import TaskRejected
+from spectral.tasks.state import InvalidCommandError, TaskStateError
 
 
 def validation_error(error: ValidationError, where: str = "") -> ApiError:

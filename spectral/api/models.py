@@ -17,7 +17,7 @@ from pydantic import (
     StringConstraints,
 )
 
-from spectral.task_state import EventType, Status
+from spectral.tasks.state import EventType, Status
 
 #: Items per batchUpdateProgress call at most (docs/api.md, "Limits").
 MAX_BATCH = 1_000

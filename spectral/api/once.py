@@ -1,4 +1,4 @@
-"""Running a mutating call at most once per Idempotency-Key (see :mod:`spectral.idempotency`).
+"""Running a mutating call at most once per Idempotency-Key (see :mod:`spectral.api.idempotency`).
 
 The key travels explicitly: :func:`run` gives the operation a
 :class:`~spectral.api.call.Call` whose ``once`` the task's actor records with the
@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from spectral import idempotency
+from spectral.api import idempotency
 from spectral.api.call import Call, Once, as_result
 
 Run = Callable[[Call, Any], Awaitable[Any]]

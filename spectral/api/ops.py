@@ -8,11 +8,12 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from spectral import __version__, metrics
+from spectral import __version__
 from spectral.api.call import Call
 from spectral.api.context import require_admin
 from spectral.api.reference import reference_page
 from spectral.front import Response
+from spectral.ops import metrics
 
 
 async def health(call: Call, _: None) -> dict[str, Any]:

@@ -15,13 +15,13 @@ from typing import Any
 import trio
 from pydantic import ValidationError
 
-from spectral import task_state as sm
 from spectral.api import models
 from spectral.api.call import Call, Result
 from spectral.api.context import require_write
 from spectral.api.failures import TASK_ERRORS, state_error, task_error, validation_error
 from spectral.errors import ApiError
-from spectral.tasks import KIND, Mutate, MutateEach, Mutation, Read, ReadHistory, Remove
+from spectral.tasks import state as sm
+from spectral.tasks.actor import KIND, Mutate, MutateEach, Mutation, Read, ReadHistory, Remove
 from spectral.wire import event_json
 
 

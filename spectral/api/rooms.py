@@ -16,7 +16,7 @@ from spectral.api.call import Call
 from spectral.api.context import require_write
 from spectral.api.failures import validation_error
 from spectral.errors import ApiError
-from spectral.rooms import (
+from spectral.rooms.actor import (
     KIND,
     Describe,
     Publish,

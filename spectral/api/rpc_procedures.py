@@ -16,8 +16,8 @@ from pydantic import Field, StringConstraints
 from spectral.api import models, procedures
 from spectral.api.call import Call
 from spectral.api.orpc_wire import DATE, Each, Shape
-from spectral.task_state import Status
-from spectral.tasks import ReadHistory
+from spectral.tasks.actor import ReadHistory
+from spectral.tasks.state import Status
 from spectral.wire import event_json
 
 #: Most events one getHistory answers.

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from spectral.task_state import EventType, Status
+from spectral.tasks.state import EventType, Status
 
 #: The answers' timestamps: ISO-8601 UTC with milliseconds (:func:`spectral.wire.iso`).
 TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"

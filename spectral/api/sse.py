@@ -14,13 +14,13 @@ import trio
 from pydantic import ValidationError
 
 from actors import CLOSE_GOING_AWAY, CloseReason, Watcher
-from spectral import metrics
 from spectral.api import models
 from spectral.api.call import Call
 from spectral.api.failures import validation_error
 from spectral.api.watch import opening, release, start_watch
 from spectral.errors import ApiError
 from spectral.front import StreamingResponse
+from spectral.ops import metrics
 
 KEEPALIVE_SECONDS = 15.0
 KEEPALIVE = b": keepalive\n\n"

@@ -4,7 +4,7 @@ replay logic that the SSE endpoint uses too (docs/api.md, "Watching").
 Order of what a watcher receives: the replay of history after ``since`` (paged
 from the actor by the watcher's own writer), the snapshot, then every live
 message, in seq order. The watcher is attached inside the actor's turn (see
-:mod:`spectral.tasks`), so the live queue starts exactly after the snapshot.
+:mod:`spectral.tasks.actor`), so the live queue starts exactly after the snapshot.
 """
 
 from __future__ import annotations
@@ -28,14 +28,17 @@ from actors import (
     RouterClosedError,
     Watcher,
 )
-from spectral import metrics, rooms, tokens, wire
+from spectral import wire
+from spectral.access import tokens
 from spectral.api import models
 from spectral.api.context import Principal
 from spectral.api.failures import TASK_ERRORS, task_error
 from spectral.errors import ApiError
+from spectral.front.websocket import Peer, PeerGone, accept
+from spectral.ops import metrics
+from spectral.rooms import actor as rooms
 from spectral.state import ServerState
-from spectral.tasks import KIND, ReadHistory, Watch, WatchStart
-from spectral.websocket import Peer, PeerGone, accept
+from spectral.tasks.actor import KIND, ReadHistory, Watch, WatchStart
 
 log = logging.getLogger("spectral.http")
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, field_validator
 
-from spectral import keys
+from spectral.access import keys
 from spectral.api.call import Call
 from spectral.api.context import require_write
 from spectral.api.models import Body, Query

@@ -21,7 +21,8 @@ from typing import Any
 import httpx
 import trio
 
-from spectral import __version__, metrics
+from spectral import __version__
+from spectral.ops import metrics
 from spectral.webhooks import guard, signing
 from spectral.webhooks.schedule import next_delay
 from spectral.webhooks.store import DEAD, DELIVERED, PENDING, AttemptResult, Due, WebhookStore

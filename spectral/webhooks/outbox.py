@@ -5,7 +5,7 @@ Theory of operation
 Two paths feed the same writer, and a cursor per task makes them agree.
 
 *Live*: the Task actor publishes each committed event on the
-:class:`~spectral.events.EventBus` from its turn; :meth:`Outbox.listener` only
+:class:`~spectral.tasks.events.EventBus` from its turn; :meth:`Outbox.listener` only
 ``send_nowait``\\ s it into a bounded channel (it never blocks a turn). The
 drain task takes every event waiting (up to :data:`BATCH`), turns each one that
 matches an active webhook of the task's owner into a delivery, and writes the
@@ -37,8 +37,8 @@ from collections.abc import Callable, Iterable
 import trio
 
 from actors import ActorError, ObjectNotFoundError, Router, RouterClosedError
-from spectral.events import TaskEvent
-from spectral.tasks import Read, ReadHistory
+from spectral.tasks.actor import Read, ReadHistory
+from spectral.tasks.events import TaskEvent
 from spectral.webhooks import payload
 from spectral.webhooks.payload import Outgoing
 from spectral.webhooks.store import NewDelivery, WebhookStore, new_delivery_id

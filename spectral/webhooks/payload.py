@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from spectral.events import TaskEvent
-from spectral.task_state import Event, EventType
+from spectral.tasks.events import TaskEvent
+from spectral.tasks.state import Event, EventType
 from spectral.wire import event_json, iso
 
 #: What a webhook's ``eventType`` may be: one type, or ``all``.

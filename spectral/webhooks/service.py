@@ -5,8 +5,8 @@ from __future__ import annotations
 import trio
 
 from actors import Router
-from spectral.events import EventBus
 from spectral.settings import Settings
+from spectral.tasks.events import EventBus
 from spectral.webhooks.delivery import Deliverer
 from spectral.webhooks.outbox import Outbox
 from spectral.webhooks.store import WebhookStore

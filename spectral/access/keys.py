@@ -39,7 +39,7 @@ KEY_PREFIX = "spk_"
 #: How often ``last_used_at`` is written per key at most (it is a hint, not an audit log).
 TOUCH_INTERVAL = 60.0
 #: The registry migration stream of this module's table.
-STREAM = "spectral.keys"
+STREAM = "spectral.access.keys"
 
 MIGRATIONS = (
     Migration(
@@ -236,7 +236,7 @@ class KeyStore:
 
 def open_store(data_dir: Path) -> tuple[KeyStore, Callable[[], None]]:
     """A key store on ``<data-dir>/registry.sqlite`` for the CLI, and its closer."""
-    from spectral import secret as server_secret
+    from spectral.access import secret as server_secret
 
     registry = Registry(Path(data_dir) / "registry.sqlite", migrations={STREAM: MIGRATIONS})
     pepper = server_secret.derive(server_secret.load_or_create(Path(data_dir)), "api-keys")

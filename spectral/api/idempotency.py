@@ -48,7 +48,7 @@ MAX_KEY_LENGTH = 255
 #: How long an answer is kept.
 RETENTION_SECONDS = 24 * 3600
 #: The registry migration stream of this module's table.
-STREAM = "spectral.idempotency"
+STREAM = "spectral.api.idempotency"
 
 MIGRATIONS = (
     Migration(

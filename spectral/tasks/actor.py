@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-The actor holds the task's :class:`~spectral.task_state.TaskState` in memory and
+The actor holds the task's :class:`~spectral.tasks.state.TaskState` in memory and
 in its file (table ``task``, one row; ``events``, the history). A mutation runs
 the pure state machine, writes the new state and the appended event in the
 turn's transaction, re-arms the task's one alarm (heartbeat timeout or
@@ -29,8 +29,8 @@ from typing import Any
 
 from actors import CLOSE_NORMAL, Actor, CloseReason, Migration, Rejected, Watcher
 from spectral import wire
-from spectral.events import EVENT_TYPES, EventBus, TaskEvent
-from spectral.task_state import (
+from spectral.tasks.events import EVENT_TYPES, EventBus, TaskEvent
+from spectral.tasks.state import (
     Cancel,
     Command,
     Complete,
@@ -134,7 +134,7 @@ class MutateEach:
     """Apply ``commands`` in order in one turn, each on its own (a batch's items of one task).
 
     Answers one outcome per command: its :class:`Mutation`, or the
-    :class:`~spectral.task_state.TaskStateError` that refused it (the others still apply).
+    :class:`~spectral.tasks.state.TaskStateError` that refused it (the others still apply).
     """
 
     commands: tuple[Command, ...]

@@ -18,11 +18,11 @@ from typing import Any
 import trio
 
 from actors import ActorError, Router
-from spectral import metrics
-from spectral.events import TaskEvent
-from spectral.rooms import KIND, USER_PREFIX, Publish
+from spectral.ops import metrics
+from spectral.rooms.actor import KIND, USER_PREFIX, Publish
+from spectral.tasks.events import TaskEvent
 
-log = logging.getLogger("spectral.rooms")
+log = logging.getLogger("spectral.rooms.actor")
 
 #: Events that may wait for their rooms (a burst of 100,000 is absorbed).
 QUEUE_SIZE = 100_000

@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from spectral import tokens
+from spectral.access import tokens
+from spectral.access.keys import KeyStore
+from spectral.access.ratelimit import RateLimiter, retry_after_header
 from spectral.api.context import ADMIN_OWNER, Principal
 from spectral.errors import ApiError
-from spectral.keys import KeyStore
-from spectral.ratelimit import RateLimiter, retry_after_header
 
 #: Key id of the bootstrap admin key (``admin.key`` / ``SPECTRAL_ADMIN_KEY``).
 BOOTSTRAP_KEY_ID = "bootstrap"

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-log = logging.getLogger("spectral.events")
+log = logging.getLogger("spectral.tasks.events")
 
 #: Webhook/room event types (docs/api.md, "Webhooks"), by the task's live message type.
 EVENT_TYPES = {

@@ -37,7 +37,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-log = logging.getLogger("spectral.websocket")
+log = logging.getLogger("spectral.front.websocket")
 
 #: Largest message a client may send (docs/api.md, "Limits"); bigger closes with 1009.
 MAX_CLIENT_MESSAGE = 64 * 1024

@@ -11,7 +11,9 @@ from collections.abc import Sequence
 import trio
 from pydantic import ValidationError
 
-from spectral import __version__, doctor, keys, logs
+from spectral import __version__
+from spectral.access import keys
+from spectral.ops import doctor, logs
 from spectral.server import DataDirLockedError, serve
 from spectral.settings import Settings
 
