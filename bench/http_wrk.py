@@ -104,6 +104,8 @@ class Bench:
     client_pin: list[str]
     server_pin: list[str]
     fanouts: list[tuple[int, int, float]]
+    #: The pinned cores (client, server), or None when not pinned.
+    cores: tuple[int, int] | None
     problems: list[str] = field(default_factory=list)
 
 
@@ -126,6 +128,23 @@ def children_cpu_seconds() -> float:
     """User + system CPU of this process's finished children, seconds."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def core_times(core: int) -> tuple[int, int]:
+    """Busy and total jiffies of one core since boot (/proc/stat; steal counts as busy)."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{core} "):
+            user, nice, system, idle, iowait, irq, softirq, steal = map(int, line.split()[1:9])
+            return user + nice + system + irq + softirq + steal, sum(
+                (user, nice, system, idle, iowait, irq, softirq, steal)
+            )
+    raise RuntimeError(f"no core {core} in /proc/stat")
+
+
+def busy_between(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The busy share of a core between two core_times() readings."""
+    total = after[1] - before[1]
+    return round((after[0] - before[0]) / total, 2) if total else 0.0
 
 
 def load_average() -> list[float]:
@@ -193,9 +212,14 @@ async def wrk(
     full_env = {**os.environ, "BENCH_KEY": BENCH_KEY, **env}
     load = load_average()[0]
     server_before, client_before = cpu_seconds(pid), children_cpu_seconds()
+    cores_before = [core_times(core) for core in bench.cores or ()]
     started = time.perf_counter()
     done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, env=full_env)
     wall = time.perf_counter() - started
+    cores_busy = [
+        busy_between(before, core_times(core))
+        for core, before in zip(bench.cores or (), cores_before, strict=True)
+    ]
     server_cpu = cpu_seconds(pid) - server_before
     client_cpu = children_cpu_seconds() - client_before
     lines = [line for line in done.stdout.decode().splitlines() if line.startswith("WRKJSON ")]
@@ -221,13 +245,18 @@ async def wrk(
             round(1e6 * server_cpu / units, 1) if units else None
         ),
         "client_cpu_share": round(client_cpu / wall, 2),
+        **(
+            {"client_core_busy": cores_busy[0], "server_core_busy": cores_busy[1]}
+            if cores_busy
+            else {}
+        ),
         "load_avg_1m": load,
         "non2xx": raw["non2xx"],
         "failed_items": raw["failed_items"],
         "socket_errors": {
             k: raw[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts")
         },
-        "first_error": raw["first_error"],
+        "first_error": raw["first_error"].strip(),
     }
 
 
@@ -321,6 +350,7 @@ async def fanout(
         conn = await Connection.open(server.url)
         load = load_average()[0]
         server_before, readers_before = cpu_seconds(pid), own_cpu_seconds()
+        cores_before = [core_times(core) for core in bench.cores or ()]
         first_send = time.perf_counter()
         for step in range(updates):
             seq = step + 2  # the task's snapshot is seq 1
@@ -336,6 +366,10 @@ async def fanout(
             await everything.wait()
         server_cpu = cpu_seconds(pid) - server_before
         readers_cpu = own_cpu_seconds() - readers_before
+        cores_busy = [
+            busy_between(before, core_times(core))
+            for core, before in zip(bench.cores or (), cores_before, strict=True)
+        ]
         nursery.cancel_scope.cancel()
     for stream in streams:
         await stream.aclose()
@@ -350,12 +384,18 @@ async def fanout(
         "missed": total - delivered,
         "closed_early": closes,
         **percentiles(latencies),
-        "seconds_for_all_updates": round(last_receipt[0] - first_send, 2),
+        # Back to back: from the first update's send to the last watcher's last receipt.
+        "seconds_for_all_updates": round(last_receipt[0] - first_send, 2) if not gap else None,
         "seconds_sending": round(sending, 2),
         "server_kib_per_idle_ws": round((rss_idle - rss_before) / watchers, 1),
         "server_cpu_s": round(server_cpu, 2),
         "server_cpu_us_per_delivery": round(1e6 * server_cpu / delivered, 1) if delivered else None,
         "readers_cpu_s": round(readers_cpu, 2),
+        **(
+            {"client_core_busy": cores_busy[0], "server_core_busy": cores_busy[1]}
+            if cores_busy
+            else {}
+        ),
         "load_avg_1m": load,
         "update_errors": len(bad_answers),
     }
@@ -424,9 +464,10 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """The headline figures of each scenario, one entry per repetition."""
     keys = [
         "requests_per_s", "updates_per_s", "vs_echo", "p50_ms", "p99_ms", "server_cpu_share",
-        "client_cpu_share", "server_cpu_us_per_request", "server_cpu_us_per_update",
-        "missed", "max_ms", "seconds_for_all_updates", "server_kib_per_idle_ws",
-        "server_cpu_us_per_delivery", "readers_cpu_s", "server_cpu_s", "load_avg_1m", "valid",
+        "server_core_busy", "client_cpu_share", "client_core_busy", "server_cpu_us_per_request",
+        "server_cpu_us_per_update", "missed", "max_ms", "seconds_for_all_updates",
+        "server_kib_per_idle_ws", "server_cpu_us_per_delivery", "readers_cpu_s", "server_cpu_s",
+        "load_avg_1m", "valid",
     ]  # fmt: skip
     out: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
@@ -476,6 +517,7 @@ def main() -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 10,000 watchers
     client_pin, server_pin, pinned = pinning(args.client_cpu, args.server_cpu)
+    cores = (args.client_cpu, args.server_cpu) if server_pin else None
     quick = args.quick
     bench = Bench(
         connections=args.connections,
@@ -485,6 +527,7 @@ def main() -> None:
         threads=args.threads,
         client_pin=client_pin,
         server_pin=server_pin,
+        cores=cores,
         fanouts=[(200, 50, 0.0), (1000, 10, 0.5)]
         if quick
         else [(1000, 200, 0.0), (10_000, 20, 0.5)],
