@@ -42,6 +42,7 @@ Server CPU comes from /proc/PID/stat before and after each measurement.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -523,6 +524,8 @@ def main() -> None:
     parser.add_argument("--server-cpu", type=int, default=1)
     args = parser.parse_args()
     version = wrk_version()
+    if importlib.util.find_spec("httptools") is None:
+        sys.exit("httptools is missing (bench/lean_echo.py needs it): pip install -e '.[dev]'")
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 10,000 watchers
     client_pin, server_pin, pinned = pinning(args.client_cpu, args.server_cpu)
