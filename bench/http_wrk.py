@@ -107,6 +107,8 @@ class Bench:
     fanouts: list[tuple[int, int, float]]
     #: The pinned cores (client, server), or None when not pinned.
     cores: tuple[int, int] | None
+    #: Seconds to wait, before each measurement, for the cores to be quiet (0: don't).
+    quiet_wait: float = 0.0
     problems: list[str] = field(default_factory=list)
 
 
@@ -131,36 +133,62 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def core_times(core: int) -> tuple[int, int]:
-    """Busy and total jiffies of one core since boot (/proc/stat; steal counts as busy)."""
+def core_times(core: int) -> tuple[int, int, int]:
+    """Jiffies of one core since boot (/proc/stat): processes (steal included), interrupts, all."""
     for line in Path("/proc/stat").read_text().splitlines():
         if line.startswith(f"cpu{core} "):
             user, nice, system, idle, iowait, irq, softirq, steal = map(int, line.split()[1:9])
-            return user + nice + system + irq + softirq + steal, sum(
-                (user, nice, system, idle, iowait, irq, softirq, steal)
-            )
+            processes, interrupts = user + nice + system + steal, irq + softirq
+            return processes, interrupts, processes + interrupts + idle + iowait
     raise RuntimeError(f"no core {core} in /proc/stat")
 
 
-def busy_between(before: tuple[int, int], after: tuple[int, int]) -> float:
-    """The busy share of a core between two core_times() readings."""
-    total = after[1] - before[1]
-    return round((after[0] - before[0]) / total, 2) if total else 0.0
+class CoreMeter:
+    """How busy the pinned cores were from its creation to :meth:`report`."""
+
+    def __init__(self, cores: tuple[int, int] | None) -> None:
+        self.cores = cores or ()
+        self.before = [core_times(core) for core in self.cores]
+
+    def shares(self) -> list[tuple[float, float]]:
+        """Per core (client, server): the share taken by processes, and by interrupts."""
+        out = []
+        for core, (processes, interrupts, total) in zip(self.cores, self.before, strict=True):
+            now = core_times(core)
+            elapsed = (now[2] - total) or 1
+            out.append(((now[0] - processes) / elapsed, (now[1] - interrupts) / elapsed))
+        return out
+
+    def report(self, server_share: float) -> dict[str, float]:
+        """Busy shares, and the server core's time taken by processes other than the server.
+
+        ``server_core_others`` well above 0 means another process ran on the server's core:
+        that measurement is not clean. ``server_core_interrupts`` is mostly the kernel's
+        loopback network work for the server's sockets.
+        """
+        if not self.cores:
+            return {}
+        (client, client_irq), (server, server_irq) = self.shares()
+        return {
+            "client_core_busy": round(client + client_irq, 2),
+            "server_core_busy": round(server + server_irq, 2),
+            "server_core_interrupts": round(server_irq, 2),
+            "server_core_others": round(max(0.0, server - server_share), 2),
+        }
 
 
-def cores_report(busy: list[float], server_share: float) -> dict[str, float]:
-    """How busy the pinned cores were, and the server core's time taken by anything else.
-
-    ``server_core_others`` well above 0 (a few hundredths are the kernel's network work)
-    means another process ran on the server's core: that measurement is not clean.
-    """
-    if not busy:
-        return {}
-    return {
-        "client_core_busy": busy[0],
-        "server_core_busy": busy[1],
-        "server_core_others": round(max(0.0, busy[1] - server_share), 2),
-    }
+async def wait_quiet(bench: Bench) -> float:
+    """Wait (at most ``bench.quiet_wait`` s) for both cores to idle 90 % of a second."""
+    if not bench.quiet_wait or not bench.cores:
+        return 0.0
+    started = time.perf_counter()
+    while (waited := time.perf_counter() - started) < bench.quiet_wait:
+        meter = CoreMeter(bench.cores)
+        await trio.sleep(1)
+        if all(processes + interrupts < 0.1 for processes, interrupts in meter.shares()):
+            return round(waited, 1)
+    log(f"the cores are still busy after {bench.quiet_wait} s: measuring anyway")
+    return round(waited, 1)
 
 
 def load_average() -> list[float]:
@@ -228,14 +256,10 @@ async def wrk(
     full_env = {**os.environ, "BENCH_KEY": BENCH_KEY, **env}
     load = load_average()[0]
     server_before, client_before = cpu_seconds(pid), children_cpu_seconds()
-    cores_before = [core_times(core) for core in bench.cores or ()]
+    meter = CoreMeter(bench.cores)
     started = time.perf_counter()
     done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, env=full_env)
     wall = time.perf_counter() - started
-    cores_busy = [
-        busy_between(before, core_times(core))
-        for core, before in zip(bench.cores or (), cores_before, strict=True)
-    ]
     server_cpu = cpu_seconds(pid) - server_before
     client_cpu = children_cpu_seconds() - client_before
     lines = [line for line in done.stdout.decode().splitlines() if line.startswith("WRKJSON ")]
@@ -261,7 +285,7 @@ async def wrk(
             round(1e6 * server_cpu / units, 1) if units else None
         ),
         "client_cpu_share": round(client_cpu / wall, 2),
-        **cores_report(cores_busy, server_cpu / wall),
+        **meter.report(server_cpu / wall),
         "load_avg_1m": load,
         "non2xx": raw["non2xx"],
         "failed_items": raw["failed_items"],
@@ -278,6 +302,7 @@ async def measure(
     """A warm-up then the measured wrk run of one scenario; problems recorded, not hidden."""
     connections = bench.batch_connections if script == "batch" else bench.connections
     runs = []
+    waited = await wait_quiet(bench)
     for seconds in (bench.warmup, bench.duration):
         env = {"BENCH_TASKS": str(tasks), "BENCH_PREFIX": PREFIX}
         if script == "create":  # ids never seen before, in every run
@@ -286,6 +311,7 @@ async def measure(
             await wrk(bench, server.url, script, server.process.pid, seconds, connections, env)
         )
     warm, result = runs
+    result["waited_for_quiet_s"] = waited
     found = problems_of(f"{name} (warm-up)", warm) + problems_of(name, result)
     result["valid"] = not found
     for problem in found:
@@ -312,6 +338,7 @@ async def fanout(
 ) -> dict[str, Any]:
     """``watchers`` on one new task; ``updates`` sent ``gap`` apart (0: back to back)."""
     name = f"fanout_{watchers}"
+    waited = await wait_quiet(bench)
     task_id = f"fan-{watchers}-{secrets.token_hex(3)}"
     pid = server.process.pid
     await create_tasks(server.url, [task_id], 1)
@@ -362,7 +389,7 @@ async def fanout(
         conn = await Connection.open(server.url)
         load = load_average()[0]
         server_before, readers_before = cpu_seconds(pid), own_cpu_seconds()
-        cores_before = [core_times(core) for core in bench.cores or ()]
+        meter = CoreMeter(bench.cores)
         first_send = time.perf_counter()
         for step in range(updates):
             seq = step + 2  # the task's snapshot is seq 1
@@ -379,10 +406,6 @@ async def fanout(
         server_cpu = cpu_seconds(pid) - server_before
         readers_cpu = own_cpu_seconds() - readers_before
         window = time.perf_counter() - first_send
-        cores_busy = [
-            busy_between(before, core_times(core))
-            for core, before in zip(bench.cores or (), cores_before, strict=True)
-        ]
         nursery.cancel_scope.cancel()
     for stream in streams:
         await stream.aclose()
@@ -404,9 +427,10 @@ async def fanout(
         "server_cpu_s": round(server_cpu, 2),
         "server_cpu_us_per_delivery": round(1e6 * server_cpu / delivered, 1) if delivered else None,
         "readers_cpu_s": round(readers_cpu, 2),
-        **cores_report(cores_busy, server_cpu / window),
+        **meter.report(server_cpu / window),
         "load_avg_1m": load,
         "update_errors": len(bad_answers),
+        "waited_for_quiet_s": waited,
     }
     found = (
         [f"{name}: {len(bad_answers)} updates failed; first: {bad_answers[0]}"]
@@ -472,12 +496,12 @@ async def repetition(bench: Bench, base: Path, names: list[str]) -> dict[str, An
 def summary(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """The headline figures of each scenario, one entry per repetition."""
     keys = [
-        "requests_per_s", "updates_per_s", "vs_echo", "p50_ms", "p99_ms", "server_cpu_share",
-        "server_core_busy", "server_core_others", "client_cpu_share", "client_core_busy",
-        "server_cpu_us_per_request",
-        "server_cpu_us_per_update", "missed", "max_ms", "seconds_for_all_updates",
+        "requests_per_s", "updates_per_s", "vs_echo", "p50_ms", "p99_ms", "max_ms",
+        "server_cpu_share", "server_core_busy", "server_core_others", "server_core_interrupts",
+        "client_cpu_share", "client_core_busy", "server_cpu_us_per_request",
+        "server_cpu_us_per_update", "missed", "seconds_for_all_updates",
         "server_kib_per_idle_ws", "server_cpu_us_per_delivery", "readers_cpu_s", "server_cpu_s",
-        "load_avg_1m", "valid",
+        "load_avg_1m", "waited_for_quiet_s", "valid",
     ]  # fmt: skip
     out: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
@@ -520,6 +544,12 @@ def main() -> None:
     parser.add_argument("--duration", type=float, help="seconds per measurement (default 10)")
     parser.add_argument("--repeat", type=int, help="repetitions (default 2; 1 with --quick)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=0,
+        help="wait up to this many seconds before each measurement for both cores to idle",
+    )
     parser.add_argument("--client-cpu", type=int, default=0)
     parser.add_argument("--server-cpu", type=int, default=1)
     args = parser.parse_args()
@@ -540,6 +570,7 @@ def main() -> None:
         client_pin=client_pin,
         server_pin=server_pin,
         cores=cores,
+        quiet_wait=args.quiet_wait,
         fanouts=[(200, 50, 0.0), (1000, 10, 0.5)]
         if quick
         else [(1000, 200, 0.0), (10_000, 20, 0.5)],
