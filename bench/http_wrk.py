@@ -4,6 +4,7 @@ How to run it::
 
     apt-get install -y wrk                                  # Debian's wrk 4.1 (checked)
     .venv/bin/python bench/http_wrk.py --dir /work          # all scenarios, twice: ~8 min
+    .venv/bin/python bench/http_wrk.py --dir /work --quiet-wait 120   # on a shared machine
     .venv/bin/python bench/http_wrk.py --quick              # a short run (~1 min)
     .venv/bin/python bench/http_wrk.py --scenario mutate --scenario read --duration 20
 
@@ -36,7 +37,10 @@ default 8) and ``--duration`` are flags. Every answer's status is checked by wrk
 ``response()`` hook (bench/wrk/common.lua), and every batch item's ``ok``: any non-2xx
 answer, socket error, timeout or failed item marks the scenario ``"valid": false``,
 is printed on stderr with the first bad answer, and makes the script exit 1.
-Server CPU comes from /proc/PID/stat before and after each measurement.
+Server CPU comes from /proc/PID/stat before and after each measurement; /proc/stat
+tells how busy each pinned core was, and ``server_core_others`` how much of the server's
+core other processes took (near 0: a clean measurement). ``--quiet-wait S`` waits up
+to S seconds before each measurement for both cores to idle.
 """
 
 from __future__ import annotations
