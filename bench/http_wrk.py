@@ -125,6 +125,31 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_state(pid: int) -> str:
+    """The scheduler state letter of a process's main thread (/proc/PID/stat)."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+
+
+class StateSampler:
+    """Samples the scheduler state of a process's main thread (the server's event loop)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.counts: dict[str, int] = {}
+
+    async def run(self) -> None:
+        """Every 20 ms until cancelled: R running or runnable, S asleep, D waiting on disk."""
+        while True:
+            state = process_state(self.pid)
+            self.counts[state] = self.counts.get(state, 0) + 1
+            await trio.sleep(0.02)
+
+    def report(self) -> dict[str, float]:
+        """The share of samples in each state; ``D`` well above 0 means the loop blocked on I/O."""
+        total = sum(self.counts.values()) or 1
+        return {state: round(n / total, 3) for state, n in sorted(self.counts.items())}
+
+
 def own_cpu_seconds() -> float:
     """User + system CPU of this process, seconds."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -261,8 +286,12 @@ async def wrk(
     load = load_average()[0]
     server_before, client_before = cpu_seconds(pid), children_cpu_seconds()
     meter = CoreMeter(bench.cores)
+    states = StateSampler(pid)
     started = time.perf_counter()
-    done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, env=full_env)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(states.run)
+        done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, env=full_env)
+        nursery.cancel_scope.cancel()
     wall = time.perf_counter() - started
     server_cpu = cpu_seconds(pid) - server_before
     client_cpu = children_cpu_seconds() - client_before
@@ -290,6 +319,7 @@ async def wrk(
         ),
         "client_cpu_share": round(client_cpu / wall, 2),
         **meter.report(server_cpu / wall),
+        "server_loop_states": states.report(),
         "load_avg_1m": load,
         "non2xx": raw["non2xx"],
         "failed_items": raw["failed_items"],
@@ -337,6 +367,15 @@ def last_seq(payload: bytes) -> int:
     return int(payload[at:end])
 
 
+async def warm_watcher(url: str, path: str) -> None:
+    """One watcher until its snapshot, then closed: the server's WebSocket path is warm."""
+    stream, rest = await open_watcher(url, path)
+    buffer = bytearray(rest)
+    while not any(b'"snapshot"' in payload for payload in frames(buffer)):
+        buffer += await stream.receive_some(65536)
+    await stream.aclose()
+
+
 async def fanout(
     bench: Bench, server: Server, watchers: int, updates: int, gap: float
 ) -> dict[str, Any]:
@@ -346,6 +385,7 @@ async def fanout(
     task_id = f"fan-{watchers}-{secrets.token_hex(3)}"
     pid = server.process.pid
     await create_tasks(server.url, [task_id], 1)
+    await warm_watcher(server.url, f"/ws/task/{task_id}")
     rss_before = rss_kib(pid)
     sent_at: dict[int, float] = {}
     latencies: list[float] = []
@@ -394,6 +434,8 @@ async def fanout(
         load = load_average()[0]
         server_before, readers_before = cpu_seconds(pid), own_cpu_seconds()
         meter = CoreMeter(bench.cores)
+        states = StateSampler(pid)
+        nursery.start_soon(states.run)
         first_send = time.perf_counter()
         for step in range(updates):
             seq = step + 2  # the task's snapshot is seq 1
@@ -432,6 +474,7 @@ async def fanout(
         "server_cpu_us_per_delivery": round(1e6 * server_cpu / delivered, 1) if delivered else None,
         "readers_cpu_s": round(readers_cpu, 2),
         **meter.report(server_cpu / window),
+        "server_loop_states": states.report(),
         "load_avg_1m": load,
         "update_errors": len(bad_answers),
         "waited_for_quiet_s": waited,
@@ -453,12 +496,12 @@ async def fanout(
 
 
 @asynccontextmanager
-async def spectral(bench: Bench, base: Path) -> AsyncIterator[Server]:
-    """``spectral serve`` on the server core, a fresh data dir under ``base``, 1,000 tasks."""
+async def spectral(bench: Bench, base: Path, tasks: int) -> AsyncIterator[Server]:
+    """``spectral serve`` on the server core, a fresh data dir under ``base``, ``tasks`` tasks."""
     with tempfile.TemporaryDirectory(dir=base, prefix="bench-wrk-") as data:
         async with running([*bench.server_pin, *serve_argv(Path(data))], env=SERVE_ENV) as server:
             log(f"spectral on {server.url} (pid {server.process.pid}), data in {data}")
-            await create_tasks(server.url, [f"{PREFIX}{n:05d}" for n in range(TASKS)])
+            await create_tasks(server.url, [f"{PREFIX}{n:05d}" for n in range(tasks)])
             yield server
 
 
@@ -481,18 +524,19 @@ async def repetition(bench: Bench, base: Path, names: list[str]) -> dict[str, An
         ("create", "create", 100),
     ]
     http = [row for row in http if row[1] in names]
-    if not http and "fanout" not in names:
-        return out
-    async with spectral(bench, base) as server:
-        for name, script, tasks in http:
-            out[name] = await measure(bench, name, server, script, tasks)
-            ceiling = out.get(ECHO_OF[name])
-            if ceiling:
-                key = "updates_per_s" if script == "batch" else "requests_per_s"
-                out[name]["vs_echo"] = round(out[name][key] / ceiling[key], 3)
-        if "fanout" in names:
-            for watchers, updates, gap in bench.fanouts:
-                log(f"fanout: {watchers} watchers, {updates} updates, gap {gap} s...")
+    if http:
+        async with spectral(bench, base, TASKS) as server:
+            for name, script, tasks in http:
+                out[name] = await measure(bench, name, server, script, tasks)
+                ceiling = out.get(ECHO_OF[name])
+                if ceiling:
+                    key = "updates_per_s" if script == "batch" else "requests_per_s"
+                    out[name]["vs_echo"] = round(out[name][key] / ceiling[key], 3)
+    if "fanout" in names:
+        # A fresh server each: its memory growth is then the watchers' alone.
+        for watchers, updates, gap in bench.fanouts:
+            log(f"fanout: {watchers} watchers, {updates} updates, gap {gap} s...")
+            async with spectral(bench, base, 0) as server:
                 out[f"fanout_{watchers}"] = await fanout(bench, server, watchers, updates, gap)
     return out
 
@@ -505,7 +549,7 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         "client_cpu_share", "client_core_busy", "server_cpu_us_per_request",
         "server_cpu_us_per_update", "missed", "seconds_for_all_updates",
         "server_kib_per_idle_ws", "server_cpu_us_per_delivery", "readers_cpu_s", "server_cpu_s",
-        "load_avg_1m", "waited_for_quiet_s", "valid",
+        "server_loop_states", "load_avg_1m", "waited_for_quiet_s", "valid",
     ]  # fmt: skip
     out: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
