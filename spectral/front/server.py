@@ -13,8 +13,9 @@ request's URL, headers and body; limits are judged as they arrive:
   closes after the answer, since the rest of that request is never read;
 - a request's head must arrive within ``head_timeout`` of its first byte (a slow
   client cannot hold a connection by trickling a head), each read of a body within
-  ``body_timeout``, and an idle keep-alive connection closes after
-  ``keep_alive_timeout``;
+  ``body_timeout`` (else 408), and an idle keep-alive connection closes after
+  ``keep_alive_timeout``; one task (:meth:`Server.watch_deadlines`) checks every
+  waiting read once a second, instead of a cancel scope per read;
 - ``Expect: 100-continue`` is answered once the earlier requests are answered;
 - an upgrade request (``Connection: Upgrade``) that the application takes (a
   WebSocket) gets the connection, with the bytes already read after its head;
@@ -48,6 +49,9 @@ log = logging.getLogger("spectral.front")
 
 #: Bytes asked of the socket per read.
 READ_SIZE = 65536
+#: Seconds between two checks of the connections' read deadlines (they fire that late
+#: at most).
+DEADLINE_TICK = 1.0
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -106,7 +110,8 @@ class Server:
         self.app = app
         self.limits = limits or Limits()
         self.closing = False
-        self._idle: set[trio.CancelScope] = set()
+        #: Connections blocked in a read, whose deadlines :meth:`watch_deadlines` checks.
+        self.waiting: set[Connection] = set()
         self.connections = 0
 
     async def serve(
@@ -117,20 +122,34 @@ class Server:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Accept connections until cancelled; each is served in ``handler_nursery``."""
-        serve = partial(trio.serve_listeners, handler_nursery=handler_nursery)
-        await serve(self.handle_stream, listeners, task_status=task_status)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.watch_deadlines)
+            serve = partial(trio.serve_listeners, handler_nursery=handler_nursery)
+            await nursery.start(serve, self.handle_stream, listeners)
+            task_status.started()
+
+    async def watch_deadlines(self, tick: float = DEADLINE_TICK) -> None:
+        """Every ``tick`` seconds, end the reads whose deadline has passed (one task for
+        every connection: a cancel scope per read cost ~12 µs, 6 % of a GET)."""
+        while True:
+            await trio.sleep(tick)
+            now = trio.current_time()
+            for connection in list(self.waiting):
+                if connection.read_deadline <= now:
+                    connection.expire()
 
     def close(self) -> None:
         """Shut down: idle connections close now, busy ones after their current answer."""
         self.closing = True
-        for scope in list(self._idle):
-            scope.cancel()
+        for connection in list(self.waiting):
+            if connection.read_kind == "idle":
+                connection.expire()
 
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
         """Serve one accepted connection to its end; the stream is closed afterwards."""
         self.connections += 1
         try:
-            await Connection(self, stream).run()
+            await Connection(self, stream).serve()
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
             pass
         except Exception:
@@ -207,6 +226,11 @@ class Connection:
         self.body_size = 0
         self.refused = False
         self.expect_continue = False
+        # The read in progress: what it waits for and until when (see Server.watch_deadlines).
+        self.read_kind = "idle"
+        self.read_deadline = 0.0
+        self.expired: str | None = None
+        self.scope = trio.CancelScope()
 
     # -- parser callbacks (synchronous, inside feed_data) ------------------------------
 
@@ -293,6 +317,21 @@ class Connection:
 
     # -- the loop ------------------------------------------------------------------------
 
+    async def serve(self) -> None:
+        """:meth:`run`, ended by :meth:`expire`: a slow request is then refused with 408."""
+        with self.scope:
+            await self.run()
+        if self.expired in ("head", "body"):
+            refusal = self.app.refuse(None, 408, "the request did not arrive in time")
+            refusal.close = True
+            with trio.move_on_after(1.0):
+                await self._write(None, refusal)
+
+    def expire(self) -> None:
+        """The read in progress took too long (or the server shuts down): end the connection."""
+        self.expired = self.read_kind
+        self.scope.cancel()
+
     async def run(self) -> None:
         """Read, parse and answer until the connection ends."""
         while True:
@@ -317,40 +356,31 @@ class Connection:
             if self.stopped and not self.ready:
                 return
             data = await self._read()
-            if data is None:
-                continue  # timed out: the refusal is queued
             if not data:
                 return
             self._feed(data)
 
-    async def _read(self) -> bytes | None:
-        """The next bytes (b"" at end of file), under the deadline of where the parser is;
-        None when that deadline passed (a 408 refusal is then queued)."""
+    async def _read(self) -> bytes:
+        """The next bytes (b"" at end of file), under the deadline of where the parser is:
+        an idle connection's keep-alive, a head's, or a body's next read."""
         limits = self.limits
         if not self.in_message:
             if self.server.closing:
                 return b""
-            with trio.CancelScope() as idle:
-                idle.deadline = trio.current_time() + limits.keep_alive_timeout
-                self.server._idle.add(idle)
-                try:
-                    data = await self.stream.receive_some(READ_SIZE)
-                finally:
-                    self.server._idle.discard(idle)
-            return data if not idle.cancelled_caught else b""
-        if self.in_head:
-            with trio.move_on_at(self.head_deadline):
-                return await self.stream.receive_some(READ_SIZE)
-            self._refuse_timeout()
-            return None
-        with trio.move_on_after(limits.body_timeout):
+            self.read_kind = "idle"
+            self.read_deadline = trio.current_time() + limits.keep_alive_timeout
+        elif self.in_head:
+            self.read_kind = "head"
+            self.read_deadline = self.head_deadline
+        else:
+            self.read_kind = "body"
+            self.read_deadline = trio.current_time() + limits.body_timeout
+        waiting = self.server.waiting
+        waiting.add(self)
+        try:
             return await self.stream.receive_some(READ_SIZE)
-        self._refuse_timeout()
-        return None
-
-    def _refuse_timeout(self) -> None:
-        self.ready.append(_Refusal(408, "the request did not arrive in time"))
-        self.stopped = True
+        finally:
+            waiting.discard(self)
 
     def _feed(self, data: bytes) -> None:
         if self.stopped:
