@@ -288,9 +288,10 @@ class Task(Actor):
         metadata_changed = previous is None or new.metadata is not previous.metadata
         self._write(new, [event], metadata_changed=metadata_changed)
         self.set_alarm(_next_alarm(new))
-        [(task, event_body, outgoing, published)] = self._changes([(command, new, event)], now)
+        changes = self._changes([(command, new, event)], now)
+        [(task, event_body, _, _)] = changes
         self._record_state(previous, new, task)
-        self._notify([outgoing], [published])
+        self._notify(changes, now)
         latest = [event_body, *reversed(self.recent)][: self.recent.maxlen]
         answer = Mutation(task=task, event=event_body, latest_history=latest)
         if idempotency is not None:
@@ -329,7 +330,7 @@ class Task(Actor):
         self.set_alarm(_next_alarm(state))
         changes = self._changes(applied, now)
         self._record_state(first, state, changes[-1][0])
-        self._notify([c[2] for c in changes], [c[3] for c in changes])
+        self._notify(changes, now)
         answers = iter(Mutation(task, body, []) for task, body, _, _ in changes)
         self.state = state
         self.recent.extend(body for _, body, _, _ in changes)
@@ -337,9 +338,9 @@ class Task(Actor):
 
     def _changes(
         self, applied: list[tuple[Command, TaskState, Event]], now: float
-    ) -> list[tuple[dict[str, Any], dict[str, Any], wire.Outgoing, TaskEvent]]:
-        """Per applied command: the task and event as JSON, the watchers' message and
-        the bus event."""
+    ) -> list[tuple[dict[str, Any], dict[str, Any], str, TaskEvent]]:
+        """Per applied command: the task and event as JSON, the watchers' message type
+        and the bus event."""
         changes = []
         for command, new, event in applied:
             task, event_body = wire.task_json(new), wire.event_json(event)
@@ -353,8 +354,7 @@ class Task(Actor):
                 task=task,
                 event=event_body,
             )
-            outgoing = wire.live_message(live_type, task, event_body, now)
-            changes.append((task, event_body, outgoing, published))
+            changes.append((task, event_body, live_type, published))
         return changes
 
     def _record_state(
@@ -367,17 +367,24 @@ class Task(Actor):
             record["owner"] = new.owner
         self.update_record(**record)
 
-    def _notify(self, outgoing: list[wire.Outgoing], published: list[TaskEvent]) -> None:
-        """After the commit: the watchers' messages, then the bus events, in order."""
+    def _notify(
+        self, changes: list[tuple[dict[str, Any], dict[str, Any], str, TaskEvent]], now: float
+    ) -> None:
+        """After the commit: the watchers' messages, then the bus events, in order.
+
+        A message is encoded only if someone watches (a batch to unwatched tasks
+        encodes nothing for watchers).
+        """
         sockets = self.sockets
         bus = self._bus()
 
         def notify() -> None:
-            for message in outgoing:
-                sockets.broadcast(message)
+            if len(sockets):
+                for task, event_body, live_type, _ in changes:
+                    sockets.broadcast(wire.live_message(live_type, task, event_body, now))
             if bus is not None:
-                for event in published:
-                    bus.publish(event)
+                for change in changes:
+                    bus.publish(change[3])
 
         self.after_commit(notify)
 

@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 #: Largest serialized task metadata (docs/api.md, "Tasks").
 MAX_METADATA_BYTES = 64 * 1024
@@ -233,13 +235,33 @@ _LOG_TYPES = frozenset({EventType.LOG, EventType.PROGRESS})
 TIMED_OUT = "timed out"
 
 
-def _evolve(state: TaskState, **changes: Any) -> TaskState:
-    """``dataclasses.replace`` without its per-call introspection (~2x faster: every
-    mutation makes a new state)."""
-    new = object.__new__(TaskState)
-    for name in _FIELDS:
-        object.__setattr__(new, name, changes[name] if name in changes else getattr(state, name))
-    return new
+def _unrolled(cls: type[T], *, copy: bool) -> Callable[..., T]:
+    """A fast constructor of a frozen slots dataclass, generated from its fields.
+
+    ``copy=True``: ``f(instance, **changes)``, ``dataclasses.replace`` without its
+    per-call introspection. ``copy=False``: ``f(*values)`` in field order, with no
+    defaults and no ``__post_init__``. Every mutation makes a new state and a new
+    event, so these are on the hot path: the generated code sets each slot once
+    through its member descriptor (a frozen dataclass's ``__setattr__`` refuses),
+    with no loop (the way dataclasses itself generates ``__init__``). Measured
+    here: a TaskState copy ~2 us instead of ~9, an Event ~1 us instead of ~3.
+    """
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    namespace: dict[str, Any] = {"new_instance": object.__new__, "cls": cls}
+    head = "def build(old, **changes):" if copy else f"def build({', '.join(names)}):"
+    lines = [head, "    new = new_instance(cls)"]
+    for index, name in enumerate(names):
+        namespace[f"set_{index}"] = cls.__dict__[name].__set__
+        value = f"changes[{name!r}] if {name!r} in changes else old.{name}" if copy else name
+        lines.append(f"    set_{index}(new, {value})")
+    lines.append("    return new")
+    exec("\n".join(lines), namespace)  # the source is built from the class's own fields
+    build: Callable[..., T] = namespace["build"]
+    return build
+
+
+_evolve = _unrolled(TaskState, copy=True)
+_new_event = _unrolled(Event, copy=False)
 
 
 # -- the machine --------------------------------------------------------------------
@@ -405,14 +427,7 @@ def _event(
     metadata: Mapping[str, Any] | None,
     now: float,
 ) -> Event:
-    return Event(
-        seq=seq,
-        event_type=event_type,
-        message=message,
-        progress=progress,
-        metadata=metadata,
-        timestamp=now,
-    )
+    return _new_event(seq, event_type, message, progress, metadata, now)
 
 
 def _percent(progress: float) -> str:
