@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import trio
 
 from actors.errors import (
@@ -467,14 +468,22 @@ def _connection_ok(conn: sqlite3.Connection) -> bool:
 
 def _decode_record(record: dict[str, Any]) -> dict[str, Any]:
     if isinstance(record.get("summary"), str):
-        return {**record, "summary": json.loads(record["summary"])}
+        return {**record, "summary": orjson.loads(record["summary"])}
     return record
 
 
 def _encode_record(changes: dict[str, Any]) -> dict[str, Any]:
     if "summary" in changes and changes["summary"] is not None:
-        return {**changes, "summary": json.dumps(changes["summary"], separators=(",", ":"))}
+        return {**changes, "summary": _dumps(changes["summary"])}
     return changes
+
+
+def _dumps(value: Any) -> str:
+    """Compact JSON; orjson, or the standard library for what orjson refuses (big ints)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"))
 
 
 def _row(kind: str, record: dict[str, Any]) -> ObjectRow:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 log = logging.getLogger("spectral.tasks.events")
 
@@ -28,9 +28,12 @@ EVENT_TYPES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class TaskEvent:
-    """One committed change of a task."""
+class TaskEvent(NamedTuple):
+    """One committed change of a task.
+
+    A named tuple, not a dataclass: one is made per committed change, batches make
+    thousands per second, and a tuple is built ~4x faster than a frozen dataclass.
+    """
 
     owner: str
     task_id: str
