@@ -33,7 +33,7 @@ from storage import Migration
 if TYPE_CHECKING:
     import sqlite3
 
-    from actors.mailbox import Cell
+    from actors.host import ActorCell
     from actors.sockets import SocketSet
 
 
@@ -48,7 +48,7 @@ class Actor:
     #: The kind's schema, versions 1..N, applied on activation.
     migrations: ClassVar[Sequence[Migration]] = ()
 
-    def __init__(self, cell: Cell) -> None:
+    def __init__(self, cell: ActorCell) -> None:
         self._cell = cell
 
     # -- hooks a kind implements --------------------------------------------
@@ -98,11 +98,11 @@ class Actor:
     @property
     def context(self) -> Any:
         """The object the product passed to ``open_router(context=...)`` (None if none)."""
-        return self._cell.router.context
+        return self._cell.context
 
     def now(self) -> float:
         """Wall-clock time in seconds since the epoch (the router's clock)."""
-        return self._cell.router.clock()
+        return self._cell.now()
 
     def set_alarm(self, when: float | None) -> None:
         """Persist one alarm time (or clear it) with this message's changes."""

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 Each live object is a :class:`Cell`: an inbox (a trio memory channel of
 :class:`Envelope`), its SQLite connection and an instance of its kind. The cell
-runs one loop in the router's nursery and takes messages in arrival order, one
+runs one loop in its host's nursery and takes messages in arrival order, one
 turn at a time (Durable Objects' *input gate*: nothing else touches the object
 while a turn runs, because a turn is synchronous from BEGIN to COMMIT).
 
@@ -24,6 +24,10 @@ Supervision: an unexpected exception in a handler fails that message with
 :class:`ActorCrashedError` and reloads the instance from the file. A failed
 COMMIT fails the whole batch and reopens the file. Consecutive crashing turns
 back off exponentially and, after ``crash_limit``, mark the object broken.
+
+The cell never sees the router: everything it asks of the runtime (its file, its
+registry row, alarms, sockets, supervision, counters) goes through the narrow
+:class:`~actors.host.CellHost` interface it is given.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from storage import ObjectRow, StorageError, read_record, write_record
 
 if TYPE_CHECKING:
     from actors.actor import Actor
-    from actors.router import Router
+    from actors.host import CellHost
     from actors.sockets import SocketSet
 
 log = logging.getLogger("actors")
@@ -95,16 +99,16 @@ class Cell:
     """One live object: inbox, connection, kind instance, committed record."""
 
     def __init__(
-        self, router: Router, kind_class: type[Actor], object_id: str, conn: sqlite3.Connection
+        self, host: CellHost, kind_class: type[Actor], object_id: str, conn: sqlite3.Connection
     ) -> None:
-        self.router = router
+        self.host = host
         self.kind_class = kind_class
         self.kind = kind_class.kind
         self.object_id = object_id
         self.key = (self.kind, object_id)
         self.conn = conn
         self.send_channel, self.receive_channel = trio.open_memory_channel[Envelope](
-            router.config.inbox_size
+            host.config.inbox_size
         )
         self.closing = False
         #: Set when the loop has ended and the file is closed.
@@ -135,12 +139,21 @@ class Cell:
         self.instance.load()
         alarm_at = self.record.get("alarm_at")
         if alarm_at is not None:
-            self.router.alarms.schedule(self.kind, self.object_id, float(alarm_at))
+            self.host.schedule_alarm(self.kind, self.object_id, float(alarm_at))
 
     @property
     def sockets(self) -> SocketSet:
-        """This object's socket set (owned by the router)."""
-        return self.router.sockets(self.kind, self.object_id)
+        """This object's socket set (owned by the host)."""
+        return self.host.sockets_of(self.kind, self.object_id)
+
+    @property
+    def context(self) -> Any:
+        """The product's context object (see ``open_router``)."""
+        return self.host.context
+
+    def now(self) -> float:
+        """Wall-clock seconds from the host's clock."""
+        return self.host.clock()
 
     @property
     def idle(self) -> bool:
@@ -198,10 +211,10 @@ class Cell:
 
     async def run(self) -> None:
         """Process turns until closed; never raises (supervision happens here)."""
-        max_batch = self.router.config.max_batch
+        max_batch = self.host.config.max_batch
         try:
             async with self.receive_channel:
-                while not self.router.is_broken(self.key):
+                while not self.host.is_broken(self.key):
                     try:
                         first = await self.receive_channel.receive()
                     except trio.EndOfChannel:
@@ -228,11 +241,11 @@ class Cell:
             self._fail_leftovers()
             if self.conn is not None:
                 self._close_connection()
-            self.router.forget(self)
+            self.host.forget(self.key, self)
             self.finished.set()
 
     def _fail_leftovers(self) -> None:
-        error = self.router.leftover_error(self.key)
+        error = self.host.leftover_error(self.key)
         while True:
             try:
                 envelope = self.receive_channel.receive_nowait()
@@ -248,21 +261,21 @@ class Cell:
             log.exception("closing %s %r", self.kind, self.object_id)
         if self.record.get("created_at") is None:
             # Activated to be created, but no message ever wrote to it: leave no file.
-            self.router.store.delete(self.kind, self.object_id)
+            self.host.delete_file(self.kind, self.object_id)
 
     async def _after_crash(self) -> None:
-        config = self.router.config
+        config = self.host.config
         if self.crashes >= config.crash_limit:
             log.error("%s %r broken after %d crashes", self.kind, self.object_id, self.crashes)
-            self.router.mark_broken(self.key)
+            self.host.mark_broken(self.key)
             self.close()
             return
         await trio.sleep(min(config.crash_backoff * 2 ** (self.crashes - 1), 5.0))
 
     async def _turn(self, batch: list[Envelope]) -> None:
-        router = self.router
+        host = self.host
         conn = self.conn
-        now = router.clock()
+        now = host.clock()
         effects: list[tuple[Any, ...]] = []
         outcomes: list[tuple[bool, Any]] = []
         wrote = crashed = False
@@ -313,9 +326,9 @@ class Cell:
                 write_record(conn, _encode_record(record_changes))
             committing = time.perf_counter()
             conn.execute("COMMIT")
-            router.stats.commit_seconds += time.perf_counter() - committing
+            host.record_commit(time.perf_counter() - committing)
             if self.unsettled:
-                router.store.settle(conn)
+                host.settle_file(conn)
                 self.unsettled = False
         except Exception as exc:
             self._effects = None
@@ -326,13 +339,12 @@ class Cell:
             for envelope in batch:
                 envelope.fail(error)
             self.crashes += 1
-            router.stats.restarts += 1
+            host.record_restart()
             self._restart()
             return
         finally:
             self._effects = None
-        router.stats.turns += 1
-        router.stats.messages += len(batch)
+        host.record_turn(len(batch))
         previous = self.record
         self.record = {**previous, **record_changes}
         await self._publish(previous, effects, record_changes)
@@ -348,7 +360,7 @@ class Cell:
                 envelope.fail(value)
         if crashed:
             self.crashes += 1
-            router.stats.restarts += 1
+            host.record_restart()
             self._restart()
         else:
             self.crashes = 0
@@ -360,7 +372,7 @@ class Cell:
                 return False
             if at > now:
                 # Woken early (the registry's copy may lag behind the file): re-arm.
-                self.router.alarms.schedule(self.kind, self.object_id, at)
+                self.host.schedule_alarm(self.kind, self.object_id, at)
                 return False
             self.effect(("alarm", None))
             self.instance.alarm()
@@ -371,7 +383,7 @@ class Cell:
     def _retry_alarm(self, now: float) -> None:
         # Outside the failed savepoint: committed with the rest of the turn.
         self.alarm_failures += 1
-        delay = min(self.router.config.alarm_retry_base * 2 ** (self.alarm_failures - 1), 300.0)
+        delay = min(self.host.config.alarm_retry_base * 2 ** (self.alarm_failures - 1), 300.0)
         self.effect(("alarm", now + delay))
 
     def _record_changes(
@@ -398,20 +410,20 @@ class Cell:
         changes: dict[str, Any],
     ) -> None:
         """After commit: deletion, registry row, alarm schedule."""
-        router = self.router
+        host = self.host
         if any(item[0] == "delete" for item in effects):
             self._close_connection()
-            router.store.delete(self.kind, self.object_id)
-            router.alarms.schedule(self.kind, self.object_id, None)
+            host.delete_file(self.kind, self.object_id)
+            host.schedule_alarm(self.kind, self.object_id, None)
             self.record = {}
             self.close()
-            await router.registry.delete(self.kind, self.object_id)
+            await host.delete_row(self.kind, self.object_id)
             return
         if not changes:
             return
         alarm_at = self.record.get("alarm_at")
         if "alarm_at" in changes:
-            router.alarms.schedule(self.kind, self.object_id, alarm_at)
+            host.schedule_alarm(self.kind, self.object_id, alarm_at)
         durable = (
             previous.get("created_at") is None
             or "owner" in changes
@@ -428,9 +440,9 @@ class Cell:
             durable = True
         row = _row(self.kind, self.record)
         if durable:
-            await router.registry.write(row)
+            await host.write_row(row)
         else:
-            router.registry.stage(row)
+            host.stage_row(row)
         self.registry_alarm_known = True
         self.registry_alarm = alarm_at
 
@@ -440,11 +452,11 @@ class Cell:
             if self.conn is None or not _connection_ok(self.conn):
                 if self.conn is not None:
                     self.conn.close()
-                self.conn = self.router.store.open(self.kind, self.object_id, create=False)
+                self.conn = self.host.open_file(self.kind, self.object_id)
             self.load()
         except (StorageError, sqlite3.Error, Exception):
             log.exception("%s %r: restart failed", self.kind, self.object_id)
-            self.router.mark_broken(self.key)
+            self.host.mark_broken(self.key)
             self.close()
 
 

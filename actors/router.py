@@ -24,6 +24,7 @@ watchers stay connected through eviction and re-activation.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -37,45 +38,30 @@ import trio.lowlevel
 
 from actors.actor import Actor
 from actors.alarms import AlarmScheduler
+from actors.config import RouterConfig
 from actors.errors import (
     ActorBrokenError,
     ActorClosedError,
     ObjectNotFoundError,
     RouterClosedError,
 )
+from actors.host import Key
 from actors.mailbox import ALARM_DUE, Cell, Envelope
 from actors.sockets import CLOSE_GOING_AWAY, CloseReason, SocketSet
-from storage import ObjectMissingError, ObjectStore, Registry, StorageError, refresh_changed
+from storage import (
+    ObjectMissingError,
+    ObjectRow,
+    ObjectStore,
+    Registry,
+    StorageError,
+    refresh_changed,
+)
+
+__all__ = ["Router", "RouterConfig", "RouterStatistics", "open_router"]
 
 log = logging.getLogger("actors")
 
-Key = tuple[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class RouterConfig:
-    """Tunables of the runtime (defaults are the server's)."""
-
-    #: Seconds without a message before a live actor is evicted.
-    idle_timeout: float = 60.0
-    #: Live actors at most; each holds an SQLite connection (2 fds, ~70 KiB).
-    max_live: int = 10_000
-    #: Messages applied in one transaction at most.
-    max_batch: int = 256
-    #: Messages that may wait in one inbox (callers beyond it get ActorBrokenError).
-    inbox_size: int = 100_000
-    #: Consecutive crashing turns before an actor is marked broken.
-    crash_limit: int = 5
-    #: First back-off after a crashing turn (doubles each time, capped at 5 s).
-    crash_backoff: float = 0.05
-    #: Seconds a broken object is refused before activation is tried again.
-    broken_cooldown: float = 30.0
-    #: First retry delay of a failing alarm (doubles each time, capped at 300 s).
-    alarm_retry_base: float = 1.0
-    #: SQLite ``synchronous`` for object files (NORMAL survives kill -9; FULL power loss).
-    synchronous: str = "NORMAL"
-    #: Longest time a non-durable registry change stays unwritten.
-    registry_flush_interval: float = 0.2
+_DEFAULT_CONFIG = RouterConfig()
 
 
 @dataclass
@@ -116,7 +102,10 @@ class _Pending:
 
 
 class Router:
-    """Routes messages to live actors; see the module docstring. Build with :func:`open_router`."""
+    """Routes messages to live actors; see the module docstring. Build with :func:`open_router`.
+
+    It is also every cell's :class:`~actors.host.CellHost` (the "cell host" section).
+    """
 
     def __init__(
         self,
@@ -329,13 +318,60 @@ class Router:
         cell.close()
         self.stats.evicted += 1
 
-    def forget(self, cell: Cell) -> None:
-        """Called by a cell as its loop ends."""
-        if self._live.get(cell.key) is cell:
-            del self._live[cell.key]
-        if self._closing.get(cell.key) is cell:
-            del self._closing[cell.key]
-        self.release_sockets(cell.kind, cell.object_id)
+    # -- cell host (actors.host.CellHost): what a cell asks of the runtime ----------
+
+    def open_file(self, kind: str, object_id: str) -> sqlite3.Connection:
+        """Reopen an existing object's file (after a failed commit)."""
+        return self.store.open(kind, object_id, create=False)
+
+    def settle_file(self, conn: sqlite3.Connection) -> None:
+        """Restore the durable ``synchronous`` setting after a fresh file's first commit."""
+        self.store.settle(conn)
+
+    def delete_file(self, kind: str, object_id: str) -> None:
+        """Remove an object's file (deleted, or created but never committed)."""
+        self.store.delete(kind, object_id)
+
+    async def write_row(self, row: ObjectRow) -> None:
+        """Write an object's registry row and wait until it is committed."""
+        await self.registry.write(row)
+
+    def stage_row(self, row: ObjectRow) -> None:
+        """Queue an object's registry row for the next group commit."""
+        self.registry.stage(row)
+
+    async def delete_row(self, kind: str, object_id: str) -> None:
+        """Delete an object's registry row and wait until that is committed."""
+        await self.registry.delete(kind, object_id)
+
+    def schedule_alarm(self, kind: str, object_id: str, when: float | None) -> None:
+        """Wake the object at ``when`` (wall-clock seconds); None clears its alarm."""
+        self.alarms.schedule(kind, object_id, when)
+
+    def sockets_of(self, kind: str, object_id: str) -> SocketSet:
+        """The object's socket set (same as :meth:`sockets`)."""
+        return self.sockets(kind, object_id)
+
+    def record_commit(self, seconds: float) -> None:
+        """Count the time one COMMIT took."""
+        self.stats.commit_seconds += seconds
+
+    def record_turn(self, messages: int) -> None:
+        """Count one committed turn of ``messages`` messages."""
+        self.stats.turns += 1
+        self.stats.messages += messages
+
+    def record_restart(self) -> None:
+        """Count one reload of an instance after a crash or a failed commit."""
+        self.stats.restarts += 1
+
+    def forget(self, key: Key, cell: object) -> None:
+        """Called by a cell as its loop ends (its file is closed)."""
+        if self._live.get(key) is cell:
+            del self._live[key]
+        if self._closing.get(key) is cell:
+            del self._closing[key]
+        self.release_sockets(*key)
 
     def leftover_error(self, key: Key) -> Exception:
         """The error for messages still queued when a cell ends."""
@@ -391,7 +427,7 @@ class Router:
 async def open_router(
     root: Path,
     kinds: Sequence[type[Actor]] = (),
-    config: RouterConfig = RouterConfig(),
+    config: RouterConfig = _DEFAULT_CONFIG,
     *,
     registry_migrations: dict[str, Sequence[Any]] | None = None,
     clock: Callable[[], float] = time.time,
