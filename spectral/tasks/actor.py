@@ -25,7 +25,7 @@ import json
 import sqlite3
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from actors import CLOSE_NORMAL, Actor, CloseReason, Migration, Rejected, Watcher
 from spectral import wire
@@ -178,9 +178,8 @@ class Remove:
 # -- answers -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Mutation:
-    """What a committed mutation answers."""
+class Mutation(NamedTuple):
+    """What a committed mutation answers (a named tuple: a batch makes one per item)."""
 
     task: dict[str, Any]
     event: dict[str, Any]
