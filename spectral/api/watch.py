@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -26,6 +26,7 @@ from actors import (
     ActorError,
     CloseReason,
     RouterClosedError,
+    TrySend,
     Watcher,
 )
 from spectral import wire
@@ -279,20 +280,46 @@ async def _room_opening(
 async def _write(
     state: ServerState, peer: Peer, watcher: Watcher, first: AsyncIterator[wire.Outgoing]
 ) -> CloseReason:
-    """Send the ``first`` messages, then the watcher's live queue, until it closes."""
+    """Send the ``first`` messages, then the watcher's live messages, until it closes."""
     sent = metrics.WS_MESSAGES_SENT
     try:
         async for outgoing in first:
             await peer.send_bytes(outgoing.frame)
             sent.inc()
-
-        async def send(item: Any) -> None:
-            await peer.send_bytes(item.frame)
-            sent.inc()
-
-        return await watcher.serve_writer(send, send_timeout=state.settings.ws_send_timeout)
+        send, try_send = frame_senders(peer, sent.inc)
+        timeout = state.settings.ws_send_timeout
+        return await watcher.serve_writer(send, send_timeout=timeout, try_send=try_send)
     except PeerGone:
         return CloseReason(CLOSE_GOING_AWAY, "peer gone")
+
+
+#: Queued for the writer when a direct write took part of a frame: the peer keeps the
+#: rest (its tail) and ``send_bytes`` completes it before anything else.
+TAIL = object()
+
+
+def frame_senders(
+    peer: Peer, counted: Callable[[], object]
+) -> tuple[Callable[[Any], Awaitable[None]], TrySend]:
+    """A watcher's writer ``send`` and direct ``try_send`` for messages with a ``.frame``
+    (:class:`wire.Outgoing`) on ``peer``; ``counted()`` is called per message written."""
+
+    async def send(item: Any) -> None:
+        if item is TAIL:
+            await peer.send_bytes(b"")  # the rest of a frame write_nowait began
+            return
+        await peer.send_bytes(item.frame)
+        counted()
+
+    def try_send(item: Any) -> Any:
+        frame = item.frame
+        written = peer.write_nowait(frame)
+        if not written:  # None or 0: nothing written, the writer sends it all
+            return item
+        counted()
+        return None if written == len(frame) else TAIL
+
+    return send, try_send
 
 
 async def _read_client(peer: Peer, watcher: Watcher) -> None:
