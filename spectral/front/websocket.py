@@ -130,10 +130,36 @@ class Peer:
                 return
             try:
                 with trio.fail_after(self.send_timeout):
-                    await self.stream.send_all(data)
+                    if self._fd < 0:
+                        await self.stream.send_all(data)
+                    else:
+                        await self._send_all(data)
             except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
                 await self.abort()
                 raise PeerGone("send failed") from None
+
+    async def _send_all(self, data: bytes) -> None:
+        """Write all of ``data`` on the descriptor, waiting for room as needed.
+
+        If cancelled while waiting, what is unwritten stays as the tail, so a frame is
+        never cut short by a later write (e.g. the close frame after a cancelled send).
+        """
+        fd = self._fd
+        view = memoryview(data)
+        while True:
+            try:
+                written = os.write(fd, view)
+            except BlockingIOError:
+                written = 0
+            except OSError as error:
+                raise trio.BrokenResourceError(str(error)) from None
+            if written == len(view):
+                break
+            view = view[written:]
+            self._tail = bytes(view)
+            await trio.lowlevel.wait_writable(fd)
+            self._tail = b""
+        await trio.lowlevel.checkpoint()
 
     @property
     def writing(self) -> bool:
