@@ -18,7 +18,7 @@ order either way.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,16 @@ CLOSE_TOO_SLOW = 4008
 
 #: Default per-watcher queue: a watcher this far behind is dropped (docs/api.md, "Watching").
 DEFAULT_QUEUE_SIZE = 1_000
+
+
+@dataclass(slots=True)
+class _OnDemand:
+    """What a watcher's on-demand writer tasks use (see :meth:`Watcher.start`)."""
+
+    send: Callable[[Any], Awaitable[None]]
+    send_timeout: float
+    try_send: TrySend | None
+    on_end: Callable[[], None] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +70,10 @@ class Watcher:
         self._abort = False
         #: The transport's direct write while it may be used (writer idle, queue empty).
         self._direct: TrySend | None = None
+        # On-demand writing (see :meth:`start`): where writer tasks run, what they use.
+        self._nursery: trio.Nursery | None = None
+        self._writer: _OnDemand | None = None
+        self._running = False
 
     @property
     def queued(self) -> int:
@@ -84,6 +98,9 @@ class Watcher:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.close(CloseReason(CLOSE_GOING_AWAY, "writer gone"))
             return False
+        if self._nursery is not None and not self._running:
+            self._running = True
+            self._nursery.start_soon(self._write_on_demand, None)
         return True
 
     def close(self, reason: CloseReason) -> None:
@@ -95,12 +112,17 @@ class Watcher:
         self._send.close()
         if self._scope is not None:
             self._scope.cancel()
+        if not self._running:
+            self._ended()
 
     def finish(self, reason: CloseReason) -> None:
         """Close after the writer has delivered what is already queued."""
         if self.close_reason is None:
             self.close_reason = reason
+        self._direct = None
         self._send.close()
+        if not self._running:
+            self._ended()
 
     async def next(self) -> Any:
         """The next queued message, for pull-based writers (e.g. SSE); cancel-safe.
@@ -116,6 +138,73 @@ class Watcher:
             if self.close_reason is None:
                 self.close_reason = CloseReason(CLOSE_GOING_AWAY, "writer stopped")
             raise trio.EndOfChannel from None
+
+    def start(
+        self,
+        nursery: trio.Nursery,
+        send: Callable[[Any], Awaitable[None]],
+        *,
+        on_end: Callable[[], None],
+        send_timeout: float = 10.0,
+        try_send: TrySend | None = None,
+        first: AsyncIterable[Any] | None = None,
+    ) -> None:
+        """Deliver through writer tasks started in ``nursery`` only when needed.
+
+        A writer task sends the ``first`` messages (e.g. a replay), then what is
+        queued, and ends when the queue is empty: an idle watcher has no task of its
+        own, and with ``try_send`` its messages are written by the broadcast itself
+        (see the module docstring). ``send`` and ``send_timeout`` are as for
+        :meth:`serve_writer`; ``send`` must not raise (it closes the watcher instead).
+        ``on_end()`` is called once the watcher is closed, or finished and drained:
+        the caller then closes its socket with :attr:`close_reason`.
+        """
+        self._writer = _OnDemand(send, send_timeout, try_send, on_end)
+        self._nursery = nursery
+        self._running = True
+        nursery.start_soon(self._write_on_demand, first)
+
+    async def _write_on_demand(self, first: AsyncIterable[Any] | None) -> None:
+        writer = self._writer
+        assert writer is not None
+        with trio.CancelScope() as scope:
+            self._scope = scope
+            if self._abort:
+                scope.cancel()
+            if first is not None:
+                async for message in first:
+                    if not await self._send_one(writer, message):
+                        break
+            while self.close_reason is None or not self._abort:
+                try:
+                    message = self._receive.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                except (trio.EndOfChannel, trio.ClosedResourceError):
+                    break
+                if not await self._send_one(writer, message):
+                    break
+        self._scope = None
+        self._running = False
+        if self.close_reason is not None:
+            self._ended()
+        elif writer.try_send is not None:
+            self._direct = writer.try_send  # idle: broadcasts write directly until one queues
+
+    async def _send_one(self, writer: _OnDemand, message: Any) -> bool:
+        try:
+            with trio.fail_after(writer.send_timeout):
+                await writer.send(message)
+        except trio.TooSlowError:
+            self.close(CloseReason(CLOSE_TOO_SLOW, "too slow"))
+            return False
+        return not self._abort
+
+    def _ended(self) -> None:
+        writer = self._writer
+        if writer is not None and writer.on_end is not None:
+            on_end, writer.on_end = writer.on_end, None
+            on_end()
 
     async def serve_writer(
         self,

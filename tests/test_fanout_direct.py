@@ -132,9 +132,43 @@ class Counting:
 
 
 async def serve(watcher: Watcher, peer: Peer, results: list[CloseReason]) -> None:
-    """The watch endpoint's writer for ``watcher`` on ``peer``."""
-    send, try_send = frame_senders(peer, lambda: None)
-    results.append(await watcher.serve_writer(send, send_timeout=3600, try_send=try_send))
+    """The watch endpoint's writing for ``watcher`` on ``peer`` (writer tasks on demand);
+    records the close reason once the watcher ends."""
+    ended = trio.Event()
+    async with trio.open_nursery() as nursery:
+        send, try_send = frame_senders(peer, watcher, lambda: None)
+        watcher.start(nursery, send, on_end=ended.set, send_timeout=3600, try_send=try_send)
+        await ended.wait()
+    assert watcher.close_reason is not None
+    results.append(watcher.close_reason)
+
+
+def task_count() -> int:
+    """Every task of this run."""
+    count, nurseries = 0, list(trio.lowlevel.current_root_task().child_nurseries)
+    while nurseries:
+        for task in nurseries.pop().child_tasks:
+            count += 1
+            nurseries += task.child_nurseries
+    return count
+
+
+async def test_a_writer_task_runs_only_while_something_waits_to_be_sent() -> None:
+    watcher = Watcher(queue_size=10)
+    results: list[CloseReason] = []
+    async with tcp_pair() as (peer, reader), trio.open_nursery() as nursery:
+        nursery.start_soon(serve, watcher, peer, results)
+        await trio.testing.wait_all_tasks_blocked()
+        idle = task_count()  # the opening's writer has ended: no task of the watcher's own
+        watcher.send_nowait(message(1, BIG))  # written in part: a writer starts for the rest
+        await trio.testing.wait_all_tasks_blocked()
+        assert task_count() == idle + 1
+        frames = FrameReader(reader)
+        assert texts(await frames.until(lambda f: len(f) == 1)) == [message(1, BIG).text.encode()]
+        await trio.testing.wait_all_tasks_blocked()
+        assert task_count() == idle  # done: the writer ended
+        watcher.finish(DELETED)
+    assert results == [DELETED]
 
 
 async def test_an_idle_watcher_gets_its_frame_written_by_the_broadcast_itself() -> None:
@@ -174,7 +208,7 @@ async def test_order_is_kept_when_the_kernel_buffer_fills_and_partial_writes_com
             assert sockets.broadcast(outgoing) == 1
         # The small one went whole, the big one in part; the rest waits behind it, in order.
         assert (counting.whole, counting.partial, len(counting.results)) == (1, 1, 2)
-        assert watcher.queued == 18  # the tail marker went straight to the waiting writer
+        assert watcher.queued == 19  # the tail marker first; a writer task is to start
         # A ping (Keepalive's) while the reader still reads nothing: it waits its turn.
         nursery.start_soon(peer.ping)
         await trio.testing.wait_all_tasks_blocked()
@@ -256,7 +290,7 @@ async def test_a_watcher_whose_fallback_queue_overflows_is_closed_4008_the_other
 
 async def test_tail_marker_is_what_a_partial_direct_write_queues() -> None:
     async with tcp_pair() as (peer, _reader):
-        _send, try_send = frame_senders(peer, lambda: None)
+        _send, try_send = frame_senders(peer, Watcher(), lambda: None)
         small = message(1)
         assert try_send(small) is None
         assert try_send(message(2, BIG)) is TAIL
