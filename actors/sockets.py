@@ -1,6 +1,8 @@
 """Socket sets: the watchers of one object, kept by the router so they outlive eviction.
 
-Each watcher owns a bounded queue drained by its own writer task. A broadcast
+Each watcher owns a bounded queue drained by a writer task: one for the
+watcher's whole life (:meth:`Watcher.serve_writer`), or one started only while
+something waits to be sent (:meth:`Watcher.start`). A broadcast
 hands the same message object to every watcher with ``send_nowait`` and never
 awaits a peer: a watcher whose queue is full is closed with 4008 ("too slow")
 and dropped, so it never slows the object or the other watchers, and the order
