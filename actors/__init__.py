@@ -20,6 +20,7 @@ from actors.sockets import (
     CLOSE_TOO_SLOW,
     CloseReason,
     SocketSet,
+    TrySend,
     Watcher,
 )
 from storage import Migration
@@ -42,6 +43,7 @@ __all__ = [
     "RouterConfig",
     "RouterStatistics",
     "SocketSet",
+    "TrySend",
     "Watcher",
     "open_router",
 ]

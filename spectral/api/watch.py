@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -26,6 +26,7 @@ from actors import (
     ActorError,
     CloseReason,
     RouterClosedError,
+    TrySend,
     Watcher,
 )
 from spectral import wire
@@ -196,20 +197,35 @@ async def watch_task(
         return
     try:
         first = opening(state, who, task_id, start)
-        await _converse(peer, watcher, _write(state, peer, watcher, first))
+        await _converse(state, peer, watcher, first)
     finally:
         release(state, task_id, watcher)
 
 
 async def _converse(
-    peer: Peer, watcher: Watcher, writing: Coroutine[Any, Any, CloseReason]
+    state: ServerState, peer: Peer, watcher: Watcher, first: AsyncIterator[wire.Outgoing]
 ) -> None:
-    """Answer the client's pings while ``writing`` runs; close with the writer's reason."""
+    """Send ``first``, then the live messages, while answering the client's pings; close
+    with the watcher's reason once it ends.
+
+    The connection's task reads the client; a writer task runs only while something
+    waits to be sent (the opening, or what a direct write could not take).
+    """
     try:
+        ended = trio.CancelScope()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_read_client, peer, watcher)
-            reason = await writing
-            nursery.cancel_scope.cancel()
+            send, try_send = frame_senders(peer, watcher, metrics.WS_MESSAGES_SENT.inc)
+            watcher.start(
+                nursery,
+                send,
+                on_end=ended.cancel,
+                send_timeout=state.settings.ws_send_timeout,
+                try_send=try_send,
+                first=first,
+            )
+            with ended:
+                await _read_client(peer, watcher)
+        reason = watcher.close_reason or CloseReason(CLOSE_GOING_AWAY, "writer stopped")
         if reason.code == CLOSE_TOO_SLOW:
             metrics.WATCHERS_DROPPED.inc()
         await peer.close(reason.code, reason.reason)
@@ -252,7 +268,7 @@ async def watch_room(
     sockets = state.router.sockets(rooms.KIND, room_id)
     try:
         first = _room_opening(state, who, room_id, start)
-        await _converse(peer, watcher, _write(state, peer, watcher, first))
+        await _converse(state, peer, watcher, first)
     finally:
         sockets.detach(watcher)
         state.router.release_sockets(rooms.KIND, room_id)
@@ -276,23 +292,36 @@ async def _room_opening(
         after = page[-1].seq
 
 
-async def _write(
-    state: ServerState, peer: Peer, watcher: Watcher, first: AsyncIterator[wire.Outgoing]
-) -> CloseReason:
-    """Send the ``first`` messages, then the watcher's live queue, until it closes."""
-    sent = metrics.WS_MESSAGES_SENT
-    try:
-        async for outgoing in first:
-            await peer.send_bytes(outgoing.frame)
-            sent.inc()
+#: Queued for the writer when a direct write took part of a frame: the peer keeps the
+#: rest (its tail) and ``send_bytes`` completes it before anything else.
+TAIL = object()
 
-        async def send(item: Any) -> None:
-            await peer.send_bytes(item.frame)
-            sent.inc()
 
-        return await watcher.serve_writer(send, send_timeout=state.settings.ws_send_timeout)
-    except PeerGone:
-        return CloseReason(CLOSE_GOING_AWAY, "peer gone")
+def frame_senders(
+    peer: Peer, watcher: Watcher, counted: Callable[[], object]
+) -> tuple[Callable[[Any], Awaitable[None]], TrySend]:
+    """A watcher's writer ``send`` and direct ``try_send`` for messages with a ``.frame``
+    (:class:`wire.Outgoing`) on ``peer``; ``counted()`` is called per message written.
+    A peer that fails closes the watcher (going away)."""
+
+    async def send(item: Any) -> None:
+        try:
+            await peer.send_bytes(b"" if item is TAIL else item.frame)
+        except PeerGone:
+            watcher.close(CloseReason(CLOSE_GOING_AWAY, "peer gone"))
+            return
+        if item is not TAIL:
+            counted()
+
+    def try_send(item: Any) -> Any:
+        frame = item.frame
+        written = peer.write_nowait(frame)
+        if not written:  # None or 0: nothing written, the writer sends it all
+            return item
+        counted()
+        return None if written == len(frame) else TAIL
+
+    return send, try_send
 
 
 async def _read_client(peer: Peer, watcher: Watcher) -> None:

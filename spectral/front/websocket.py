@@ -9,16 +9,24 @@ builds them once per message and every peer's writer hands those same bytes to
 and writes control frames; data frames bypass it, which wsproto allows because
 it keeps no state about outgoing data messages.
 
-Every write goes through :meth:`Peer.send_bytes`, under a lock (so frames never
-interleave) and a deadline: a peer that does not take its bytes in time is
+Every awaited write goes through :meth:`Peer.send_bytes`, under a lock (so frames
+never interleave) and a deadline: a peer that does not take its bytes in time is
 aborted — its socket is closed — so a stalled client can never pin a task or
-hold up shutdown. Keepalive is one task for all peers (:class:`Keepalive`): it
-pings each idle peer and aborts those silent for too long.
+hold up shutdown. A broadcast may instead write a frame at once with
+:meth:`Peer.write_nowait` (one non-blocking ``os.write`` on the socket's
+descriptor, bypassing trio's stream): only when no awaited write is in progress
+and nothing is left of an earlier frame. What the kernel did not take is kept as
+the peer's *tail*, which the next :meth:`Peer.send_bytes` writes before anything
+else, so a ping, a pong or a close frame can never land inside a frame.
+
+Keepalive is one task for all peers (:class:`Keepalive`): it pings each idle
+peer and aborts those silent for too long.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import struct
 from collections.abc import AsyncIterator
 from typing import Any
@@ -81,22 +89,81 @@ class Peer:
         self.close_code: int | None = None
         self.last_heard = trio.current_time()
         self._lock = trio.Lock()
+        #: The socket's descriptor for :meth:`write_nowait` (-1: not a socket).
+        self._fd = _socket_fd(stream)
+        #: The part of a frame :meth:`write_nowait` could not write; sent first by
+        #: :meth:`send_bytes`.
+        self._tail = b""
+
+    def write_nowait(self, data: bytes) -> int | None:
+        """Write ``data`` now with one non-blocking write; how many bytes were written.
+
+        None (nothing written) when it cannot be written directly: an awaited write is
+        in progress, part of an earlier frame is still waiting, the peer is closed or
+        the socket failed; the caller then queues ``data`` for :meth:`send_bytes`. A
+        partial write keeps the rest as the peer's tail, which the next
+        :meth:`send_bytes` (e.g. ``send_bytes(b"")``) must complete.
+        """
+        if self._fd < 0 or self.closed or self._tail or self._lock.locked():
+            return None
+        try:
+            written = os.write(self._fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError:
+            return None  # the awaited send meets the error and aborts the peer
+        if written < len(data):
+            self._tail = data[written:]
+        return written
 
     async def send_bytes(self, data: bytes) -> None:
-        """Write raw bytes (a frame); abort the peer if it does not take them in time."""
+        """Write raw bytes (a frame); abort the peer if it does not take them in time.
+
+        What :meth:`write_nowait` left of a frame goes first.
+        """
         if self.closed:
             raise PeerGone("closed")
         async with self._lock:
+            if self._tail:
+                data, self._tail = self._tail + data, b""
+            if not data:
+                return
             try:
                 with trio.fail_after(self.send_timeout):
-                    await self.stream.send_all(data)
+                    if self._fd < 0:
+                        await self.stream.send_all(data)
+                    else:
+                        await self._send_all(data)
             except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
                 await self.abort()
                 raise PeerGone("send failed") from None
 
+    async def _send_all(self, data: bytes) -> None:
+        """Write all of ``data`` on the descriptor, waiting for room as needed.
+
+        If cancelled while waiting, what is unwritten stays as the tail, so a frame is
+        never cut short by a later write (e.g. the close frame after a cancelled send).
+        """
+        fd = self._fd
+        view = memoryview(data)
+        while True:
+            try:
+                written = os.write(fd, view)
+            except BlockingIOError:
+                written = 0
+            except OSError as error:
+                raise trio.BrokenResourceError(str(error)) from None
+            if written == len(view):
+                break
+            view = view[written:]
+            self._tail = bytes(view)
+            await trio.lowlevel.wait_writable(fd)
+            self._tail = b""
+        await trio.lowlevel.checkpoint()
+
     @property
     def writing(self) -> bool:
-        """True while a write is in progress."""
+        """True while an awaited write is in progress."""
         return self._lock.locked()
 
     async def ping(self) -> None:
@@ -182,6 +249,14 @@ class Peer:
         except LocalProtocolError:
             return  # e.g. closing a connection wsproto already sees as closed
         await self.send_bytes(data)
+
+
+def _socket_fd(stream: trio.abc.Stream) -> int:
+    """The descriptor of a trio socket stream (or of the one a wrapper exposes), else -1."""
+    sock = getattr(stream, "socket", None)
+    if not isinstance(sock, trio.socket.SocketType):
+        return -1
+    return sock.fileno()
 
 
 async def accept(
