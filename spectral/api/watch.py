@@ -124,15 +124,17 @@ async def serve_websocket(state: ServerState, stream: trio.SocketStream, head: b
         return
     peer, request = accepted
     path, params = parse_target(request.target)
+    headers = {
+        name.decode("latin-1").lower(): value.decode("latin-1")
+        for name, value in request.extra_headers
+    }
+    # An idle watcher keeps nothing of its handshake: ~1.5 KB per socket otherwise.
+    del accepted, request, head
     state.keepalive.add(peer)
     metrics.WS_CONNECTIONS.inc()
     who: Principal | None = None
     counted = False
     try:
-        headers = {
-            name.decode("latin-1").lower(): value.decode("latin-1")
-            for name, value in request.extra_headers
-        }
         room_id = _room_route(path)
         if path.startswith(TASK_ROUTE):
             scope: str | None = tokens.task_scope(path[len(TASK_ROUTE) :])
@@ -142,6 +144,7 @@ async def serve_websocket(state: ServerState, stream: trio.SocketStream, head: b
             scope = None
         try:
             who = state.auth.authenticate(headers.get, token=params.get("token"), scope=scope)
+            del headers
         except ApiError as error:
             reason = close_for(error)
             await peer.close(reason.code, reason.reason)
@@ -196,8 +199,7 @@ async def watch_task(
         await peer.close(reason.code, reason.reason)
         return
     try:
-        first = opening(state, who, task_id, start)
-        await _converse(state, peer, watcher, first)
+        await _converse(state, peer, watcher, opening(state, who, task_id, start))
     finally:
         release(state, task_id, watcher)
 
@@ -212,19 +214,18 @@ async def _converse(
     waits to be sent (the opening, or what a direct write could not take).
     """
     try:
-        ended = trio.CancelScope()
         async with trio.open_nursery() as nursery:
             send, try_send = frame_senders(peer, watcher, metrics.WS_MESSAGES_SENT.inc)
             watcher.start(
                 nursery,
                 send,
-                on_end=ended.cancel,
+                on_end=nursery.cancel_scope.cancel,  # also ends the read below
                 send_timeout=state.settings.ws_send_timeout,
                 try_send=try_send,
                 first=first,
             )
-            with ended:
-                await _read_client(peer, watcher)
+            del first  # the writer's now; an idle watcher need not keep it
+            await _read_client(peer, watcher)
         reason = watcher.close_reason or CloseReason(CLOSE_GOING_AWAY, "writer stopped")
         if reason.code == CLOSE_TOO_SLOW:
             metrics.WATCHERS_DROPPED.inc()
@@ -267,8 +268,7 @@ async def watch_room(
         return
     sockets = state.router.sockets(rooms.KIND, room_id)
     try:
-        first = _room_opening(state, who, room_id, start)
-        await _converse(state, peer, watcher, first)
+        await _converse(state, peer, watcher, _room_opening(state, who, room_id, start))
     finally:
         sockets.detach(watcher)
         state.router.release_sockets(rooms.KIND, room_id)

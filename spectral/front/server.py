@@ -94,6 +94,15 @@ class Application(Protocol):
         ...
 
 
+class _Discard:
+    """Parser callbacks of a connection handed over to an upgrade: none are used."""
+
+
+#: The parser and queue of every connection handed over to an upgrade (never used).
+_HANDED_OVER = httptools.HttpRequestParser(_Discard())
+_NOTHING_READY: deque[Request | _Refusal] = deque()
+
+
 @dataclass(frozen=True, slots=True)
 class _Refusal:
     """A request broken at the protocol level: answer ``status``, then close."""
@@ -315,6 +324,15 @@ class Connection:
             return None
         return Request(method, self.url.decode("latin-1"), self.headers, keep_alive=False)
 
+    def _hand_over(self) -> None:
+        """The connection now belongs to an upgrade (a WebSocket that may stay open for
+        days): drop the HTTP parser and its state, ~2 KB an idle watcher would keep."""
+        self.parser = _HANDED_OVER
+        self.ready = _NOTHING_READY
+        self.headers = {}
+        self.url = b""
+        self.leftover = b""
+
     # -- the loop ------------------------------------------------------------------------
 
     async def serve(self) -> None:
@@ -344,7 +362,11 @@ class Connection:
                     return
                 if item is self.upgraded:
                     if self.app.takes_upgrade(item):
-                        await self.app.upgrade(item, PrefixedStream(self.stream, self.leftover))
+                        stream = PrefixedStream(self.stream, self.leftover)
+                        self._hand_over()
+                        upgrade = self.app.upgrade(item, stream)
+                        item = None  # the upgrade's only: it may last for days
+                        await upgrade
                         return
                     # Not an upgrade we serve: answer it, then go on parsing afresh.
                     self._restart_parser()
