@@ -58,8 +58,16 @@ def make_store(root: Path) -> ObjectStore:
 
 
 def pool_files(pool: FilePool) -> list[str]:
-    """Every name in the pool's directory."""
-    return sorted(os.listdir(pool.directory))
+    """Every database name in the pool's directory (each has an empty ``-wal`` beside it)."""
+    names = sorted(os.listdir(pool.directory))
+    databases = [name for name in names if not name.endswith("-wal")]
+    assert names == sorted([*databases, *(f"{name}-wal" for name in databases)]), names
+    return databases
+
+
+def wal_bytes(path: Path) -> bytes:
+    """The content of a database's ``-wal`` file."""
+    return Path(f"{path}-wal").read_bytes()
 
 
 # -- FilePool ----------------------------------------------------------------------
@@ -87,6 +95,7 @@ async def test_the_pool_fills_to_its_high_mark_and_refills_below_its_low_mark(
         assert file is not None and file.name is not None and is_file_name(file.name)
         assert file.path == named_path(tmp_path, "pledger", file.name)
         assert file.path.read_bytes() == pool.store.template("pledger")
+        assert wal_bytes(file.path) == b""  # made ahead too
         assert f"{file.name}.sqlite" not in pool_files(pool)
 
 
@@ -105,11 +114,12 @@ async def test_a_cancelled_refill_leaves_only_complete_files(tmp_path: Path) -> 
         nursery.cancel_scope.cancel()  # mid-fill: the batch in flight completes
     names = pool_files(pool)
     assert len(names) == len(pool) < 100_000
-    assert not [name for name in names if not name.endswith(".sqlite")]
+    assert all(name.endswith(".sqlite") for name in names)
     template = pool.store.template("pledger")
     assert all((pool.directory / name).read_bytes() == template for name in names)
     # The next run starts from an empty pool: nothing in it was ever handed out.
-    assert pool.clear() == len(names) and pool_files(pool) == [] and len(pool) == 0
+    assert pool.clear() == 2 * len(names)  # each with its -wal
+    assert pool_files(pool) == [] and len(pool) == 0
 
 
 def test_clear_removes_leftovers_of_an_earlier_run(tmp_path: Path) -> None:
