@@ -51,6 +51,9 @@ async def test_a_data_dir_of_the_old_layout_is_still_served(tmp_path: Path) -> N
         assert not object_path(data, "task", "old-pending").exists()
         body = {"id": "new-task"}
         assert (await http.post("/tasks/create", json=body)).status_code == 201
+        metrics = (await http.get("/metrics")).text
+        assert 'spectral_pool_files_ready{kind="task"}' in metrics
+        assert 'spectral_pool_misses_total{kind="task"}' in metrics
         await stop(server)
 
     # Old rows keep the hashed layout; the new task has a named file from the pool.
