@@ -235,7 +235,10 @@ async def cold(root: Path, quick: bool) -> dict[str, Any]:
     async with open_router(root, [BenchCounter], RouterConfig(max_live=live_cap())) as router:
         await create_objects(router, "k", count)
     # A new router: every object is cold now.
-    async with open_router(root, [BenchCounter], RouterConfig(max_live=live_cap())) as router:
+    config = RouterConfig(max_live=live_cap())
+    async with open_router(root, [BenchCounter], config) as router:
+        for pool in router.pools.values():  # refilled at start: not during the measurement
+            await pool.wait_ready(config.pool_high)
         _, cold_latencies = await run_callers(
             count, 1, lambda i: router.call("bench", f"k{i}", None)
         )
