@@ -67,7 +67,10 @@ def named_path(root: Path, kind: str, name: str) -> Path:
     """Path of the object file called ``name``: ``root/objects/<kind>/<na>/<name>.sqlite``.
 
     The same 256 shards as the hashed layout; the name is random, so it spreads evenly.
+    A name that is not 32 hex digits is refused (ValueError): it never becomes a path.
     """
+    if not is_file_name(name):
+        raise ValueError(f"invalid object file name {name!r}")
     return root / "objects" / check_kind(kind) / name[:2] / f"{name}.sqlite"
 
 

@@ -130,6 +130,12 @@ def test_clear_removes_leftovers_of_an_earlier_run(tmp_path: Path) -> None:
     assert pool.clear() == 2 and pool_files(pool) == []
 
 
+def test_a_file_name_that_is_not_one_of_the_pool_s_never_becomes_a_path(tmp_path: Path) -> None:
+    for name in ("../../etc/passwd", "ab" * 16 + "/..", "AB" * 16, "ab" * 32, ""):
+        with pytest.raises(ValueError, match="invalid object file name"):
+            named_path(tmp_path, "pledger", name)
+
+
 def test_water_marks_are_checked() -> None:
     with pytest.raises(ValueError, match="low <= high"):
         FilePool(ObjectStore(Path("/nonexistent")), "pledger", low=5, high=2)
