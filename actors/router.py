@@ -329,10 +329,16 @@ class Router:
         Raises:
             ObjectMissingError: no file and ``create`` is false.
         """
-        _, name = self.registry.file_of(kind, object_id)
+        listed, name = self.registry.file_of(kind, object_id)
         file = self.store.named(kind, name) if name else self.store.hashed(kind, object_id)
         if file.path.exists():
             return file, False
+        if listed:
+            # A row whose file is gone: left by a kill -9 between a deletion's two steps
+            # (file, then row) or by hand; a live deletion's window is covered by its
+            # closing cell, which activation waits for. The doctor's repair, done here.
+            log.warning("%s %r: its file %s is gone; unlisting it", kind, object_id, file.path)
+            self.registry.stage_delete(kind, object_id)
         if not create:
             raise ObjectMissingError(f"{kind} {object_id!r} does not exist")
         pool = self.pools.get(kind)

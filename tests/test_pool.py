@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from actors import Rejected, RouterConfig, open_router
+from actors import ObjectNotFoundError, Rejected, RouterConfig, open_router
 from spectral.ops import doctor
 from storage import (
     FilePool,
@@ -225,6 +225,20 @@ async def test_closing_the_router_cancels_a_refill_in_progress(tmp_path: Path) -
         await router.call("pledger", "x", Append(1), create=True)
         path = router.file_of("pledger", "x")
         assert path is not None and path.stem == object_digest("pledger", "x")
+
+
+async def test_a_row_whose_file_is_gone_is_unlisted_on_activation(tmp_path: Path) -> None:
+    files = await make_objects(tmp_path, ["gone", "recreated"])
+    for path in files.values():
+        os.unlink(path)  # as a kill -9 between a deletion's file and row steps leaves it
+    async with open_router(tmp_path, KINDS) as router:
+        with pytest.raises(ObjectNotFoundError):
+            await router.call("pledger", "gone", Rows())
+        assert router.registry.get("pledger", "gone") is None
+        assert await router.call("pledger", "recreated", Append("new"), create=True) == 1
+        row = router.registry.get("pledger", "recreated")
+        assert row is not None and row.file != files["recreated"].stem
+    assert registry_file(tmp_path, "pledger", "gone") is None
 
 
 # -- the registry's map ------------------------------------------------------------
