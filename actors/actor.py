@@ -47,6 +47,9 @@ class Actor:
     kind: ClassVar[str]
     #: The kind's schema, versions 1..N, applied on activation.
     migrations: ClassVar[Sequence[Migration]] = ()
+    #: True for kinds created often: their files are pre-created by a background job
+    #: (a pool, see storage/pool.py), so that a creation costs a rename.
+    pooled: ClassVar[bool] = False
 
     def __init__(self, cell: ActorCell) -> None:
         self._cell = cell

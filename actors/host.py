@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from actors.config import RouterConfig
     from actors.sockets import SocketSet
-    from storage import ObjectRow
+    from storage import ObjectFile, ObjectRow
 
 #: An object's identity: (kind, id).
 Key = tuple[str, str]
@@ -36,16 +36,16 @@ class CellHost(Protocol):
 
     # -- the object's file ------------------------------------------------------
 
-    def open_file(self, kind: str, object_id: str) -> sqlite3.Connection:
-        """Reopen an existing object's file (after a failed commit)."""
+    def open_file(self, file: ObjectFile) -> sqlite3.Connection:
+        """Reopen the object's existing file (after a failed commit)."""
         ...
 
     def settle_file(self, conn: sqlite3.Connection) -> None:
         """Restore the durable ``synchronous`` setting after a fresh file's first commit."""
         ...
 
-    def delete_file(self, kind: str, object_id: str) -> None:
-        """Remove an object's file (deleted, or created but never committed)."""
+    def delete_file(self, file: ObjectFile) -> None:
+        """Remove the object's file (deleted, or created but never committed)."""
         ...
 
     # -- the registry row ---------------------------------------------------------

@@ -49,7 +49,7 @@ from actors.errors import (
     ObjectNotFoundError,
     Rejected,
 )
-from storage import ObjectRow, StorageError, read_record, write_record
+from storage import ObjectFile, ObjectRow, StorageError, read_record, write_record
 
 if TYPE_CHECKING:
     from actors.actor import Actor
@@ -99,13 +99,20 @@ class Cell:
     """One live object: inbox, connection, kind instance, committed record."""
 
     def __init__(
-        self, host: CellHost, kind_class: type[Actor], object_id: str, conn: sqlite3.Connection
+        self,
+        host: CellHost,
+        kind_class: type[Actor],
+        object_id: str,
+        file: ObjectFile,
+        conn: sqlite3.Connection,
     ) -> None:
         self.host = host
         self.kind_class = kind_class
         self.kind = kind_class.kind
         self.object_id = object_id
         self.key = (self.kind, object_id)
+        #: Where the object's file is (its registry row carries ``file.name``).
+        self.file = file
         self.conn = conn
         self.send_channel, self.receive_channel = trio.open_memory_channel[Envelope](
             host.config.inbox_size
@@ -261,7 +268,7 @@ class Cell:
             log.exception("closing %s %r", self.kind, self.object_id)
         if self.record.get("created_at") is None:
             # Activated to be created, but no message ever wrote to it: leave no file.
-            self.host.delete_file(self.kind, self.object_id)
+            self.host.delete_file(self.file)
 
     async def _after_crash(self) -> None:
         config = self.host.config
@@ -413,7 +420,7 @@ class Cell:
         host = self.host
         if any(item[0] == "delete" for item in effects):
             self._close_connection()
-            host.delete_file(self.kind, self.object_id)
+            host.delete_file(self.file)
             host.schedule_alarm(self.kind, self.object_id, None)
             self.record = {}
             self.close()
@@ -438,7 +445,7 @@ class Cell:
             # The registry may never hold a later alarm than the file, or a restart
             # would miss it. A later one may lag: waking early is harmless.
             durable = True
-        row = _row(self.kind, self.record)
+        row = _row(self.kind, self.record, self.file.name)
         if durable:
             await host.write_row(row)
         else:
@@ -452,7 +459,7 @@ class Cell:
             if self.conn is None or not _connection_ok(self.conn):
                 if self.conn is not None:
                     self.conn.close()
-                self.conn = self.host.open_file(self.kind, self.object_id)
+                self.conn = self.host.open_file(self.file)
             self.load()
         except (StorageError, sqlite3.Error, Exception):
             log.exception("%s %r: restart failed", self.kind, self.object_id)
@@ -498,7 +505,7 @@ def _dumps(value: Any) -> str:
         return json.dumps(value, separators=(",", ":"))
 
 
-def _row(kind: str, record: dict[str, Any]) -> ObjectRow:
+def _row(kind: str, record: dict[str, Any], file: str | None) -> ObjectRow:
     return ObjectRow(
         kind=kind,
         id=record["id"],
@@ -509,6 +516,7 @@ def _row(kind: str, record: dict[str, Any]) -> ObjectRow:
         updated_at=record["updated_at"],
         alarm_at=record.get("alarm_at"),
         summary=record.get("summary"),
+        file=file,
     )
 
 

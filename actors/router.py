@@ -49,9 +49,12 @@ from actors.host import Key
 from actors.mailbox import ALARM_DUE, Cell, Envelope
 from actors.sockets import CLOSE_GOING_AWAY, CloseReason, SocketSet
 from storage import (
+    FilePool,
+    ObjectFile,
     ObjectMissingError,
     ObjectRow,
     ObjectStore,
+    PoolStatistics,
     Registry,
     StorageError,
     refresh_changed,
@@ -92,6 +95,8 @@ class RouterStatistics:
     commit_seconds: float = 0.0
     #: Evicted actors still finishing their last turn and closing their file.
     closing: int = 0
+    #: One entry per kind with a pool of pre-created files.
+    pools: tuple[PoolStatistics, ...] = ()
 
 
 class _Pending:
@@ -123,8 +128,9 @@ class Router:
         self.config = config
         self.clock = clock
         self.kinds: dict[str, type[Actor]] = {}
-        for kind_class in kinds:
-            self.add_kind(kind_class)
+        #: The pools of pre-created files, by kind (pooled kinds only).
+        self.pools: dict[str, FilePool] = {}
+        self._services: trio.Nursery | None = None
         self.stats = _Counters()
         self.alarms = AlarmScheduler(self._fire_alarm, clock)
         self._live: OrderedDict[Key, Cell] = OrderedDict()
@@ -134,13 +140,23 @@ class Router:
         self._sockets: dict[Key, SocketSet] = {}
         self._nursery: trio.Nursery | None = None
         self._closed = False
+        for kind_class in kinds:
+            self.add_kind(kind_class)
 
     def add_kind(self, kind_class: type[Actor]) -> None:
-        """Register an object kind (its template is built now)."""
+        """Register an object kind (its template is built now; its pool starts, if any)."""
         if kind_class.kind in self.kinds:
             raise ValueError(f"kind {kind_class.kind!r} registered twice")
         self.store.register_kind(kind_class.kind, kind_class.migrations)
         self.kinds[kind_class.kind] = kind_class
+        if kind_class.pooled and self.config.pool_high > 0:
+            pool = FilePool(
+                self.store, kind_class.kind, low=self.config.pool_low, high=self.config.pool_high
+            )
+            pool.clear()  # files an earlier run left unused: maybe of an older schema
+            self.pools[kind_class.kind] = pool
+            if self._services is not None:
+                self._services.start_soon(pool.serve)
 
     # -- calling ---------------------------------------------------------------
 
@@ -225,6 +241,7 @@ class Router:
             alarms=len(self.alarms),
             commit_seconds=self.stats.commit_seconds,
             closing=len(self._closing),
+            pools=tuple(pool.statistics() for pool in self.pools.values()),
         )
 
     async def evict(self, kind: str, object_id: str) -> bool:
@@ -283,19 +300,60 @@ class Router:
     async def _run_cell(
         self, kind: str, object_id: str, create: bool, *, task_status: trio.TaskStatus[Cell]
     ) -> None:
-        fresh = create and not self.store.exists(kind, object_id)
-        conn = self.store.open(kind, object_id, create=create)
-        cell = Cell(self, self.kinds[kind], object_id, conn)
+        file, fresh = self._find_file(kind, object_id, create)
+        try:
+            conn = self.store.open_file(file, fresh=fresh, label=f"{kind} {object_id!r}")
+        except StorageError:
+            if fresh:
+                self.store.delete_file(file)
+            raise
+        cell = Cell(self, self.kinds[kind], object_id, file, conn)
         try:
             cell.load()
         except Exception as exc:
             conn.close()
             if fresh:  # our own template copy: leave no file behind
-                self.store.delete(kind, object_id)
+                self.store.delete_file(file)
             raise StorageError(f"{kind} {object_id!r}: cannot load: {exc}") from exc
         self._live[cell.key] = cell
         task_status.started(cell)
         await cell.run()
+
+    def _find_file(self, kind: str, object_id: str, create: bool) -> tuple[ObjectFile, bool]:
+        """The object's file and whether it is fresh (created now, for this activation).
+
+        The registry maps (kind, id) to a named file; a row without a name, or no row
+        at all (an old data directory), means the hashed layout. A new object of a
+        pooled kind takes a pre-created file, or makes a named one if the pool is empty.
+
+        Raises:
+            ObjectMissingError: no file and ``create`` is false.
+        """
+        listed, name = self.registry.file_of(kind, object_id)
+        file = self.store.named(kind, name) if name else self.store.hashed(kind, object_id)
+        if file.path.exists():
+            return file, False
+        if listed:
+            # A row whose file is gone: left by a kill -9 between a deletion's two steps
+            # (file, then row) or by hand; a live deletion's window is covered by its
+            # closing cell, which activation waits for. The doctor's repair, done here.
+            log.warning("%s %r: its file %s is gone; unlisting it", kind, object_id, file.path)
+            self.registry.stage_delete(kind, object_id)
+        if not create:
+            raise ObjectMissingError(f"{kind} {object_id!r} does not exist")
+        pool = self.pools.get(kind)
+        if pool is not None:
+            taken = pool.take()
+            return (taken or self.store.create_named(kind)), True
+        file = self.store.hashed(kind, object_id)
+        self.store.create(file)
+        return file, True
+
+    def file_of(self, kind: str, object_id: str) -> Path | None:
+        """The path of an object's file if it exists (for tools and tests)."""
+        _, name = self.registry.file_of(kind, object_id)
+        file = self.store.named(kind, name) if name else self.store.hashed(kind, object_id)
+        return file.path if file.path.exists() else None
 
     def _enforce_cap(self) -> None:
         excess = len(self._live) - self.config.max_live
@@ -320,17 +378,17 @@ class Router:
 
     # -- cell host (actors.host.CellHost): what a cell asks of the runtime ----------
 
-    def open_file(self, kind: str, object_id: str) -> sqlite3.Connection:
-        """Reopen an existing object's file (after a failed commit)."""
-        return self.store.open(kind, object_id, create=False)
+    def open_file(self, file: ObjectFile) -> sqlite3.Connection:
+        """Reopen an object's existing file (after a failed commit)."""
+        return self.store.open_file(file, fresh=False)
 
     def settle_file(self, conn: sqlite3.Connection) -> None:
         """Restore the durable ``synchronous`` setting after a fresh file's first commit."""
         self.store.settle(conn)
 
-    def delete_file(self, kind: str, object_id: str) -> None:
+    def delete_file(self, file: ObjectFile) -> None:
         """Remove an object's file (deleted, or created but never committed)."""
-        self.store.delete(kind, object_id)
+        self.store.delete_file(file)
 
     async def write_row(self, row: ObjectRow) -> None:
         """Write an object's registry row and wait until it is committed."""
@@ -457,8 +515,11 @@ async def open_router(
     try:
         _recover_registry(router)
         async with trio.open_nursery() as services:
+            router._services = services
             await services.start(registry.serve)
             await services.start(router._serve_reaper)
+            for pool in router.pools.values():
+                await services.start(pool.serve)
             async with trio.open_nursery() as actors:
                 router._nursery = actors
                 await services.start(router.alarms.serve, services)

@@ -45,6 +45,8 @@ class BenchCounter(Actor):
 
     kind = "bench"
     migrations = (Migration(1, "CREATE TABLE c (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)"),)
+    #: Created often, as tasks are: files come from a pool (storage/pool.py).
+    pooled = True
 
     def load(self) -> None:
         """Read the value."""
@@ -173,7 +175,10 @@ async def create(root: Path, quick: bool) -> dict[str, Any]:
     """New objects, each its own new SQLite file."""
     count = 500 if quick else 5_000
     out: dict[str, Any] = {"objects": count}
-    async with open_router(root, [BenchCounter], RouterConfig(max_live=live_cap())) as router:
+    config = RouterConfig(max_live=live_cap())
+    async with open_router(root, [BenchCounter], config) as router:
+        for pool in router.pools.values():  # a server's pool is full a moment after start
+            await pool.wait_ready(config.pool_high)
         elapsed, latencies = await run_callers(
             count, 64, lambda i: router.call("bench", f"c{i}", None, create=True)
         )
@@ -184,6 +189,7 @@ async def create(root: Path, quick: bool) -> dict[str, Any]:
         )
         out["sequential_per_s"] = round(count / elapsed)
         out["sequential"] = percentiles(latencies)
+        out["pools"] = [{"taken": p.taken, "misses": p.misses} for p in router.statistics().pools]
     return out
 
 
@@ -229,7 +235,10 @@ async def cold(root: Path, quick: bool) -> dict[str, Any]:
     async with open_router(root, [BenchCounter], RouterConfig(max_live=live_cap())) as router:
         await create_objects(router, "k", count)
     # A new router: every object is cold now.
-    async with open_router(root, [BenchCounter], RouterConfig(max_live=live_cap())) as router:
+    config = RouterConfig(max_live=live_cap())
+    async with open_router(root, [BenchCounter], config) as router:
+        for pool in router.pools.values():  # refilled at start: not during the measurement
+            await pool.wait_ready(config.pool_high)
         _, cold_latencies = await run_callers(
             count, 1, lambda i: router.call("bench", f"k{i}", None)
         )

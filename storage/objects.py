@@ -12,7 +12,12 @@ Connection settings and why:
 
 Creating a fresh WAL database with its schema costs ~3 ms here (several fsyncs);
 copying a pre-built template of the kind's schema and renaming it into place
-costs a fraction of that and is atomic: a crash never leaves half a file.
+costs a fraction of that and is atomic: a crash never leaves half a file. Kinds
+with a pool (:mod:`storage.pool`) do even that ahead of demand.
+
+Two layouts (:mod:`storage.paths`): a hashed file is found from its id alone; a
+named file (pre-created, random name) through the registry's ``file`` column.
+:class:`ObjectFile` says which one an object uses.
 """
 
 from __future__ import annotations
@@ -21,11 +26,19 @@ import contextlib
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from storage.errors import MigrationError, ObjectCorruptError, ObjectMissingError
 from storage.migrations import Migration, check_migrations, migrate
-from storage.paths import check_kind, kind_dir, object_path, shard_dirs
+from storage.paths import (
+    check_kind,
+    kind_dir,
+    named_path,
+    new_file_name,
+    object_path,
+    shard_dirs,
+)
 from storage.tuning import tune_sqlite_memory
 
 #: The runtime's own table, present in every object file: the object's record
@@ -60,6 +73,16 @@ def connect(
     return conn
 
 
+@dataclass(frozen=True, slots=True)
+class ObjectFile:
+    """Where one object's file is."""
+
+    kind: str
+    path: Path
+    #: Its name in the registry's id -> file map; None in the hashed layout.
+    name: str | None = None
+
+
 class ObjectStore:
     """Creates, opens and deletes object files under ``root/objects``.
 
@@ -84,28 +107,76 @@ class ObjectStore:
         for directory in shard_dirs(self.root, kind):
             directory.mkdir(parents=True, exist_ok=True)
 
+    def template(self, kind: str) -> bytes:
+        """The bytes of a fresh file of ``kind`` (WAL, system table, every migration)."""
+        return self._templates[kind]
+
+    # -- where files are ---------------------------------------------------------------
+
+    def hashed(self, kind: str, object_id: str) -> ObjectFile:
+        """The file of ``(kind, object_id)`` in the hashed layout (no registry needed)."""
+        return ObjectFile(kind, object_path(self.root, kind, object_id))
+
+    def named(self, kind: str, name: str) -> ObjectFile:
+        """The file called ``name`` in the named layout (the registry's ``file`` column)."""
+        return ObjectFile(kind, named_path(self.root, kind, name), name)
+
     def path(self, kind: str, object_id: str) -> Path:
-        """The file path of ``(kind, object_id)``."""
+        """The hashed-layout file path of ``(kind, object_id)``."""
         return object_path(self.root, kind, object_id)
 
     def exists(self, kind: str, object_id: str) -> bool:
-        """True if the object's file exists."""
+        """True if the object's hashed-layout file exists."""
         return self.path(kind, object_id).exists()
 
+    # -- creating, opening, deleting -------------------------------------------------------
+
+    def create(self, file: ObjectFile) -> None:
+        """Write a fresh file (the kind's template) at ``file``: to a temporary name, then
+        renamed into place, so a crash never leaves half a file under a real name."""
+        write_atomically(file.path, self._templates[file.kind])
+
+    def create_named(self, kind: str) -> ObjectFile:
+        """Create a fresh file under a new random name, synchronously (no pool)."""
+        file = self.named(kind, new_file_name())
+        self.create(file)
+        return file
+
     def open(self, kind: str, object_id: str, *, create: bool) -> sqlite3.Connection:
-        """Open (and, if allowed, create) an object's file, migrated to the current schema.
+        """Open (and, if allowed, create) an object's hashed-layout file, migrated.
 
         Raises:
             ObjectMissingError: no file and ``create`` is false.
             ObjectCorruptError: the file cannot be opened, read or migrated.
         """
-        path = self.path(kind, object_id)
+        file = self.hashed(kind, object_id)
         fresh = False
-        if not path.exists():
+        if not file.path.exists():
             if not create:
                 raise ObjectMissingError(f"{kind} {object_id!r} does not exist")
-            self._create_from_template(kind, path)
+            self.create(file)
             fresh = True
+        return self.open_file(file, fresh=fresh, label=f"{kind} {object_id!r}")
+
+    def open_file(
+        self, file: ObjectFile, *, fresh: bool, label: str | None = None
+    ) -> sqlite3.Connection:
+        """Open an existing object file, migrated to the current schema.
+
+        Args:
+            file: where the file is.
+            fresh: the file was just made from this process's template (no migration
+                needed; its first commit is deferred, see :meth:`settle`).
+            label: how errors name the object (default: the file's path).
+
+        Raises:
+            ObjectMissingError: there is no file (checked unless ``fresh``).
+            ObjectCorruptError: the file cannot be opened, read or migrated.
+        """
+        path = file.path
+        label = label or str(path)
+        if not fresh and not path.exists():
+            raise ObjectMissingError(f"{label} does not exist")
         # A fresh file's first commit writes the WAL header, which SQLite fsyncs even
         # at synchronous=NORMAL (4 fdatasyncs, ~1.5 ms here, per new object). Under
         # NORMAL we defer that: the first commit runs with synchronous=OFF (still safe
@@ -114,16 +185,16 @@ class ObjectStore:
         try:
             conn = connect(path, synchronous="OFF" if deferred else self.synchronous)
         except sqlite3.Error as exc:
-            raise ObjectCorruptError(f"{kind} {object_id!r}: cannot open: {exc}") from exc
+            raise ObjectCorruptError(f"{label}: cannot open: {exc}") from exc
         try:
             if not fresh:  # a template is already at the current schema
                 conn.execute(SYSTEM_SCHEMA)
-                migrate(conn, self._migrations[kind])
+                migrate(conn, self._migrations[file.kind])
             else:
                 conn.execute("SELECT 1 FROM _object LIMIT 1").fetchall()
         except (sqlite3.Error, MigrationError) as exc:
             conn.close()
-            raise ObjectCorruptError(f"{kind} {object_id!r}: unreadable: {exc}") from exc
+            raise ObjectCorruptError(f"{label}: unreadable: {exc}") from exc
         return conn
 
     def settle(self, conn: sqlite3.Connection) -> None:
@@ -131,11 +202,12 @@ class ObjectStore:
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
 
     def delete(self, kind: str, object_id: str) -> None:
-        """Remove an object's file and its WAL; a missing file is not an error."""
-        path = self.path(kind, object_id)
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(f"{path}{suffix}")
+        """Remove an object's hashed-layout file and its WAL; a missing file is no error."""
+        self.delete_file(self.hashed(kind, object_id))
+
+    def delete_file(self, file: ObjectFile) -> None:
+        """Remove an object file and its WAL; a missing file is not an error."""
+        remove_file(file.path)
 
     def iter_files(self, kind: str) -> Iterator[Path]:
         """Every object file of ``kind`` on disk (temporary files excluded)."""
@@ -148,15 +220,6 @@ class ObjectStore:
             for entry in os.scandir(shard.path):
                 if entry.name.endswith(".sqlite"):
                     yield Path(entry.path)
-
-    def _create_from_template(self, kind: str, path: Path) -> None:
-        tmp = f"{path}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, self._templates[kind])
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
 
     def _build_template(self, kind: str) -> bytes:
         directory = self.root / "templates"
@@ -176,6 +239,24 @@ class ObjectStore:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
         return data
+
+
+def remove_file(path: Path) -> None:
+    """Remove an SQLite file and its sidecars (WAL, shm, journal); missing ones are fine."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{path}{suffix}")
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary name beside ``path``, then rename it to ``path``."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
 
 
 def read_record(conn: sqlite3.Connection) -> dict[str, object]:

@@ -27,6 +27,7 @@ from typing import Any
 import trio
 
 from storage.migrations import Migration, migrate
+from storage.paths import named_path, object_path
 
 log = logging.getLogger(__name__)
 
@@ -98,15 +99,19 @@ REGISTRY_MIGRATIONS: tuple[Migration, ...] = (
         END;
         """,
     ),
+    # The id -> file map: the name of an object's file when it is not the hash of its
+    # id (files pre-created in a pool, see storage/pool.py). NULL: the hashed layout,
+    # as every row written before this migration.
+    Migration(4, "ALTER TABLE objects ADD COLUMN file TEXT"),
 )
 
-_COLUMNS = "kind, id, owner, status, progress, created_at, updated_at, alarm_at, summary"
+_COLUMNS = "kind, id, owner, status, progress, created_at, updated_at, alarm_at, summary, file"
 _UPSERT = (
-    f"INSERT INTO objects ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
+    f"INSERT INTO objects ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
     " ON CONFLICT (kind, id) DO UPDATE SET owner = excluded.owner, status = excluded.status,"
     " progress = excluded.progress, created_at = excluded.created_at,"
     " updated_at = excluded.updated_at, alarm_at = excluded.alarm_at,"
-    " summary = excluded.summary"
+    " summary = excluded.summary, file = excluded.file"
 )
 
 
@@ -123,6 +128,8 @@ class ObjectRow:
     progress: float | None = None
     alarm_at: float | None = None
     summary: Mapping[str, Any] | None = None
+    #: The object's file name in the named layout; None: the hashed layout.
+    file: str | None = None
 
     def as_params(self) -> tuple[Any, ...]:
         """The row as SQL parameters, in column order."""
@@ -136,12 +143,13 @@ class ObjectRow:
             self.updated_at,
             self.alarm_at,
             None if self.summary is None else json.dumps(self.summary, separators=(",", ":")),
+            self.file,
         )
 
     @classmethod
     def from_sql(cls, row: Sequence[Any]) -> ObjectRow:
         """Build from a ``SELECT {_COLUMNS}`` row."""
-        kind, id_, owner, status, progress, created, updated, alarm, summary = row
+        kind, id_, owner, status, progress, created, updated, alarm, summary, file = row
         return cls(
             kind=kind,
             id=id_,
@@ -152,6 +160,7 @@ class ObjectRow:
             updated_at=updated,
             alarm_at=alarm,
             summary=None if summary is None else json.loads(summary),
+            file=file,
         )
 
 
@@ -356,6 +365,25 @@ class Registry:
         ).fetchone()
         return None if row is None else ObjectRow.from_sql(row)
 
+    def file_of(self, kind: str, object_id: str) -> tuple[bool, str | None]:
+        """Whether the registry lists the object, and its file name (None: hashed layout).
+
+        An indexed primary-key lookup (a few µs), staged changes first.
+        """
+        staged = self._staged.get((kind, object_id))
+        if staged is _DELETE:
+            return False, None
+        if isinstance(staged, ObjectRow):
+            return True, staged.file
+        row = self.conn.execute(
+            "SELECT file FROM objects WHERE kind = ? AND id = ?", (kind, object_id)
+        ).fetchone()
+        return (False, None) if row is None else (True, row[0])
+
+    def files(self, kind: str) -> dict[str, str | None]:
+        """Every id of ``kind`` in the registry and its file name (None: hashed layout)."""
+        return dict(self.conn.execute("SELECT id, file FROM objects WHERE kind = ?", (kind,)))
+
     def list(
         self,
         kind: str,
@@ -414,3 +442,19 @@ class Registry:
         else:
             sql, params = "SELECT coalesce(sum(n), 0) FROM object_counts WHERE kind = ?", (kind,)
         return int(self.conn.execute(sql, params).fetchone()[0])
+
+
+def locate(root: Path, kind: str, object_id: str) -> Path:
+    """Where the object's file is in the data directory ``root``, per its registry row
+    (the named layout) or its id (the hashed layout); for tools and tests.
+    """
+    conn = sqlite3.connect(f"file:{root / 'registry.sqlite'}?mode=ro", uri=True, timeout=5.0)
+    try:
+        row = conn.execute(
+            "SELECT file FROM objects WHERE kind = ? AND id = ?", (kind, object_id)
+        ).fetchone()
+    finally:
+        conn.close()
+    if row is not None and row[0]:
+        return named_path(root, kind, row[0])
+    return object_path(root, kind, object_id)

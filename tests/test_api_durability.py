@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import trio
 
-from storage import object_path
+from storage import locate
 from tests.conftest import ADMIN_HEADERS, SERVE_ENV, serve_argv
 from tests.procs import running
 
@@ -190,7 +190,7 @@ async def test_a_corrupt_task_file_answers_503_while_others_serve(tmp_path: Path
         server.terminate()
         with trio.fail_after(60):
             await server.wait()
-    object_path(data, "task", "broken").write_bytes(b"\x13garbage" * 4096)
+    locate(data, "task", "broken").write_bytes(b"\x13garbage" * 4096)
     async with (
         running(serve_argv(data), env=SERVE_ENV) as server,
         httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS, timeout=60) as http,

@@ -20,7 +20,7 @@ import trio
 from actors import Router, RouterConfig, SocketSet
 from actors.host import ActorCell, CellHost
 from actors.mailbox import Cell, Envelope
-from storage import ObjectRow, ObjectStore
+from storage import ObjectFile, ObjectRow, ObjectStore
 from tests.kinds import Append, Delete, Ledger, SetAlarm, reset
 
 ACTORS = Path(__file__).resolve().parent.parent / "actors"
@@ -106,19 +106,19 @@ class FakeHost:
         """Fixed time."""
         return self.now
 
-    def open_file(self, kind: str, object_id: str) -> sqlite3.Connection:
+    def open_file(self, file: ObjectFile) -> sqlite3.Connection:
         """Reopen through the store."""
-        return self.store.open(kind, object_id, create=False)
+        return self.store.open_file(file, fresh=False)
 
     def settle_file(self, conn: sqlite3.Connection) -> None:
         """Count."""
         self.settled += 1
         self.store.settle(conn)
 
-    def delete_file(self, kind: str, object_id: str) -> None:
+    def delete_file(self, file: ObjectFile) -> None:
         """Remember and delete."""
-        self.deleted_files.append(object_id)
-        self.store.delete(kind, object_id)
+        self.deleted_files.append(file.path.name)
+        self.store.delete_file(file)
 
     async def write_row(self, row: ObjectRow) -> None:
         """Remember."""
@@ -181,7 +181,8 @@ async def test_a_cell_runs_its_turns_against_a_fake_host(tmp_path: Path) -> None
     store.register_kind(Ledger.kind, Ledger.migrations)
     host = FakeHost(store)
     typed: CellHost = host  # the fake satisfies the protocol (checked by type checkers)
-    cell = Cell(typed, Ledger, "l1", store.open("ledger", "l1", create=True))
+    file = store.create_named("ledger")
+    cell = Cell(typed, Ledger, "l1", file, store.open_file(file, fresh=True))
     cell.load()
     assert cell.instance.context == "the context"
     async with trio.open_nursery() as nursery:
@@ -198,8 +199,9 @@ async def test_a_cell_runs_its_turns_against_a_fake_host(tmp_path: Path) -> None
     assert sum(host.turns) == 3 and host.commits == len(host.turns)
     first_write = host.rows[0]
     assert first_write[0] == "write" and first_write[1].created_at == 1000.0
+    assert first_write[1].file == file.name
     assert host.rows[-1] == ("delete", "l1")
     assert ("ledger", "l1", 2000.0) in host.alarms and host.alarms[-1] == ("ledger", "l1", None)
-    assert host.deleted_files == ["l1"]
+    assert host.deleted_files == [file.path.name]
     assert host.forgotten == [("ledger", "l1")]
-    assert not store.exists("ledger", "l1")
+    assert not file.path.exists()

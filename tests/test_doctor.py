@@ -14,7 +14,16 @@ import httpx
 import trio
 
 from spectral.ops import doctor
-from storage import Migration, ObjectRow, ObjectStore, Registry, Report, object_path, write_record
+from storage import (
+    Migration,
+    ObjectRow,
+    ObjectStore,
+    Registry,
+    Report,
+    locate,
+    object_path,
+    write_record,
+)
 from tests.conftest import ADMIN_HEADERS, SERVE_ENV, serve_argv
 from tests.procs import ROOT, running
 
@@ -84,8 +93,10 @@ async def test_doctor_reports_and_repairs_a_damaged_data_dir(tmp_path: Path) -> 
 
     # The damage: a deleted file, garbage in a file, an unlisted file, a stale row,
     # and a garbage file that no registry row points at.
-    os.unlink(object_path(data, "task", "gone"))
-    object_path(data, "task", "garbage").write_bytes(GARBAGE)
+    gone, garbage = locate(data, "task", "gone"), locate(data, "task", "garbage")
+    assert gone != object_path(data, "task", "gone")  # tasks' files come from the pool
+    os.unlink(gone)
+    garbage.write_bytes(GARBAGE)
     stray = data / "objects" / "task" / "00" / ("0" * 64 + ".sqlite")
     stray.write_bytes(GARBAGE)
     with sqlite3.connect(data / "registry.sqlite") as db:
@@ -104,13 +115,12 @@ async def test_doctor_reports_and_repairs_a_damaged_data_dir(tmp_path: Path) -> 
     stray_name = str(stray.relative_to(data))
     assert sorted(lines[:-1]) == sorted(
         [
-            "task gone: missing: the registry lists it, its file "
-            f"{object_path(data, 'task', 'gone').relative_to(data)} is gone",
+            f"task gone: missing: the registry lists it, its file {gone.relative_to(data)} is gone",
             "task orphan: orphaned: its file is readable, the registry does not list it",
             "task stale: stale: its registry row differs from its file in"
             " status, progress, summary",
             "task garbage: corrupt: unreadable: file is not a database "
-            f"({object_path(data, 'task', 'garbage').relative_to(data)})",
+            f"({garbage.relative_to(data)})",
             f"task {stray_name}: corrupt: unreadable: file is not a database",
         ]
     )
@@ -145,7 +155,7 @@ async def test_doctor_reports_and_repairs_a_damaged_data_dir(tmp_path: Path) -> 
     assert f"after repair: checked {3 + rooms} object files (task 3, room {rooms}): healthy" in out
 
     quarantined = {path.name: path for path in (data / "quarantine" / "task").iterdir()}
-    garbage_name = object_path(data, "task", "garbage").name
+    garbage_name = garbage.name
     moved = [n for n in quarantined if n.endswith(f"-{garbage_name}")]
     stray_moved = [n for n in quarantined if n.endswith(f"-{stray.name}")]
     assert len(moved) == 1 and len(stray_moved) == 1, sorted(quarantined)
@@ -154,7 +164,7 @@ async def test_doctor_reports_and_repairs_a_damaged_data_dir(tmp_path: Path) -> 
     assert f"repair task garbage: moved it to quarantine/task/{moved[0]}" in out
     note = json.loads(quarantined[moved[0] + ".json"].read_text())
     assert (note["kind"], note["id"]) == ("task", "garbage")
-    assert not object_path(data, "task", "garbage").exists() and not stray.exists()
+    assert not garbage.exists() and not stray.exists()
 
     again = await run_doctor(data)
     assert again.returncode == 0, text(again)

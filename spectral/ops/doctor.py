@@ -1,8 +1,12 @@
 """``spectral doctor``: check every object file against the registry; ``--repair`` fixes it.
 
-Files are the source of truth (:mod:`storage.reconcile`): a repair makes the registry
-match them and moves unreadable files aside into ``<data-dir>/quarantine/``, never
-deleting one. The doctor holds the server's own data-directory lock
+Files are the source of truth (:mod:`storage.reconcile`): every file's record names
+its kind and id, so a repair rebuilds the registry's rows and its id -> file map
+from them, moves unreadable files and duplicates (a second file claiming an id)
+aside into ``<data-dir>/quarantine/``, and removes only files that hold nothing
+(pre-created files handed out to a creation that never committed). Files in
+``<data-dir>/pool/`` were never handed out: they are not checked (the server
+clears that directory when it starts). The doctor holds the server's own data-directory lock
 (``spectral.lock``) while it runs: it refuses a directory a server is serving (live
 objects hold their files with exclusive locks, which would look like corruption),
 and no server can start on the directory until it is done.
@@ -41,12 +45,13 @@ EXIT_PROBLEMS = 1
 EXIT_REFUSED = 2
 
 #: The kinds of problem, in the order they are reported.
-PROBLEMS = ("missing", "orphaned", "stale", "corrupt")
+PROBLEMS = ("missing", "orphaned", "stale", "corrupt", "abandoned", "duplicate")
 #: What a repair does about each kind of problem (corrupt files: see :func:`quarantine`).
 REPAIRS = {
     "missing": "removed its registry row",
     "orphaned": "listed it again from its file",
     "stale": "rewrote its registry row from its file",
+    "abandoned": "removed it (it held no record)",
 }
 REGISTRY = "registry.sqlite"
 QUARANTINE = "quarantine"
@@ -171,8 +176,8 @@ def describe(
 ) -> list[Problem]:
     """Turn one kind's reconcile report into problems.
 
-    A corrupt file is named by the id of the registry row whose hashed path is that
-    file (``ids_by_digest``: file stem -> id), else by its path.
+    A corrupt file is named by the id of the registry row whose file it is
+    (``ids_by_digest``: file stem -> id, hashed or named), else by its path.
     """
 
     def relative(path: Path | str) -> str:
@@ -180,7 +185,7 @@ def describe(
         return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
     def file_of(object_id: str) -> str:
-        return relative(object_path(root, kind, object_id))
+        return relative(report.paths.get(object_id) or object_path(root, kind, object_id))
 
     problems = [
         Problem(
@@ -203,6 +208,16 @@ def describe(
         reason = report.corrupt_reasons.get(path, "unreadable")
         detail = reason if object_id is None else f"{reason} ({relative(path)})"
         problems.append(Problem(kind, object_id, relative(path), "corrupt", detail))
+    for path in report.abandoned:
+        detail = "a pre-created file that never got a record (its creation never committed)"
+        problems.append(Problem(kind, None, relative(path), "abandoned", detail))
+    for path in report.duplicates:
+        object_id = report.duplicate_ids[path]
+        detail = (
+            f"a second file holding its record ({relative(path)});"
+            f" the registry uses {file_of(object_id)}"
+        )
+        problems.append(Problem(kind, object_id, relative(path), "duplicate", detail))
     return problems
 
 
@@ -216,7 +231,9 @@ def examine(
         findings.checked[kind] = report.checked
         ids_by_digest: dict[str, str] = {}
         if report.corrupt:
-            ids_by_digest = {object_digest(kind, i): i for i in registry.ids(kind)}
+            ids_by_digest = {
+                name or object_digest(kind, i): i for i, name in registry.files(kind).items()
+            }
         findings.problems += describe(root, kind, report, ids_by_digest)
     return findings
 
@@ -274,9 +291,10 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def repair_corrupt(root: Path, registry: Registry, problems: Sequence[Problem], now: float) -> None:
-    """Quarantine every corrupt file and remove its registry row; note each repair."""
+    """Quarantine every corrupt file (removing its registry row) and every duplicate
+    (the row stays with the file it names); note each repair."""
     for problem in problems:
-        if problem.problem != "corrupt":
+        if problem.problem not in ("corrupt", "duplicate"):
             problem.repair = REPAIRS[problem.problem]  # done by reconcile(repair=True)
             continue
         try:
@@ -285,7 +303,7 @@ def repair_corrupt(root: Path, registry: Registry, problems: Sequence[Problem], 
             problem.repair = f"not repaired: cannot move it to quarantine: {exc}"
             continue
         problem.repair = f"moved it to {target.relative_to(root)}"
-        if problem.id is not None:
+        if problem.id is not None and problem.problem == "corrupt":
             registry.stage_delete(problem.kind, problem.id)
             problem.repair += " and removed its registry row"
     registry.flush_now()

@@ -78,6 +78,22 @@ class RuntimeCollector(Collector):
         yield CounterMetricFamily(
             "spectral_commit_seconds", "Time spent committing turns", value=stats.commit_seconds
         )
+        ready = GaugeMetricFamily(
+            "spectral_pool_files_ready", "Pre-created object files ready, by kind", labels=["kind"]
+        )
+        taken = CounterMetricFamily(
+            "spectral_pool_files_taken", "Creations served from the pool, by kind", labels=["kind"]
+        )
+        misses = CounterMetricFamily(
+            "spectral_pool_misses",
+            "Creations that found the pool empty and made their file themselves, by kind",
+            labels=["kind"],
+        )
+        for pool in stats.pools:
+            ready.add_metric([pool.kind], pool.ready)
+            taken.add_metric([pool.kind], pool.taken)
+            misses.add_metric([pool.kind], pool.misses)
+        yield from (ready, taken, misses)
 
 
 def install(router: Router) -> RuntimeCollector:

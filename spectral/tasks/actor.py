@@ -213,6 +213,8 @@ class Task(Actor):
 
     kind = KIND
     migrations = MIGRATIONS
+    #: Tasks are created often: their files come from a pool (see storage/pool.py).
+    pooled = True
     history_cap = HISTORY_CAP
 
     state: TaskState | None
