@@ -30,7 +30,9 @@ Scenarios (``--scenario NAME``, repeatable; default all):
   back, and 10,000 watchers receiving 20 updates 0.5 s apart: latency from each update's
   send to each receipt (p50/p99/max), missed messages, server memory per idle socket,
   the time for all the updates, the server's and the readers' CPU. The watchers are
-  Python readers in this process (bench/http_load.py's), pinned to the client's core.
+  read by bench/fanout_readers.py, a separate process pinned to the client's core:
+  one epoll loop over every socket, no task per socket, no JSON decoding, so that
+  the readers cost less than the server they measure.
 
 The connection count (``--connections``, default 32 keep-alive; ``--batch-connections``,
 default 8) and ``--duration`` are flags. Every answer's status is checked by wrk's
@@ -148,12 +150,6 @@ class StateSampler:
         """The share of samples in each state; ``D`` well above 0 means the loop blocked on I/O."""
         total = sum(self.counts.values()) or 1
         return {state: round(n / total, 3) for state, n in sorted(self.counts.items())}
-
-
-def own_cpu_seconds() -> float:
-    """User + system CPU of this process, seconds."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def children_cpu_seconds() -> float:
@@ -358,15 +354,6 @@ async def measure(
 # -- fan-out ----------------------------------------------------------------------
 
 
-def last_seq(payload: bytes) -> int:
-    """The top-level ``seq`` of a watcher message (the last ``"seq":`` in it)."""
-    at = payload.rfind(b'"seq":') + 6
-    end = at
-    while payload[end : end + 1].isdigit():
-        end += 1
-    return int(payload[at:end])
-
-
 async def warm_watcher(url: str, path: str) -> None:
     """One watcher until its snapshot, then closed: the server's WebSocket path is warm."""
     stream, rest = await open_watcher(url, path)
@@ -388,53 +375,34 @@ async def fanout(
     await warm_watcher(server.url, f"/ws/task/{task_id}")
     rss_before = rss_kib(pid)
     sent_at: dict[int, float] = {}
-    latencies: list[float] = []
-    last_receipt = [0.0]
-    received = [0] * watchers
-    streams: list[trio.SocketStream] = []
-    closes: dict[str, int] = {}
-    everything = trio.Event()
     total = watchers * updates
-
-    async def watcher(index: int, *, task_status: Any) -> None:
-        stream, rest = await open_watcher(server.url, f"/ws/task/{task_id}")
-        streams.append(stream)
-        buffer = bytearray(rest)
-        while not any(b'"snapshot"' in payload for payload in frames(buffer)):
-            buffer += await stream.receive_some(65536)
-        task_status.started()
-        while received[index] < updates:
-            data = await stream.receive_some(65536)
-            if not data:
-                closes["eof"] = closes.get("eof", 0) + 1
-                return
-            now = time.perf_counter()
-            buffer += data
-            try:
-                payloads = frames(buffer)
-            except ConnectionError as closed:
-                closes[str(closed)] = closes.get(str(closed), 0) + 1
-                return
-            for payload in payloads:
-                latencies.append(now - sent_at[last_seq(payload)])
-                received[index] += 1
-            last_receipt[0] = now
-            if len(latencies) >= total:
-                everything.set()
-
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    readers_argv = [
+        *bench.client_pin, sys.executable, str(ROOT / "bench" / "fanout_readers.py"),
+        host, port, f"/ws/task/{task_id}", str(watchers), str(updates),
+    ]  # fmt: skip
+    readers = await trio.lowlevel.open_process(
+        readers_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert readers.stdin is not None and readers.stdout is not None
+    output = bytearray()
+    while b"\n" not in output:
+        chunk = await readers.stdout.receive_some(65536)
+        if not chunk:
+            raise RuntimeError("the fan-out readers ended before they were ready")
+        output += chunk
+    if not output.startswith(b"ready"):
+        raise RuntimeError(f"the fan-out readers: {bytes(output[:200])!r}")
+    del output[: output.index(b"\n") + 1]
+    await trio.sleep(1.0)  # let the connections settle before reading the memory
+    rss_idle = rss_kib(pid)
     bad_answers: list[str] = []
+    conn = await Connection.open(server.url)
+    load = load_average()[0]
+    server_before = cpu_seconds(pid)
+    meter = CoreMeter(bench.cores)
+    states = StateSampler(pid)
     async with trio.open_nursery() as nursery:
-        for start in range(0, watchers, 200):  # connect 200 at a time
-            async with trio.open_nursery() as connecting:
-                for index in range(start, min(watchers, start + 200)):
-                    connecting.start_soon(nursery.start, watcher, index)
-        await trio.sleep(1.0)  # let the connections settle before reading the memory
-        rss_idle = rss_kib(pid)
-        conn = await Connection.open(server.url)
-        load = load_average()[0]
-        server_before, readers_before = cpu_seconds(pid), own_cpu_seconds()
-        meter = CoreMeter(bench.cores)
-        states = StateSampler(pid)
         nursery.start_soon(states.run)
         first_send = time.perf_counter()
         for step in range(updates):
@@ -447,14 +415,26 @@ async def fanout(
             if gap:
                 await trio.sleep(gap)
         sending = time.perf_counter() - first_send
-        with trio.move_on_after(60):
-            await everything.wait()
+
+        async def collect() -> None:
+            while chunk := await readers.stdout.receive_some(1 << 20):
+                output.extend(chunk)
+
+        with trio.move_on_after(60) as waiting:
+            await collect()
+        if waiting.cancelled_caught:  # some deliveries never came: stop the readers
+            await readers.stdin.send_all(b"stop\n")
+            await collect()
         server_cpu = cpu_seconds(pid) - server_before
-        readers_cpu = own_cpu_seconds() - readers_before
         window = time.perf_counter() - first_send
         nursery.cancel_scope.cancel()
-    for stream in streams:
-        await stream.aclose()
+    await readers.wait()
+    report = json.loads(output)
+    receipts = report["receipts"]
+    latencies = [when - sent_at[int(seq)] for seq, times in receipts.items() for when in times]
+    last_receipt = max((max(times) for times in receipts.values() if times), default=first_send)
+    closes = report["closes"]
+    readers_cpu = report["cpu_s"]
     await conn.aclose()
     await trio.sleep(2)  # let the server reap the closed sockets
     delivered = len(latencies)
@@ -467,7 +447,7 @@ async def fanout(
         "closed_early": closes,
         **percentiles(latencies),
         # Back to back: from the first update's send to the last watcher's last receipt.
-        "seconds_for_all_updates": round(last_receipt[0] - first_send, 2) if not gap else None,
+        "seconds_for_all_updates": round(last_receipt - first_send, 2) if not gap else None,
         "seconds_sending": round(sending, 2),
         "server_kib_per_idle_ws": round((rss_idle - rss_before) / watchers, 1),
         "server_cpu_s": round(server_cpu, 2),
