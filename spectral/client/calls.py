@@ -1,0 +1,340 @@
+"""The SDK's operations, sans I/O: each builds the HTTP request of one server operation
+(docs/api.md) and says how to read its answer. ``Client`` and ``AsyncClient`` send them.
+
+``OPERATIONS`` names, for each SDK method, the server operation it calls (the server's
+table of operations, ``spectral/api/operations.py``); tests/test_client.py checks that
+every operation a key holder can call has a method here, so none can be forgotten.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from spectral.api import schemas
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request to send, and how to read a 2xx answer."""
+
+    method: str
+    path: str
+    json: Any = None
+    params: Mapping[str, Any] | None = None
+    #: Sends an ``Idempotency-Key`` (generated once per call, reused by every retry).
+    mutating: bool = False
+    read: Callable[[Any], Any] = field(default=lambda body: body)
+    idempotency_key: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+#: SDK method -> the server operation it calls (``spectral/api/operations.py`` names).
+OPERATIONS: dict[str, str] = {
+    "create_task": "create",
+    "update_progress": "updateProgress",
+    "add_event": "addEvent",
+    "complete": "complete",
+    "fail": "fail",
+    "cancel": "cancel",
+    "batch_update_progress": "batchUpdateProgress",
+    "list_tasks": "list",
+    "get_task": "get",
+    "history": "history",
+    "delete_task": "delete",
+    "broadcast": "broadcast",
+    "room_health": "roomHealth",
+    "list_webhooks": "listWebhooks",
+    "create_webhook": "createWebhook",
+    "get_webhook": "getWebhook",
+    "update_webhook": "updateWebhook",
+    "delete_webhook": "deleteWebhook",
+    "deliveries": "deliveries",
+    "redeliver": "redeliver",
+    "create_watch_token": "watchToken",
+    "create_key": "createKey",
+    "list_keys": "listKeys",
+    "revoke_key": "revokeKey",
+    "health": "health",
+}
+
+#: Server operations the SDK leaves out on purpose, and why.
+NOT_METHODS: dict[str, str] = {
+    "getHistory": "the original's RPC-shaped twin of history()",
+    "listAll": "the original's RPC-shaped twin of list_tasks()",
+    "deleteById": "the original's RPC-shaped twin of delete_task()",
+    "events": "a stream: use watch()",
+    "metrics": "Prometheus text for a scraper, not an SDK call",
+    "openapi": "the document itself",
+    "reference": "a page for people",
+}
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _task(body: Any) -> schemas.Task:
+    return schemas.Task.model_validate(body["task"])
+
+
+def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def new_task_id() -> str:
+    """A fresh task id, for ``create_task()`` without one."""
+    return f"task-{uuid.uuid4().hex}"
+
+
+# -- tasks -------------------------------------------------------------------------------
+
+
+def create_task(
+    task_id: str | None = None,
+    *,
+    status: str | None = None,
+    progress: float | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    timeout_seconds: float | None = None,
+    ttl_seconds: float | None = None,
+) -> Call:
+    """``POST /tasks/create``; answers the new task."""
+    body = _drop_none(
+        {
+            "taskId": task_id or new_task_id(),
+            "status": status,
+            "progress": progress,
+            "metadata": None if metadata is None else dict(metadata),
+            "timeoutSeconds": timeout_seconds,
+            "ttlSeconds": ttl_seconds,
+        }
+    )
+    return Call("POST", "/tasks/create", body, mutating=True, read=_task)
+
+
+def update_progress(
+    task_id: str,
+    progress: float,
+    message: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Call:
+    """``POST /tasks/updateProgress``; answers the task after it."""
+    body = _drop_none(
+        {
+            "taskId": task_id,
+            "progress": progress,
+            "message": message,
+            "metadata": None if metadata is None else dict(metadata),
+        }
+    )
+    return Call("POST", "/tasks/updateProgress", body, mutating=True, read=_task)
+
+
+def add_event(
+    task_id: str,
+    message: str,
+    *,
+    event_type: str = "log",
+    progress: float | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Call:
+    """``POST /tasks/addEvent`` (``log`` or ``progress``); answers the task after it."""
+    event = _drop_none(
+        {
+            "eventType": event_type,
+            "message": message,
+            "progress": progress,
+            "metadata": None if metadata is None else dict(metadata),
+        }
+    )
+    body = {"taskId": task_id, "event": event}
+    return Call("POST", "/tasks/addEvent", body, mutating=True, read=_task)
+
+
+def complete(task_id: str, metadata: Mapping[str, Any] | None = None) -> Call:
+    """``POST /tasks/complete``; answers the finished task."""
+    body = _drop_none({"taskId": task_id, "metadata": None if metadata is None else dict(metadata)})
+    return Call("POST", "/tasks/complete", body, mutating=True, read=_task)
+
+
+def fail(task_id: str, error: str, metadata: Mapping[str, Any] | None = None) -> Call:
+    """``POST /tasks/fail``; answers the failed task."""
+    body = _drop_none(
+        {
+            "taskId": task_id,
+            "error": error,
+            "metadata": None if metadata is None else dict(metadata),
+        }
+    )
+    return Call("POST", "/tasks/fail", body, mutating=True, read=_task)
+
+
+def cancel(task_id: str, metadata: Mapping[str, Any] | None = None) -> Call:
+    """``POST /tasks/cancel``; answers the canceled task."""
+    body = _drop_none({"taskId": task_id, "metadata": None if metadata is None else dict(metadata)})
+    return Call("POST", "/tasks/cancel", body, mutating=True, read=_task)
+
+
+def batch_update_progress(updates: Sequence[Mapping[str, Any]]) -> Call:
+    """``POST /tasks/batchUpdateProgress``: items ``{"taskId", "progress", "message"?}``;
+    answers one result per item (``ok``, ``task`` or ``error``)."""
+    body = {"updates": [dict(item) for item in updates]}
+    return Call(
+        "POST",
+        "/tasks/batchUpdateProgress",
+        body,
+        mutating=True,
+        read=lambda answer: schemas.Batch.model_validate(answer).results,
+    )
+
+
+def get_task(task_id: str) -> Call:
+    """``GET /tasks/{taskId}``."""
+    return Call("GET", f"/tasks/{_segment(task_id)}", read=schemas.Task.model_validate)
+
+
+def history(task_id: str, after: int | None = None, limit: int | None = None) -> Call:
+    """``GET /tasks/{taskId}/history``: a page of events, oldest first."""
+    params = _drop_none({"after": after, "limit": limit})
+    return Call(
+        "GET",
+        f"/tasks/{_segment(task_id)}/history",
+        params=params,
+        read=schemas.HistoryPage.model_validate,
+    )
+
+
+def list_tasks(
+    status: str | None = None,
+    q: str | None = None,
+    owner: str | None = None,
+    page: int = 1,
+    limit: int = 20,
+) -> Call:
+    """``GET /tasks``: a page of tasks, newest first."""
+    params = _drop_none({"status": status, "q": q, "owner": owner, "page": page, "limit": limit})
+    return Call("GET", "/tasks", params=params, read=schemas.TaskPage.model_validate)
+
+
+def delete_task(task_id: str) -> Call:
+    """``DELETE /tasks/{taskId}``."""
+    return Call("DELETE", f"/tasks/{_segment(task_id)}", mutating=True, read=lambda _: None)
+
+
+# -- rooms -------------------------------------------------------------------------------
+
+
+def broadcast(room: str, data: Mapping[str, Any]) -> Call:
+    """``POST /rooms/{roomId}/broadcast``: the JSON object ``data`` to every subscriber."""
+    return Call(
+        "POST",
+        f"/rooms/{_segment(room)}/broadcast",
+        dict(data),
+        mutating=True,
+        read=schemas.Broadcasted.model_validate,
+    )
+
+
+def room_health(room: str) -> Call:
+    """``GET /rooms/{roomId}/health``."""
+    return Call("GET", f"/rooms/{_segment(room)}/health", read=schemas.RoomHealth.model_validate)
+
+
+# -- webhooks ----------------------------------------------------------------------------
+
+
+def list_webhooks(page: int = 1, limit: int = 20) -> Call:
+    """``GET /webhooks``."""
+    return Call(
+        "GET",
+        "/webhooks",
+        params={"page": page, "limit": limit},
+        read=schemas.WebhookList.model_validate,
+    )
+
+
+def create_webhook(url: str, event_type: str = "all", **fields: Any) -> Call:
+    """``POST /webhooks`` (other fields as docs/api.md names them, e.g.
+    ``taskIdPrefix="export-"``); the answer holds the signing secret, shown once."""
+    return Call(
+        "POST",
+        "/webhooks",
+        {"url": url, "eventType": event_type, **fields},
+        mutating=True,
+        read=schemas.CreatedWebhook.model_validate,
+    )
+
+
+def get_webhook(webhook_id: str) -> Call:
+    """``GET /webhooks/{id}``."""
+    return Call("GET", f"/webhooks/{_segment(webhook_id)}", read=schemas.Webhook.model_validate)
+
+
+def update_webhook(webhook_id: str, **fields: Any) -> Call:
+    """``PUT /webhooks/{id}``."""
+    return Call(
+        "PUT",
+        f"/webhooks/{_segment(webhook_id)}",
+        fields,
+        mutating=True,
+        read=schemas.Webhook.model_validate,
+    )
+
+
+def delete_webhook(webhook_id: str) -> Call:
+    """``DELETE /webhooks/{id}``."""
+    return Call("DELETE", f"/webhooks/{_segment(webhook_id)}", mutating=True, read=lambda _: None)
+
+
+def deliveries(webhook_id: str, **params: Any) -> Call:
+    """``GET /webhooks/{id}/deliveries``."""
+    return Call(
+        "GET",
+        f"/webhooks/{_segment(webhook_id)}/deliveries",
+        params=params,
+        read=schemas.DeliveryList.model_validate,
+    )
+
+
+def redeliver(webhook_id: str, delivery_id: str) -> Call:
+    """``POST /webhooks/{id}/deliveries/{deliveryId}/redeliver``."""
+    path = f"/webhooks/{_segment(webhook_id)}/deliveries/{_segment(delivery_id)}/redeliver"
+    return Call("POST", path, mutating=True, read=schemas.Redelivered.model_validate)
+
+
+# -- access ------------------------------------------------------------------------------
+
+
+def create_watch_token(
+    task_id: str | None = None, *, room: str | None = None, ttl_seconds: int | None = None
+) -> Call:
+    """``POST /tokens/watch``: a short-lived token to watch one task or room (e.g. from
+    a browser)."""
+    body = _drop_none({"taskId": task_id, "room": room, "ttlSeconds": ttl_seconds})
+    return Call("POST", "/tokens/watch", body, read=schemas.WatchToken.model_validate)
+
+
+def create_key(owner: str, role: str, name: str | None = None) -> Call:
+    """``POST /admin/keys`` (admins): the secret is in the answer, shown once."""
+    fields = _drop_none({"owner": owner, "role": role, "name": name})
+    return Call(
+        "POST", "/admin/keys", fields, mutating=True, read=schemas.CreatedKey.model_validate
+    )
+
+
+def list_keys() -> Call:
+    """``GET /admin/keys`` (admins)."""
+    return Call("GET", "/admin/keys", read=schemas.KeyList.model_validate)
+
+
+def revoke_key(key_id: str) -> Call:
+    """``DELETE /admin/keys/{id}`` (admins)."""
+    return Call("DELETE", f"/admin/keys/{_segment(key_id)}", mutating=True, read=lambda _: None)
+
+
+def health() -> Call:
+    """``GET /health``."""
+    return Call("GET", "/health", read=schemas.Health.model_validate)
