@@ -25,10 +25,20 @@ class Call:
     path: str
     json: Any = None
     params: Mapping[str, Any] | None = None
-    #: Sends an ``Idempotency-Key`` (generated once per call, reused by every retry).
+    #: Sends an ``Idempotency-Key`` (generated once per call, reused by every retry): the
+    #: server applies it once however often it arrives.
     mutating: bool = False
     read: Callable[[Any], Any] = field(default=lambda body: body)
     idempotency_key: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def repeatable(self) -> bool:
+        """Safe to send again when its outcome is unknown (a read, or a keyed mutation).
+
+        Other calls (webhook and key administration) are retried only when the server
+        cannot have applied them: no connection was made, or 429/503 answered.
+        """
+        return self.method == "GET" or self.mutating
 
 
 #: SDK method -> the server operation it calls (``spectral/api/operations.py`` names).
@@ -263,7 +273,6 @@ def create_webhook(url: str, event_type: str = "all", **fields: Any) -> Call:
         "POST",
         "/webhooks",
         {"url": url, "eventType": event_type, **fields},
-        mutating=True,
         read=schemas.CreatedWebhook.model_validate,
     )
 
@@ -279,14 +288,13 @@ def update_webhook(webhook_id: str, **fields: Any) -> Call:
         "PUT",
         f"/webhooks/{_segment(webhook_id)}",
         fields,
-        mutating=True,
         read=schemas.Webhook.model_validate,
     )
 
 
 def delete_webhook(webhook_id: str) -> Call:
     """``DELETE /webhooks/{id}``."""
-    return Call("DELETE", f"/webhooks/{_segment(webhook_id)}", mutating=True, read=lambda _: None)
+    return Call("DELETE", f"/webhooks/{_segment(webhook_id)}", read=lambda _: None)
 
 
 def deliveries(webhook_id: str, **params: Any) -> Call:
@@ -302,7 +310,7 @@ def deliveries(webhook_id: str, **params: Any) -> Call:
 def redeliver(webhook_id: str, delivery_id: str) -> Call:
     """``POST /webhooks/{id}/deliveries/{deliveryId}/redeliver``."""
     path = f"/webhooks/{_segment(webhook_id)}/deliveries/{_segment(delivery_id)}/redeliver"
-    return Call("POST", path, mutating=True, read=schemas.Redelivered.model_validate)
+    return Call("POST", path, read=schemas.Redelivered.model_validate)
 
 
 # -- access ------------------------------------------------------------------------------
@@ -320,9 +328,7 @@ def create_watch_token(
 def create_key(owner: str, role: str, name: str | None = None) -> Call:
     """``POST /admin/keys`` (admins): the secret is in the answer, shown once."""
     fields = _drop_none({"owner": owner, "role": role, "name": name})
-    return Call(
-        "POST", "/admin/keys", fields, mutating=True, read=schemas.CreatedKey.model_validate
-    )
+    return Call("POST", "/admin/keys", fields, read=schemas.CreatedKey.model_validate)
 
 
 def list_keys() -> Call:
@@ -332,7 +338,7 @@ def list_keys() -> Call:
 
 def revoke_key(key_id: str) -> Call:
     """``DELETE /admin/keys/{id}`` (admins)."""
-    return Call("DELETE", f"/admin/keys/{_segment(key_id)}", mutating=True, read=lambda _: None)
+    return Call("DELETE", f"/admin/keys/{_segment(key_id)}", read=lambda _: None)
 
 
 def health() -> Call:

@@ -1,0 +1,285 @@
+"""``Client`` (blocking) and ``AsyncClient`` (coroutines; asyncio or trio): the server's
+operations as methods, with exactly-once retries and a circuit breaker (docs/sdk.md).
+
+Both send the requests that :mod:`spectral.client.calls` builds and apply the same rules
+(:mod:`spectral.client.retry`); only the I/O differs (httpx's ``Client`` and
+``AsyncClient``; waits with ``time.sleep`` and ``anyio.sleep``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import anyio
+import httpx
+
+from spectral.client import calls
+from spectral.client.calls import Call
+from spectral.client.errors import RateLimitedError, SpectralError, UnavailableError, error_for
+from spectral.client.retry import RETRY_STATUSES, CircuitBreaker, RetryPolicy
+
+DEFAULT_URL = "http://127.0.0.1:8094"
+#: Statuses after which a call that is not repeatable was surely not applied.
+_NOT_APPLIED = frozenset({429, 503})
+
+F = TypeVar("F", bound=Callable[..., Call])
+
+
+class _Attempts:
+    """The retry loop's state for one logical call (shared by both clients)."""
+
+    def __init__(self, owner: _Base, call: Call) -> None:
+        self.owner = owner
+        self.call = call
+        self.started = time.monotonic()
+        self.attempt = 0
+
+    def answer(self, response: httpx.Response) -> tuple[bool, Any]:
+        """(True, the value) for a 2xx; else (False, the error to raise or retry on)."""
+        status = response.status_code
+        if status in (502, 503, 504):
+            self.owner.breaker.failure()
+        else:
+            self.owner.breaker.success()
+        body = _json(response)
+        if response.is_success:
+            return True, self.call.read(body)
+        error = error_for(status, body)
+        if isinstance(error, RateLimitedError):
+            error.retry_after = _retry_after(response)
+        return False, error
+
+    def lost(self, exc: httpx.TransportError) -> SpectralError:
+        """The error for an attempt that got no answer."""
+        self.owner.breaker.failure()
+        return UnavailableError(0, "UNREACHABLE", f"{type(exc).__name__}: {exc}".rstrip(": "))
+
+    def wait(self, error: SpectralError, sent: bool) -> float | None:
+        """Seconds before the next attempt, or None: give up and raise ``error``."""
+        if error.status and error.status not in RETRY_STATUSES:
+            return None
+        if not self.call.repeatable:
+            maybe_applied = sent and (error.status == 0 or error.status not in _NOT_APPLIED)
+            if maybe_applied:
+                return None
+        retry_after = getattr(error, "retry_after", None)
+        wait = self.owner.retry.next_delay(
+            self.attempt, self.started, time.monotonic(), self.owner.rng, retry_after
+        )
+        self.attempt += 1
+        return wait
+
+
+def _json(response: httpx.Response) -> Any:
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _sent(exc: httpx.TransportError) -> bool:
+    """False when the request surely never reached the server."""
+    return not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+
+
+class _Base:
+    """Settings shared by both clients (see :class:`Client`)."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        token: str | None = None,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.base_url = (base_url or os.environ.get("SPECTRAL_URL") or DEFAULT_URL).rstrip("/")
+        self.api_key = api_key if api_key is not None else os.environ.get("SPECTRAL_API_KEY")
+        self.token = token
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.breaker = breaker or CircuitBreaker()
+        self.rng = rng or random.Random()
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"User-Agent": "spectral-client"}
+        if self.api_key:
+            headers["X-API-Key"] = self.api_key
+        return headers
+
+    def _request(self, call: Call) -> dict[str, Any]:
+        headers = {"Idempotency-Key": call.idempotency_key} if call.mutating else {}
+        params = dict(call.params or {})
+        if self.token and not self.api_key:
+            params["token"] = self.token
+        return {
+            "method": call.method,
+            "url": call.path,
+            "json": call.json,
+            "params": params or None,
+            "headers": headers,
+        }
+
+
+def _operation(build: F) -> F:
+    """An SDK method from a :mod:`calls` builder: same parameters, sent by ``_send``."""
+
+    @functools.wraps(build)
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._send(build(*args, **kwargs))
+
+    return method  # type: ignore[return-value]
+
+
+class _Operations:
+    """Every operation, once, for both clients (``calls.OPERATIONS`` lists them)."""
+
+    create_task = _operation(calls.create_task)
+    get_task = _operation(calls.get_task)
+    update_progress = _operation(calls.update_progress)
+    add_event = _operation(calls.add_event)
+    complete = _operation(calls.complete)
+    fail = _operation(calls.fail)
+    cancel = _operation(calls.cancel)
+    delete_task = _operation(calls.delete_task)
+    history = _operation(calls.history)
+    list_tasks = _operation(calls.list_tasks)
+    batch_update_progress = _operation(calls.batch_update_progress)
+    broadcast = _operation(calls.broadcast)
+    room_health = _operation(calls.room_health)
+    list_webhooks = _operation(calls.list_webhooks)
+    create_webhook = _operation(calls.create_webhook)
+    get_webhook = _operation(calls.get_webhook)
+    update_webhook = _operation(calls.update_webhook)
+    delete_webhook = _operation(calls.delete_webhook)
+    deliveries = _operation(calls.deliveries)
+    redeliver = _operation(calls.redeliver)
+    create_watch_token = _operation(calls.create_watch_token)
+    create_key = _operation(calls.create_key)
+    list_keys = _operation(calls.list_keys)
+    revoke_key = _operation(calls.revoke_key)
+    health = _operation(calls.health)
+
+
+class Client(_Base, _Operations):
+    """A blocking client of one spectral server.
+
+    Args:
+        base_url: the server (default ``$SPECTRAL_URL``, else http://127.0.0.1:8094).
+        api_key: sent as ``X-API-Key`` (default ``$SPECTRAL_API_KEY``).
+        token: a watch token instead of a key (reads of its one task).
+        timeout: seconds per attempt.
+        retry: the retry budget (:class:`RetryPolicy`: 30 s, full jitter).
+        breaker: the circuit breaker (:class:`CircuitBreaker`: opens after 5 failures).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._http = httpx.Client(
+            base_url=self.base_url, timeout=self.timeout, headers=self._headers()
+        )
+
+    def _send(self, call: Call) -> Any:
+        attempts = _Attempts(self, call)
+        while True:
+            self.breaker.before()
+            try:
+                response = self._http.request(**self._request(call))
+            except httpx.TransportError as exc:
+                error, sent = attempts.lost(exc), _sent(exc)
+            else:
+                done, value = attempts.answer(response)
+                if done:
+                    return value
+                error, sent = value, True
+            wait = attempts.wait(error, sent)
+            if wait is None:
+                raise error
+            time.sleep(wait)
+
+    def iter_tasks(self, **filters: Any) -> Any:
+        """Every task matching ``filters`` (as :meth:`list_tasks`), page after page."""
+        page = 1
+        while True:
+            answer = self.list_tasks(page=page, **filters)
+            yield from answer.tasks
+            if page >= answer.pagination.pages:
+                return
+            page += 1
+
+    def close(self) -> None:
+        """Close the connections."""
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AsyncClient(_Base, _Operations):
+    """:class:`Client`'s methods as coroutines, under asyncio or trio (same arguments)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, timeout=self.timeout, headers=self._headers()
+        )
+
+    async def _send(self, call: Call) -> Any:
+        attempts = _Attempts(self, call)
+        while True:
+            self.breaker.before()
+            try:
+                response = await self._http.request(**self._request(call))
+            except httpx.TransportError as exc:
+                error, sent = attempts.lost(exc), _sent(exc)
+            else:
+                done, value = attempts.answer(response)
+                if done:
+                    return value
+                error, sent = value, True
+            wait = attempts.wait(error, sent)
+            if wait is None:
+                raise error
+            await anyio.sleep(wait)
+
+    async def iter_tasks(self, **filters: Any) -> Any:
+        """Every task matching ``filters`` (as :meth:`list_tasks`), page after page."""
+        page = 1
+        while True:
+            answer = await self.list_tasks(page=page, **filters)
+            for task in answer.tasks:
+                yield task
+            if page >= answer.pagination.pages:
+                return
+            page += 1
+
+    async def aclose(self) -> None:
+        """Close the connections."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

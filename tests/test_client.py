@@ -1,0 +1,305 @@
+"""The SDK (spectral.client) against a real server, under trio, asyncio and blocking;
+its retry rules and circuit breaker on their own; its table of methods against the
+server's table of operations."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+import subprocess
+import sys
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from spectral.api.operations import OPERATIONS
+from spectral.client import (
+    AsyncClient,
+    AuthError,
+    CircuitBreaker,
+    CircuitOpenError,
+    Client,
+    ConflictError,
+    NotFoundError,
+    RateLimitedError,
+    RetryPolicy,
+    ValidationError,
+    calls,
+)
+from tests.conftest import ADMIN_KEY
+from tests.procs import Server
+
+# -- the table -----------------------------------------------------------------------
+
+
+def test_every_operation_has_a_method_or_a_reason() -> None:
+    served = {op.name for op in OPERATIONS}
+    covered = set(calls.OPERATIONS.values()) | set(calls.NOT_METHODS)
+    assert served - covered == set(), "operations the SDK forgot"
+    assert covered - served == set(), "SDK entries naming no operation"
+    for method in calls.OPERATIONS:
+        assert callable(getattr(Client, method)), method
+        assert callable(getattr(AsyncClient, method)), method
+
+
+def test_mutating_operations_send_an_idempotency_key() -> None:
+    mutating = {op.name for op in OPERATIONS if op.mutating} - set(calls.NOT_METHODS)
+    keyed = {
+        name
+        for method, name in calls.OPERATIONS.items()
+        if _sample_call(getattr(calls, method)).mutating
+    }
+    assert mutating == keyed
+
+
+def _sample_call(build: Any) -> calls.Call:
+    samples: dict[str, tuple[Any, ...]] = {
+        "create_task": ("t",),
+        "update_progress": ("t", 1),
+        "add_event": ("t", "m"),
+        "complete": ("t",),
+        "fail": ("t", "e"),
+        "cancel": ("t",),
+        "batch_update_progress": ([{"taskId": "t", "progress": 1}],),
+        "get_task": ("t",),
+        "history": ("t",),
+        "delete_task": ("t",),
+        "broadcast": ("r", {"a": 1}),
+        "room_health": ("r",),
+        "create_webhook": ("http://127.0.0.1:1/",),
+        "get_webhook": ("w",),
+        "update_webhook": ("w",),
+        "delete_webhook": ("w",),
+        "deliveries": ("w",),
+        "redeliver": ("w", "d"),
+        "create_key": ("o", "reader"),
+        "revoke_key": ("k",),
+    }
+    return build(*samples.get(build.__name__, ()))
+
+
+def test_importing_the_sdk_imports_nothing_of_the_server() -> None:
+    code = (
+        "import sys, spectral.client\n"
+        "bad = [m for m in ('trio', 'quart', 'hypercorn', 'actors', 'storage',"
+        " 'spectral.server', 'spectral.front') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- the rules, alone ------------------------------------------------------------------
+
+
+def test_full_jitter_stays_within_its_bounds_and_the_deadline() -> None:
+    policy = RetryPolicy(deadline=10.0, base=0.1, cap=2.0)
+    rng = random.Random(7)
+    for attempt in range(12):
+        assert 0.0 <= policy.delay(attempt, rng) <= min(2.0, 0.1 * 2**attempt)
+    assert policy.delay(0, rng, retry_after=3.0) == 3.0
+    assert policy.next_delay(0, started=0.0, now=9.99, rng=rng, retry_after=1.0) is None
+    assert RetryPolicy(attempts=2).next_delay(1, 0.0, 0.0, rng) is None
+
+
+def test_the_breaker_opens_probes_once_and_closes() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(threshold=3, reset_after=5.0, clock=lambda: now[0])
+    for _ in range(3):
+        breaker.before()
+        breaker.failure()
+    assert breaker.state == "open"
+    with pytest.raises(CircuitOpenError):
+        breaker.before()
+    now[0] = 5.0
+    breaker.before()  # the one probe
+    with pytest.raises(CircuitOpenError):
+        breaker.before()  # no second probe while the first is out
+    breaker.failure()
+    assert breaker.state == "open"
+    now[0] = 10.0
+    breaker.before()
+    breaker.success()
+    assert breaker.state == "closed"
+    breaker.before()
+
+
+def test_a_429_storm_is_waited_out_with_retry_after_and_one_key() -> None:
+    keys: list[str] = []
+    waits: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        keys.append(request.headers["idempotency-key"])
+        if len(keys) < 4:
+            body = {"error": {"code": "RATE_LIMITED", "message": "slow down"}}
+            return httpx.Response(429, json=body, headers={"Retry-After": "0.01"})
+        return httpx.Response(200, json={"success": True, "task": _task_json("t")})
+
+    client = _mocked(handler, waits)
+    task = client.update_progress("t", 5)
+    assert task.task_id == "t"
+    assert len(keys) == 4 and len(set(keys)) == 1
+    assert all(wait >= 0.01 for wait in waits)
+
+
+def test_other_4xx_are_never_retried() -> None:
+    seen: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(1)
+        body = {"error": {"code": "VALIDATION_ERROR", "message": "progress: must be ≤ 100"}}
+        return httpx.Response(400, json=body)
+
+    with pytest.raises(ValidationError, match="progress"):
+        _mocked(handler, []).update_progress("t", 500)
+    assert len(seen) == 1
+
+
+def test_rate_limited_to_the_end_raises_with_the_last_retry_after() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = {"error": {"code": "RATE_LIMITED", "message": "slow down"}}
+        return httpx.Response(429, json=body, headers={"Retry-After": "0.01"})
+
+    client = _mocked(handler, [], RetryPolicy(attempts=3))
+    with pytest.raises(RateLimitedError) as raised:
+        client.get_task("t")
+    assert raised.value.retry_after == 0.01
+
+
+def _mocked(handler: Any, waits: list[float], retry: RetryPolicy | None = None) -> Client:
+    client = Client("http://spectral.invalid", "key", retry=retry or RetryPolicy(deadline=5))
+    client._http = httpx.Client(base_url=client.base_url, transport=httpx.MockTransport(handler))
+    import spectral.client.client as module
+
+    module.time.sleep = waits.append  # type: ignore[assignment]  # restored below
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _real_sleep() -> Any:
+    import time as real_time
+
+    import spectral.client.client as module
+
+    sleep = real_time.sleep
+    yield
+    module.time.sleep = sleep
+
+
+def _task_json(task_id: str) -> dict[str, Any]:
+    return {
+        "taskId": task_id,
+        "status": "in-progress",
+        "progress": 5,
+        "metadata": {},
+        "error": None,
+        "owner": "admin",
+        "seq": 2,
+        "epoch": "e",
+        "createdAt": "2026-12-02T00:00:00.000Z",
+        "updatedAt": "2026-12-02T00:00:00.000Z",
+        "startedAt": "2026-12-02T00:00:00.000Z",
+        "completedAt": None,
+        "failedAt": None,
+        "canceledAt": None,
+        "timeoutSeconds": None,
+        "ttlSeconds": None,
+    }
+
+
+# -- against a live server -------------------------------------------------------------
+
+
+async def test_a_task_from_create_to_delete_under_trio(server: Server) -> None:
+    async with AsyncClient(server.url, ADMIN_KEY) as client:
+        task = await client.create_task("sdk-trio", metadata={"kind": "export"})
+        assert (task.task_id, task.status.value, task.seq) == ("sdk-trio", "pending", 1)
+        task = await client.update_progress("sdk-trio", 40, "reading")
+        assert (task.progress, task.seq) == (40, 2)
+        task = await client.complete("sdk-trio")
+        assert task.status.value == "success"
+        with pytest.raises(ConflictError):
+            await client.update_progress("sdk-trio", 50)
+        page = await client.history("sdk-trio")
+        assert [e.seq for e in page.events] == [1, 2, 3]
+        listed = [t.task_id async for t in client.iter_tasks(q="sdk-")]
+        assert listed == ["sdk-trio"]
+        await client.delete_task("sdk-trio")
+        with pytest.raises(NotFoundError):
+            await client.get_task("sdk-trio")
+
+
+async def test_errors_name_the_field_and_the_key(server: Server) -> None:
+    async with AsyncClient(server.url, ADMIN_KEY) as client:
+        await client.create_task("sdk-errors")
+        with pytest.raises(ValidationError, match="progress"):
+            await client.update_progress("sdk-errors", 101)
+    async with AsyncClient(server.url, "not-a-key") as stranger:
+        with pytest.raises(AuthError):
+            await stranger.get_task("sdk-errors")
+
+
+async def test_the_async_client_runs_under_asyncio(server: Server) -> None:
+    async def main() -> list[float]:
+        async with AsyncClient(server.url, ADMIN_KEY) as client:
+            task = await client.create_task()
+            for progress in (10, 20, 30):
+                await client.update_progress(task.task_id, progress)
+            results = await client.batch_update_progress(
+                [{"taskId": task.task_id, "progress": 35}, {"taskId": "nope", "progress": 1}]
+            )
+            assert [r.ok for r in results] == [True, False]
+            page = await client.history(task.task_id)
+            return [e.progress for e in page.events if e.progress is not None]
+
+    # asyncio.run in a thread of its own: this test's own loop is trio's.
+    assert await trio.to_thread.run_sync(asyncio.run, main()) == [0, 10, 20, 30, 35]
+
+
+async def test_the_blocking_client(server: Server) -> None:
+    def work() -> tuple[str, int]:
+        with Client(server.url, ADMIN_KEY) as client:
+            task = client.create_task("sdk-sync")
+            client.add_event("sdk-sync", "hello")
+            task = client.fail("sdk-sync", "disk full")
+            return task.status.value, task.seq
+
+    assert await trio.to_thread.run_sync(work) == ("failed", 3)
+
+
+async def test_an_answer_lost_after_the_request_is_applied_once(server: Server) -> None:
+    """A proxy forwards the first request, takes the server's answer and drops the
+    connection: the SDK retries with the same Idempotency-Key and the server answers
+    from its record, so the update is in the history once."""
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    dropped = trio.Event()
+
+    async def relay(client_stream: trio.SocketStream) -> None:
+        upstream = await trio.open_tcp_stream(host, int(port))
+        request = await client_stream.receive_some(65536)
+        await upstream.send_all(request)
+        answer = await upstream.receive_some(65536)
+        if not dropped.is_set():
+            dropped.set()  # the request is applied; the caller never hears so
+            await client_stream.aclose()
+            await upstream.aclose()
+            return
+        await client_stream.send_all(answer)
+        await client_stream.aclose()
+        await upstream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        serve = functools.partial(trio.serve_tcp, host="127.0.0.1")
+        listeners = await nursery.start(serve, relay, 0)
+        proxy = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+        async with AsyncClient(server.url, ADMIN_KEY) as direct:
+            await direct.create_task("sdk-lost")
+            async with AsyncClient(proxy, ADMIN_KEY, retry=RetryPolicy(base=0.01)) as client:
+                task = await client.update_progress("sdk-lost", 42, "once")
+            assert dropped.is_set()
+            assert task.seq == 2
+            events = (await direct.history("sdk-lost")).events
+            assert [(e.seq, e.message) for e in events] == [(1, events[0].message), (2, "once")]
+        nursery.cancel_scope.cancel()
