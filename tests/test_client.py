@@ -303,3 +303,72 @@ async def test_an_answer_lost_after_the_request_is_applied_once(server: Server) 
             events = (await direct.history("sdk-lost")).events
             assert [(e.seq, e.message) for e in events] == [(1, events[0].message), (2, "once")]
         nursery.cancel_scope.cancel()
+
+
+# -- track() ---------------------------------------------------------------------------
+
+
+async def test_a_million_progress_calls_are_a_few_requests(server: Server) -> None:
+    def work() -> str:
+        with Client(server.url, ADMIN_KEY) as client, client.track("sdk-track") as tracker:
+            for step in range(1_000_000):
+                tracker.progress(step / 10_000)
+            tracker.progress(100, "all done")
+            return tracker.task_id
+
+    task_id = await trio.to_thread.run_sync(work)
+    async with AsyncClient(server.url, ADMIN_KEY) as client:
+        events = (await client.history(task_id, limit=1000)).events
+        task = await client.get_task(task_id)
+    assert task.status.value == "success"
+    # created, a handful of coalesced progress updates, the last value, completed
+    assert len(events) < 200, len(events)
+    assert (events[-2].progress, events[-2].message) == (100, "all done")
+    assert events[-1].event_type.value == "success"
+
+
+async def test_track_fails_with_the_exception_and_cancels_on_interrupt(server: Server) -> None:
+    def work() -> None:
+        with Client(server.url, ADMIN_KEY) as client:
+            with pytest.raises(RuntimeError), client.track("sdk-boom") as tracker:
+                tracker.progress(30)
+                tracker.log("about to fail")
+                raise RuntimeError("disk full")
+            with pytest.raises(KeyboardInterrupt), client.track("sdk-stop"):
+                raise KeyboardInterrupt
+
+    await trio.to_thread.run_sync(work)
+    async with AsyncClient(server.url, ADMIN_KEY) as client:
+        boom = await client.get_task("sdk-boom")
+        assert (boom.status.value, boom.error, boom.progress) == ("failed", "disk full", 30)
+        messages = [e.message for e in (await client.history("sdk-boom")).events]
+        assert messages.index("about to fail") > 0
+        assert (await client.get_task("sdk-stop")).status.value == "canceled"
+
+
+async def test_async_track_under_trio_is_canceled_with_its_scope(server: Server) -> None:
+    async with AsyncClient(server.url, ADMIN_KEY) as client:
+        async with client.track("sdk-async") as tracker:
+            for step in range(10_000):
+                tracker.progress(step / 100)
+            await tracker.log("half way")
+        assert (await client.get_task("sdk-async")).status.value == "success"
+        with trio.CancelScope() as scope:
+            async with client.track("sdk-cancelled") as tracker:
+                tracker.progress(5)
+                scope.cancel()
+                await trio.sleep_forever()
+        cancelled = await client.get_task("sdk-cancelled")
+        assert (cancelled.status.value, cancelled.progress) == ("canceled", 5)
+
+
+async def test_async_track_under_asyncio(server: Server) -> None:
+    async def main() -> tuple[str, float]:
+        async with AsyncClient(server.url, ADMIN_KEY) as client:
+            async with client.track() as tracker:
+                for step in range(1000):
+                    tracker.progress(step / 10)
+            task = await client.get_task(tracker.task_id)
+            return task.status.value, task.progress
+
+    assert await trio.to_thread.run_sync(asyncio.run, main()) == ("success", 100)

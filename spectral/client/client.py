@@ -11,8 +11,10 @@ from __future__ import annotations
 import functools
 import os
 import random
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
 import anyio
@@ -22,6 +24,14 @@ from spectral.client import calls
 from spectral.client.calls import Call
 from spectral.client.errors import RateLimitedError, SpectralError, UnavailableError, error_for
 from spectral.client.retry import RETRY_STATUSES, CircuitBreaker, RetryPolicy
+from spectral.client.tracking import (
+    DEFAULT_INTERVAL,
+    AsyncTracker,
+    Pending,
+    Tracker,
+    failure_text,
+    outcome_of,
+)
 
 DEFAULT_URL = "http://127.0.0.1:8094"
 #: Statuses after which a call that is not repeatable was surely not applied.
@@ -179,6 +189,54 @@ class _Operations:
     health = _operation(calls.health)
 
 
+class _Flusher(threading.Thread):
+    """The blocking client's background sender of coalesced progress (see ``track``)."""
+
+    def __init__(self, client: Client, interval: float) -> None:
+        super().__init__(name="spectral-progress", daemon=True)
+        self.client = client
+        self.interval = interval
+        self.wakeup = threading.Event()
+        #: Held while sending, so a task's progress, log lines and end keep their order.
+        self.send_lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        """Flush whenever progress is pending, at most every ``interval`` seconds."""
+        last = 0.0
+        while True:
+            self.wakeup.wait()
+            delay = last + self.interval - time.monotonic()
+            if delay > 0:
+                self._stopping.wait(delay)
+            if self._stopping.is_set():
+                return  # stop() sends what is left
+            self.wakeup.clear()
+            self.flush()
+            last = time.monotonic()
+
+    def flush(self) -> None:
+        """Send everything pending now, in batches; keep what could not be sent."""
+        with self.send_lock:
+            while items := self.client._pending.take():
+                try:
+                    self.client.batch_update_progress(items)
+                except SpectralError:
+                    for item in items:  # a newer value wins; else try again later
+                        if item["taskId"] not in self.client._pending.items:
+                            self.client._pending.put(
+                                item["taskId"], item["progress"], item.get("message")
+                            )
+                    return
+
+    def stop(self) -> None:
+        """End the thread, then send what is pending."""
+        self._stopping.set()
+        self.wakeup.set()
+        self.join()
+        self.flush()
+
+
 class Client(_Base, _Operations):
     """A blocking client of one spectral server.
 
@@ -196,6 +254,9 @@ class Client(_Base, _Operations):
         self._http = httpx.Client(
             base_url=self.base_url, timeout=self.timeout, headers=self._headers()
         )
+        self._pending = Pending()
+        self._flusher_lock = threading.Lock()
+        self._flusher_thread: _Flusher | None = None
 
     def _send(self, call: Call) -> Any:
         attempts = _Attempts(self, call)
@@ -225,8 +286,63 @@ class Client(_Base, _Operations):
                 return
             page += 1
 
+    @contextmanager
+    def track(
+        self, task_id: str | None = None, *, interval: float = DEFAULT_INTERVAL, **create: Any
+    ) -> Iterator[Tracker]:
+        """Create a task and report the ``with`` block's work as it (docs/sdk.md, "track").
+
+        ``.progress()`` calls are coalesced (the latest value per task, sent at most
+        every ``interval`` seconds by a background thread, many tasks in one batch). On
+        leaving, pending progress is sent, then the task completes, fails with the
+        exception's text, or is canceled (KeyboardInterrupt).
+        """
+        task = self.create_task(task_id, **create)
+        flusher = self._flusher(interval)
+        send_now = functools.partial(self._send_now, flusher, task.task_id)
+        tracker = Tracker(task.task_id, self._pending, flusher.wakeup.set, send_now)
+        try:
+            yield tracker
+        except BaseException as exc:
+            self._finish(flusher, task.task_id, outcome_of(exc), failure_text(exc))
+            raise
+        self._finish(flusher, task.task_id, "complete", "")
+
+    def _flusher(self, interval: float) -> _Flusher:
+        with self._flusher_lock:
+            if self._flusher_thread is None or not self._flusher_thread.is_alive():
+                self._flusher_thread = _Flusher(self, interval)
+                self._flusher_thread.start()
+            return self._flusher_thread
+
+    def _send_now(
+        self, flusher: _Flusher, task_id: str, kind: str, values: Mapping[str, Any]
+    ) -> Any:
+        with flusher.send_lock:
+            self._send_pending(task_id)
+            if kind == "log":
+                return self.add_event(task_id, values["message"])
+            return self.add_event(task_id, "metadata updated", metadata=values)
+
+    def _send_pending(self, task_id: str) -> None:
+        for item in self._pending.take(task_id):
+            self.update_progress(task_id, item["progress"], item.get("message"))
+
+    def _finish(self, flusher: _Flusher, task_id: str, outcome: str, text: str) -> None:
+        with flusher.send_lock:
+            self._send_pending(task_id)
+            if outcome == "complete":
+                self.complete(task_id)
+            elif outcome == "cancel":
+                self.cancel(task_id)
+            else:
+                self.fail(task_id, text)
+
     def close(self) -> None:
-        """Close the connections."""
+        """Send pending progress, stop the background flusher, close the connections."""
+        thread = self._flusher_thread
+        if thread is not None:
+            thread.stop()
         self._http.close()
 
     def __enter__(self) -> Client:
@@ -234,6 +350,22 @@ class Client(_Base, _Operations):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class _Wakeups:
+    """A re-armable event: ``set`` from plain code, ``wait`` from a task (anyio)."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def set(self) -> None:
+        """Wake the waiter (idempotent until it wakes)."""
+        self._event.set()
+
+    async def wait(self) -> None:
+        """Wait until set, then re-arm."""
+        await self._event.wait()
+        self._event = anyio.Event()
 
 
 class AsyncClient(_Base, _Operations):
@@ -244,6 +376,9 @@ class AsyncClient(_Base, _Operations):
         self._http = httpx.AsyncClient(
             base_url=self.base_url, timeout=self.timeout, headers=self._headers()
         )
+        self._pending = Pending()
+        #: Held while sending progress, so a task's progress, logs and end keep their order.
+        self._send_lock = anyio.Lock()
 
     async def _send(self, call: Call) -> Any:
         attempts = _Attempts(self, call)
@@ -274,8 +409,72 @@ class AsyncClient(_Base, _Operations):
                 return
             page += 1
 
+    @asynccontextmanager
+    async def track(
+        self, task_id: str | None = None, *, interval: float = DEFAULT_INTERVAL, **create: Any
+    ) -> AsyncIterator[AsyncTracker]:
+        """:meth:`Client.track` for coroutines: the flusher is a task of this block, and a
+        cancelled block cancels the task (asyncio or trio)."""
+        task = await self.create_task(task_id, **create)
+        wakeups = _Wakeups()
+        send_now = functools.partial(self._send_now, task.task_id)
+        tracker = AsyncTracker(task.task_id, self._pending, wakeups.set, send_now)
+        error: BaseException | None = None
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._flush_loop, wakeups, interval)
+            try:
+                yield tracker
+            except BaseException as exc:
+                error = exc
+            outcome = outcome_of(error, anyio.get_cancelled_exc_class())
+            text = "" if error is None else failure_text(error)
+            with anyio.CancelScope(shield=True):
+                await self._finish(task.task_id, outcome, text)
+            group.cancel_scope.cancel()
+        if error is not None:
+            raise error
+
+    async def _flush_loop(self, wakeups: _Wakeups, interval: float) -> None:
+        while True:
+            await wakeups.wait()
+            await anyio.sleep(interval)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        async with self._send_lock:
+            while items := self._pending.take():
+                try:
+                    await self.batch_update_progress(items)
+                except SpectralError:
+                    for item in items:  # a newer value wins; else try again later
+                        if item["taskId"] not in self._pending.items:
+                            self._pending.put(item["taskId"], item["progress"], item.get("message"))
+                    return
+
+    async def _send_pending(self, task_id: str) -> None:
+        for item in self._pending.take(task_id):
+            await self.update_progress(task_id, item["progress"], item.get("message"))
+
+    async def _send_now(self, task_id: str, kind: str, values: Mapping[str, Any]) -> Any:
+        async with self._send_lock:
+            await self._send_pending(task_id)
+            if kind == "log":
+                return await self.add_event(task_id, values["message"])
+            return await self.add_event(task_id, "metadata updated", metadata=values)
+
+    async def _finish(self, task_id: str, outcome: str, text: str) -> None:
+        async with self._send_lock:
+            await self._send_pending(task_id)
+            if outcome == "complete":
+                await self.complete(task_id)
+            elif outcome == "cancel":
+                await self.cancel(task_id)
+            else:
+                await self.fail(task_id, text)
+
     async def aclose(self) -> None:
-        """Close the connections."""
+        """Send pending progress and close the connections."""
+        await self._flush()
         await self._http.aclose()
 
     async def __aenter__(self) -> AsyncClient:
