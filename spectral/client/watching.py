@@ -151,8 +151,7 @@ class _Stream:
             if isinstance(task, dict) and task.get("status") in TERMINAL_STATUSES:
                 self.done = True
         elif kind in TERMINAL_TYPES:
-            if self.since is None or seq > self.since:
-                self.done = True
+            self.done = True
         if self.since is not None and seq <= self.since:
             return None
         self.since = seq
@@ -271,8 +270,8 @@ def _run_sync(stream: _Stream, timeout: float) -> Iterator[dict[str, Any]]:
                 time.sleep(stream.next_delay(repr(error), False))
 
 
-async def _run_async(stream: _Stream, timeout: float) -> AsyncIterator[dict[str, Any]]:
-    async with httpx.AsyncClient(headers=stream.headers, timeout=timeout) as http:
+async def _run_async(stream: _Stream, http_timeout: float) -> AsyncIterator[dict[str, Any]]:
+    async with httpx.AsyncClient(headers=stream.headers, timeout=http_timeout) as http:
         while not stream.done:
             delay: float | None = None
             try:
