@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,7 @@ def start_consumer(
                 put(("message", message))
                 if count == limit:
                     break
-        except Exception as error:  # noqa: BLE001 - handed to the test
+        except Exception as error:  # handed to the test
             put(("error", error))
         else:
             put(("end", None))
@@ -77,12 +78,14 @@ def start_consumer(
     async def consume_async(report: Callable[[Item], Any]) -> None:
         try:
             count = 0
-            async for message in make_async():
-                await report(("message", message))
-                count += 1
-                if count == limit:
-                    break
-        except Exception as error:  # noqa: BLE001 - handed to the test
+            # aclosing: leaving the loop early closes the generator here, in this task
+            async with aclosing(make_async()) as messages:
+                async for message in messages:
+                    await report(("message", message))
+                    count += 1
+                    if count == limit:
+                        break
+        except Exception as error:  # handed to the test
             await report(("error", error))
         else:
             await report(("end", None))
