@@ -308,6 +308,10 @@ async def _run_async(stream: _Stream, http_timeout: float) -> AsyncIterator[dict
 def _from_group(stream: _Stream, group: BaseExceptionGroup) -> float | None:
     """Handle an exception group from the session's task group like a single error."""
     leaves = _leaves(group)
+    if any(isinstance(leaf, GeneratorExit) for leaf in leaves):
+        raise GeneratorExit from None  # the caller closed the iterator mid-stream
+    if not all(isinstance(leaf, Exception) for leaf in leaves):
+        raise group  # cancellation and the like: not ours to handle
     for leaf in leaves:
         if isinstance(leaf, SpectralError):
             raise leaf
