@@ -23,13 +23,6 @@ from urllib.parse import quote, urlencode
 
 import anyio
 import httpx
-from httpx_ws import (
-    WebSocketDisconnect,
-    WebSocketNetworkError,
-    WebSocketUpgradeError,
-    aconnect_ws,
-    connect_ws,
-)
 
 from spectral.client.errors import (
     AuthError,
@@ -183,7 +176,7 @@ class _Stream:
             raise _Retry(f"HTTP {response.status_code}", response.status_code == 429)
         try:
             body = json.loads(response.read() or b"null")
-        except (ValueError, httpx.HTTPError):
+        except Exception:  # closed or undecodable: the status alone says enough
             body = None
         raise error_for(response.status_code, body)
 
@@ -239,10 +232,20 @@ def _stream(
     )
 
 
-_NETWORK_ERRORS = (httpx.TransportError, WebSocketNetworkError, OSError)
+def _network_errors() -> tuple[type[BaseException], ...]:
+    from httpx_ws import WebSocketNetworkError
+
+    return (httpx.TransportError, WebSocketNetworkError, OSError)
+
+
+# httpx-ws is imported when a stream starts, not with this module: it imports httpcore,
+# which imports trio whenever trio is installed (spec: no trio at ``import spectral.client``).
 
 
 def _run_sync(stream: _Stream, timeout: float) -> Iterator[dict[str, Any]]:
+    from httpx_ws import WebSocketDisconnect, WebSocketUpgradeError, connect_ws
+
+    network_errors = _network_errors()
     with httpx.Client(headers=stream.headers, timeout=timeout) as http:
         while not stream.done:
             try:
@@ -266,11 +269,14 @@ def _run_sync(stream: _Stream, timeout: float) -> Iterator[dict[str, Any]]:
                     time.sleep(stream.next_delay(str(retry), retry.rate_limited))
             except _Retry as retry:
                 time.sleep(stream.next_delay(str(retry), retry.rate_limited))
-            except _NETWORK_ERRORS as error:
+            except network_errors as error:
                 time.sleep(stream.next_delay(repr(error), False))
 
 
 async def _run_async(stream: _Stream, http_timeout: float) -> AsyncIterator[dict[str, Any]]:
+    from httpx_ws import WebSocketDisconnect, WebSocketUpgradeError, aconnect_ws
+
+    network_errors = _network_errors()
     async with httpx.AsyncClient(headers=stream.headers, timeout=http_timeout) as http:
         while not stream.done:
             delay: float | None = None
@@ -281,7 +287,7 @@ async def _run_async(stream: _Stream, http_timeout: float) -> AsyncIterator[dict
                             text = await ws.receive_text()
                         except WebSocketDisconnect as closed:
                             stream.closed(closed.code, closed.reason)
-                        except _NETWORK_ERRORS as error:
+                        except network_errors as error:
                             raise _Retry(repr(error)) from None
                         message = stream.accept(text)
                         if message is not None:
@@ -297,7 +303,7 @@ async def _run_async(stream: _Stream, http_timeout: float) -> AsyncIterator[dict
                     delay = stream.next_delay(str(retry), retry.rate_limited)
             except _Retry as retry:
                 delay = stream.next_delay(str(retry), retry.rate_limited)
-            except _NETWORK_ERRORS as error:
+            except network_errors as error:
                 delay = stream.next_delay(repr(error), False)
             except BaseExceptionGroup as group:  # raised through httpx-ws's task group
                 delay = _from_group(stream, group)
@@ -322,7 +328,7 @@ def _from_group(stream: _Stream, group: BaseExceptionGroup) -> float | None:
     for leaf in leaves:
         if isinstance(leaf, _Retry):
             return stream.next_delay(str(leaf), leaf.rate_limited)
-    if all(isinstance(leaf, _NETWORK_ERRORS) for leaf in leaves):
+    if all(isinstance(leaf, _network_errors()) for leaf in leaves):
         return stream.next_delay(repr(leaves[0]), False)
     raise group
 
