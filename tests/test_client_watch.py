@@ -185,8 +185,12 @@ async def test_snapshot_then_every_update_then_ends_after_complete(
     ]
 
 
+@pytest.mark.parametrize("stop", ["terminate", "kill"])
 @pytest.mark.parametrize("mode", MODES)
-async def test_resumes_across_a_restart_every_seq_once_in_order(tmp_path: Path, mode: str) -> None:
+async def test_resumes_across_a_restart_every_seq_once_in_order(
+    tmp_path: Path, mode: str, stop: str
+) -> None:
+    """terminate: close 1001 then refused connections; kill: the TCP connection drops."""
     data, port = tmp_path / "data", free_port()
     argv = fixed_port_argv(data, port)
     seen: list[dict[str, Any]] = []
@@ -205,8 +209,12 @@ async def test_resumes_across_a_restart_every_seq_once_in_order(tmp_path: Path, 
                     seen.append(await next_message(watcher))
                 for value in range(4, 7):  # maybe in flight when the server stops
                     last = await progress(http, "long", value)
-                server.terminate()
-                assert await server.wait() == 0
+                if stop == "terminate":
+                    server.terminate()
+                    assert await server.wait() == 0
+                else:
+                    server.kill()
+                    await server.wait()
             async with (
                 running(argv, env=SERVE_ENV) as server,
                 httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS) as http,
