@@ -354,3 +354,31 @@ def test_import_pulls_in_no_server_dependency() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
+
+
+async def test_a_task_recreated_under_the_same_id_goes_on_with_the_new_epoch(
+    server: Server, client: httpx.AsyncClient
+) -> None:
+    old = (await post(client, "/tasks/create", {"id": "phoenix"}))["task"]
+    for value in (1, 2, 3):
+        last = await progress(client, "phoenix", value)
+    assert (await client.delete("/tasks/phoenix")).is_success
+    new = (await post(client, "/tasks/create", {"id": "phoenix"}))["task"]
+    assert new["epoch"] != old["epoch"] and new["seq"] < last
+    with trio.fail_after(GUARD):
+        async with aclosing(
+            awatch_task(
+                server.url, api_key=ADMIN_KEY, task_id="phoenix", since=last, epoch=old["epoch"]
+            )
+        ) as messages:
+            snapshot = await anext(messages)
+            assert snapshot["type"] == "snapshot"
+            assert (snapshot["epoch"], snapshot["seq"], snapshot["recovered"]) == (
+                new["epoch"],
+                new["seq"],
+                False,
+            )
+            # the new task's seqs are yielded though lower than the old task's last one
+            await post(client, "/tasks/complete", {"taskId": "phoenix"})
+            rest = [m async for m in messages]
+    assert [(m["type"], m["seq"]) for m in rest] == [("complete", new["seq"] + 1)]
