@@ -8,6 +8,7 @@ import math
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from contextlib import aclosing
 from pathlib import Path
@@ -382,3 +383,41 @@ async def test_a_task_recreated_under_the_same_id_goes_on_with_the_new_epoch(
             await post(client, "/tasks/complete", {"taskId": "phoenix"})
             rest = [m async for m in messages]
     assert [(m["type"], m["seq"]) for m in rest] == [("complete", new["seq"] + 1)]
+
+
+async def test_a_watcher_closed_4008_for_falling_behind_resumes_without_a_gap(
+    server: Server, client: httpx.AsyncClient
+) -> None:
+    """The consumer stops reading after the snapshot until the server has dropped it."""
+    await post(client, "/tasks/create", {"id": "flood"})
+    gate = threading.Event()
+    send, receive = trio.open_memory_channel[Item](math.inf)
+
+    def consume() -> None:
+        seqs = []
+        try:
+            for message in watch_task(server.url, api_key=ADMIN_KEY, task_id="flood"):
+                seqs.append(message["seq"])
+                if len(seqs) == 1:
+                    trio.from_thread.run_sync(send.send_nowait, ("message", message))
+                    gate.wait()
+        except Exception as error:  # handed to the test
+            trio.from_thread.run_sync(send.send_nowait, ("error", error))
+        else:
+            trio.from_thread.run_sync(send.send_nowait, ("end", seqs))
+
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.to_thread.run_sync, consume)
+            assert (await next_message(receive))["seq"] == 1
+            big = {"blob": "z" * 600}
+            batch = [{"taskId": "flood", "progress": 1, "metadata": big}] * 1000
+            for _ in range(6):
+                await post(client, "/tasks/batchUpdateProgress", {"updates": batch})
+            while "spectral_watchers_dropped_total 1.0" not in (await client.get("/metrics")).text:
+                await trio.sleep(0.1)  # polling the server's state, not a timed wait
+            gate.set()
+            await post(client, "/tasks/complete", {"taskId": "flood"})
+            kind, seqs = await receive.receive()
+    assert kind == "end", seqs
+    assert seqs == list(range(1, 6003))
