@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote, urlencode
 
 import anyio
@@ -156,7 +156,7 @@ class _Stream:
         self.outage_started = None
         self.rate_limited = False
 
-    def closed(self, code: int, reason: str | None) -> None:
+    def closed(self, code: int, reason: str | None) -> NoReturn:
         """Raise for a close code: _Ended, _Retry or the SDK's exception."""
         reason = reason or ""
         if code == _CLOSE_AUTH:
@@ -170,7 +170,7 @@ class _Stream:
             raise _Ended()  # the task was deleted
         raise _Retry(f"closed with {code} {reason}".strip(), code == _CLOSE_RATE_LIMITED)
 
-    def upgrade_refused(self, response: httpx.Response) -> None:
+    def upgrade_refused(self, response: httpx.Response) -> NoReturn:
         """Raise for an HTTP answer instead of an upgrade."""
         if response.status_code in (429, 502, 503, 504):
             raise _Retry(f"HTTP {response.status_code}", response.status_code == 429)
