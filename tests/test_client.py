@@ -372,3 +372,23 @@ async def test_async_track_under_asyncio(server: Server) -> None:
             return task.status.value, task.progress
 
     assert await trio.to_thread.run_sync(asyncio.run, main()) == ("success", 100)
+
+
+async def test_watch_follows_a_tracked_task_to_its_end(server: Server) -> None:
+    async with AsyncClient(server.url, ADMIN_KEY) as client:
+        await client.create_task("sdk-watched")
+        seen: list[tuple[str, int]] = []
+        async with trio.open_nursery() as nursery:
+
+            async def follow() -> None:
+                async for message in client.watch("sdk-watched"):
+                    seen.append((message["type"], message["seq"]))
+
+            nursery.start_soon(follow)
+            for value in (10, 20):
+                await client.update_progress("sdk-watched", value)
+            await client.complete("sdk-watched")
+        # every seq once, in order (the snapshot may already show some), ending at complete
+        seqs = [seq for _, seq in seen]
+        assert seqs == sorted(set(seqs)) and seqs[-1] == 4
+        assert seen[-1][0] == "complete"

@@ -32,6 +32,7 @@ from spectral.client.tracking import (
     failure_text,
     outcome_of,
 )
+from spectral.client.watching import asubscribe_room, awatch_task, subscribe_room, watch_task
 
 DEFAULT_URL = "http://127.0.0.1:8094"
 #: Statuses after which a call that is not repeatable was surely not applied.
@@ -286,6 +287,29 @@ class Client(_Base, _Operations):
                 return
             page += 1
 
+    def watch(self, task_id: str, since: int | None = None, **options: Any) -> Iterator[Any]:
+        """The task's messages (snapshot, then every change), resuming by itself after any
+        disconnect, until its terminal message or deletion (docs/sdk.md, "Watching")."""
+        return watch_task(
+            self.base_url,
+            task_id=task_id,
+            api_key=self.api_key,
+            token=self.token,
+            since=since,
+            **options,
+        )
+
+    def subscribe(self, room: str, since: int | None = None, **options: Any) -> Iterator[Any]:
+        """A room's messages, resuming by itself after any disconnect (never ends)."""
+        return subscribe_room(
+            self.base_url,
+            room_id=room,
+            api_key=self.api_key,
+            token=self.token,
+            since=since,
+            **options,
+        )
+
     @contextmanager
     def track(
         self, task_id: str | None = None, *, interval: float = DEFAULT_INTERVAL, **create: Any
@@ -408,6 +432,29 @@ class AsyncClient(_Base, _Operations):
             if page >= answer.pagination.pages:
                 return
             page += 1
+
+    def watch(self, task_id: str, since: int | None = None, **options: Any) -> AsyncIterator[Any]:
+        """:meth:`Client.watch` as an async iterator (asyncio or trio); close it with
+        ``contextlib.aclosing`` if you leave the loop early."""
+        return awatch_task(
+            self.base_url,
+            task_id=task_id,
+            api_key=self.api_key,
+            token=self.token,
+            since=since,
+            **options,
+        )
+
+    def subscribe(self, room: str, since: int | None = None, **options: Any) -> AsyncIterator[Any]:
+        """:meth:`Client.subscribe` as an async iterator (asyncio or trio)."""
+        return asubscribe_room(
+            self.base_url,
+            room_id=room,
+            api_key=self.api_key,
+            token=self.token,
+            since=since,
+            **options,
+        )
 
     @asynccontextmanager
     async def track(
