@@ -1,0 +1,42 @@
+"""examples/report_progress.py and examples/asyncio_worker.py run against a live server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from tests.conftest import ADMIN_HEADERS, ADMIN_KEY
+from tests.procs import Server
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("example", ["report_progress.py", "asyncio_worker.py"])
+async def test_a_worker_example_reports_and_completes(server: Server, example: str) -> None:
+    task_id = f"example-{example.removesuffix('.py')}"
+    env = {**os.environ, "SPECTRAL_URL": server.url, "SPECTRAL_API_KEY": ADMIN_KEY}
+    done = await trio.to_thread.run_sync(
+        lambda: subprocess.run(
+            [sys.executable, str(ROOT / "examples" / example), task_id],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [task_id, "success"]
+    async with httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS) as http:
+        task = (await http.get(f"/tasks/{task_id}")).json()
+        events = (await http.get(f"/tasks/{task_id}/history", params={"limit": 1000})).json()
+    assert (task["progress"], task["metadata"]) == (100, {"items": 1000})
+    progress = [e for e in events["events"] if e["eventType"] == "progress"]
+    assert progress[-1]["message"] == "1000/1000 items"  # the last value always arrives
+    assert len(events["events"]) < 100  # 1,000 calls coalesced
