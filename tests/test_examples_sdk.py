@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -40,3 +41,44 @@ async def test_a_worker_example_reports_and_completes(server: Server, example: s
     progress = [e for e in events["events"] if e["eventType"] == "progress"]
     assert progress[-1]["message"] == "1000/1000 items"  # the last value always arrives
     assert len(events["events"]) < 100  # 1,000 calls coalesced
+
+
+async def test_notify_user_reaches_the_listener(server: Server) -> None:
+    env = {**os.environ, "SPECTRAL_URL": server.url, "SPECTRAL_API_KEY": ADMIN_KEY}
+    example = str(ROOT / "examples" / "notify_user.py")
+    listener = await trio.lowlevel.open_process(
+        [sys.executable, example, "listen", "alice"], env=env, stdout=subprocess.PIPE
+    )
+    assert listener.stdout is not None
+    try:
+        async with httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS) as http:
+            with trio.fail_after(60):  # attached once the room's health counts it
+                while True:
+                    health = await http.get("/rooms/user_alice/health")
+                    if health.status_code == 200 and health.json()["connections"] == 1:
+                        break
+                    await trio.sleep(0.05)
+        sent = await trio.to_thread.run_sync(
+            lambda: subprocess.run(
+                [sys.executable, example, "notify", "alice", "your report is ready"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
+        )
+        assert sent.stdout.startswith("delivered to 1 subscriber(s)")
+        line = b""
+        with trio.fail_after(60):
+            while not line.endswith(b"\n"):
+                line += await listener.stdout.receive_some(1)
+        message = json.loads(line)
+        assert (message["type"], message["text"], message["roomSeq"]) == (
+            "notification",
+            "your report is ready",
+            1,
+        )
+    finally:
+        listener.kill()
+        await listener.wait()
