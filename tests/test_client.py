@@ -392,3 +392,15 @@ async def test_watch_follows_a_tracked_task_to_its_end(server: Server) -> None:
         seqs = [seq for _, seq in seen]
         assert seqs == sorted(set(seqs)) and seqs[-1] == 4
         assert seen[-1][0] == "complete"
+
+
+def test_unsent_progress_is_kept_unless_a_newer_value_came() -> None:
+    from spectral.client.tracking import Pending
+
+    pending = Pending()
+    pending.put("a", 10, None)
+    pending.put("b", 20, "b")
+    taken = pending.take()
+    pending.put("a", 11, None)  # newer than what failed to send
+    pending.restore(taken)
+    assert sorted((i["taskId"], i["progress"]) for i in pending.take()) == [("a", 11), ("b", 20)]

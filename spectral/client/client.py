@@ -223,11 +223,7 @@ class _Flusher(threading.Thread):
                 try:
                     self.client.batch_update_progress(items)
                 except SpectralError:
-                    for item in items:  # a newer value wins; else try again later
-                        if item["taskId"] not in self.client._pending.items:
-                            self.client._pending.put(
-                                item["taskId"], item["progress"], item.get("message")
-                            )
+                    self.client._pending.restore(items)  # tried again at the next flush
                     return
 
     def stop(self) -> None:
@@ -493,9 +489,7 @@ class AsyncClient(_Base, _Operations):
                 try:
                     await self.batch_update_progress(items)
                 except SpectralError:
-                    for item in items:  # a newer value wins; else try again later
-                        if item["taskId"] not in self._pending.items:
-                            self._pending.put(item["taskId"], item["progress"], item.get("message"))
+                    self._pending.restore(items)  # tried again at the next flush
                     return
 
     async def _send_pending(self, task_id: str) -> None:

@@ -47,6 +47,12 @@ class Pending:
                 taken.append(self.items.pop(key))
             return taken
 
+    def restore(self, items: list[dict[str, Any]]) -> None:
+        """Put back items whose sending failed, unless a newer value replaced them."""
+        with self.lock:
+            for item in items:
+                self.items.setdefault(item["taskId"], item)
+
     def __len__(self) -> int:
         return len(self.items)
 
