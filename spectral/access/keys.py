@@ -26,13 +26,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
+from spectral.access.roles import ROLES, Role
 from spectral.wire import iso
 from storage import Migration, Registry
 
-Role = Literal["admin", "service", "reader"]
-ROLES: tuple[Role, ...] = ("admin", "service", "reader")
 #: Owners appear in room names (``user_{owner}``): the same alphabet as ids.
 OWNER_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 KEY_PREFIX = "spk_"

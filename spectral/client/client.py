@@ -68,7 +68,8 @@ class _Attempts:
     def lost(self, exc: httpx.TransportError) -> SpectralError:
         """The error for an attempt that got no answer."""
         self.owner.breaker.failure()
-        return UnavailableError(0, "UNREACHABLE", f"{type(exc).__name__}: {exc}".rstrip(": "))
+        why = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        return UnavailableError(0, "UNREACHABLE", f"no answer from {self.owner.base_url} ({why})")
 
     def wait(self, error: SpectralError, sent: bool) -> float | None:
         """Seconds before the next attempt, or None: give up and raise ``error``."""

@@ -163,7 +163,8 @@ class _Stream:
             raise AuthError(401, "UNAUTHENTICATED", reason or "unauthenticated")
         if code == _CLOSE_NOT_FOUND:
             what = "room" if self.room else "task"
-            raise NotFoundError(404, "NOT_FOUND", reason or f"{what} not found")
+            code_name = f"{what.upper()}_NOT_FOUND"  # the code REST answers with
+            raise NotFoundError(404, code_name, reason or f"{what} not found")
         if code in _CLOSE_FATAL:
             raise ValidationError(400, _CLOSE_FATAL[code], reason or f"closed with {code}")
         if code == 1000 and not self.room:

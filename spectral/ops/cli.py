@@ -1,5 +1,6 @@
-"""The ``spectral`` command line: ``spectral serve``, ``spectral keys create|list|revoke``
-and ``spectral doctor``."""
+"""The ``spectral`` command line: ``serve``, ``keys`` and ``doctor`` on this machine's data
+directory; ``tasks``, ``watch``, ``rooms`` and ``webhooks`` on a running server
+(:mod:`spectral.ops.remote`, docs/cli.md)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,14 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-
-import trio
-from pydantic import ValidationError
+from typing import TYPE_CHECKING
 
 from spectral import __version__
-from spectral.access import keys
-from spectral.ops import doctor, logs
-from spectral.server import DataDirLockedError, serve
-from spectral.settings import Settings
+from spectral.access.roles import ROLES
+from spectral.ops import remote
+
+if TYPE_CHECKING:
+    from spectral.settings import Settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys_commands = keys_parser.add_subparsers(dest="keys_command", required=True)
     create = keys_commands.add_parser("create", help="create a key; its secret is printed once")
     create.add_argument("--owner", required=True, help="the owner (user or tenant) it acts for")
-    create.add_argument("--role", required=True, choices=keys.ROLES)
+    create.add_argument("--role", required=True, choices=ROLES)
     create.add_argument("--name", help="a label to recognise the key by")
     listing = keys_commands.add_parser("list", help="list keys (never their secrets)")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -61,11 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--data-dir", help="data directory (default ./data, env SPECTRAL_DATA_DIR)"
         )
+    remote.add_commands(commands)
     return parser
 
 
 def run_keys(args: argparse.Namespace, settings: Settings) -> int:
     """``spectral keys ...`` on the data directory's registry."""
+    from spectral.access import keys
+
     store, close = keys.open_store(settings.data_dir)
     try:
         if args.keys_command == "create":
@@ -100,6 +103,8 @@ def run_keys(args: argparse.Namespace, settings: Settings) -> int:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     """Settings from the environment and the parsed flags."""
+    from spectral.settings import Settings
+
     return Settings.load(
         {
             "data_dir": args.data_dir,
@@ -113,6 +118,13 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     args = build_parser().parse_args(argv)
+    if hasattr(args, "remote"):
+        return remote.run(args)
+    # The commands on this machine's data directory import the server's modules.
+    from pydantic import ValidationError
+
+    from spectral.ops import doctor, logs
+
     try:
         settings = settings_from(args)
     except ValidationError as exc:
@@ -126,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "doctor":
         return doctor.run(settings, repair=args.repair, json_output=args.json)
     if args.command == "serve":
+        import trio
+
+        from spectral.server import DataDirLockedError, serve
+
         try:
             trio.run(serve, settings)
         except DataDirLockedError as exc:
