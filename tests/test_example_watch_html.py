@@ -492,7 +492,7 @@ async def test_the_page_reads_at_360px_in_light_and_dark(
                 found[scheme] = await tab.run(_narrow)
     for scheme, seen in found.items():
         # A snapshot of a finished task ends the watch at once.
-        assert (seen["status"], seen["seqs"], seen["connections"]) == ("failed", [1], 1), scheme
+        assert (seen["status"], seen["seqs"], seen["connections"]) == ("failed", [2], 1), scheme
         assert seen["overflow"] == [NARROW, NARROW, NARROW], scheme
         assert seen["low_contrast"] == [], scheme
         assert seen["unlabelled"] == [] and seen["progressbar"] == 1, scheme
