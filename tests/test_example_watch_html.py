@@ -307,8 +307,9 @@ async def test_the_bar_moves_with_each_update_and_the_page_ends_at_complete(
             first = await tab.run(state)
             assert (first["status"], first["value"], first["percent"]) == ("pending", 0, "0%")
             for value in (12.5, 40, 75):
-                await progress(client, "export-42", value, f"{value} % of the rows")
-                await tab.run(wait_for(SHOWS, [value, f"{value} % of the rows"]))
+                rows = f"{round(value * 12)} of 1200 rows exported"
+                await progress(client, "export-42", value, rows)
+                await tab.run(wait_for(SHOWS, [value, rows]))
             middle = await tab.run(state)
             image = await tab.run(lambda page, seen: page.screenshot(full_page=True))
             await post(client, "/tasks/complete", {"taskId": "export-42"})
