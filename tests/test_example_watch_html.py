@@ -180,7 +180,9 @@ async def watch_page(
     url = PAGE.as_uri() + "?" + urlencode(query)
     tab = Tab()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(trio.to_thread.run_sync, tab.serve, server_url, url, width, height, scheme)
+        nursery.start_soon(
+            trio.to_thread.run_sync, tab.serve, server_url, url, width, height, scheme
+        )
         try:
             await tab.result()
             yield tab
