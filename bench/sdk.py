@@ -60,6 +60,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages (other sessions share the machine)."""
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
 def pinning() -> tuple[list[str], str]:
     """Pin this process to core 0; the taskset prefix for the server (core 1), and what was done."""
     cpus = os.sched_getaffinity(0)
@@ -224,9 +229,7 @@ def per_call(url: str, pid: int, calls: int, rounds: int) -> dict[str, Any]:
     results: dict[str, Any] = {"calls_per_round": calls, "rounds": rounds}
     for name, by_variant in samples.items():
         figures = {
-            variant: {
-                key: round(statistics.median(s[key] for s in runs), 1) for key in runs[0]
-            }
+            variant: {key: round(statistics.median(s[key] for s in runs), 1) for key in runs[0]}
             for variant, runs in by_variant.items()
         }
         sdk, raw = figures["sdk"], figures["httpx"]
@@ -272,24 +275,31 @@ def last_progress_event(client: Client, task_id: str) -> float | None:
         after = page.events[-1].seq
 
 
+def thread_cpu_seconds(native_id: int) -> float:
+    """User + system CPU of one thread of this process, seconds (10 ms resolution)."""
+    stat = Path(f"/proc/self/task/{native_id}/stat").read_text()
+    fields = stat.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def track_report(
     calls: int,
     last_value: float,
     wall: float,
     cpu: float,
-    counter: RequestCounter,
+    paths: dict[str, int],
     arrived: float | None,
 ) -> dict[str, Any]:
-    """The figures of one track() run."""
-    batches = counter.paths.get("/tasks/batchUpdateProgress", 0)
-    requests = sum(counter.paths.values())
+    """The figures of one track() run (``paths``: requests sent during it, by path)."""
+    batches = paths.get("/tasks/batchUpdateProgress", 0)
+    requests = sum(paths.values())
     return {
         "seconds": round(wall, 2),
         "progress_calls": calls,
         "progress_calls_per_s": round(calls / wall),
         "http_requests": requests,
         "http_requests_per_s": round(requests / wall, 1),
-        "requests_by_path": counter.paths,
+        "requests_by_path": paths,
         "batches_per_s": round(batches / wall, 1),
         "process_cpu_s_per_wall_s": round(cpu / wall, 2),
         "last_value": last_value,
@@ -308,15 +318,21 @@ def track_blocking(url: str, seconds: float) -> dict[str, Any]:
         n = 0
         value = 0.0
         with client.track() as task:
+            flusher = client._flusher_thread
+            assert flusher is not None and flusher.native_id is not None
             while True:
                 value = (n % 10_000) / 100
                 task.progress(value)
                 n += 1
                 if not n % 64 and time.perf_counter() >= deadline:
                     break
+            sender_cpu = thread_cpu_seconds(flusher.native_id)
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        paths = dict(counter.paths)
         arrived = last_progress_event(client, task.task_id)
-    return track_report(n, value, wall, cpu, counter, arrived)
+    report = track_report(n, value, wall, cpu, paths, arrived)
+    report["sender_thread_cpu_s_per_wall_s"] = round(sender_cpu / wall, 3)
+    return report
 
 
 async def track_async(url: str, seconds: float) -> dict[str, Any]:
@@ -337,9 +353,10 @@ async def track_async(url: str, seconds: float) -> dict[str, Any]:
                 if not n % 64 and time.perf_counter() >= deadline:
                     break
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        paths = dict(counter.paths)
     with Client(url, api_key=BENCH_KEY) as reader:
         arrived = last_progress_event(reader, task.task_id)
-    return track_report(n, value, wall, cpu, counter, arrived)
+    return track_report(n, value, wall, cpu, paths, arrived)
 
 
 # -- main -------------------------------------------------------------------------------
@@ -368,7 +385,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "httpx": httpx.__version__,
         "cores": os.cpu_count(),
         "pinning": pinned,
-        "load_average_before": [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]],
+        "load_average_before": load_average(),
     }
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="bench-sdk-") as data:
         argv = [
@@ -380,9 +397,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             results.update(
                 await trio.to_thread.run_sync(measure, server.url, pid, args.quick, calls, rounds)
             )
-    results["load_average_after"] = [
-        float(x) for x in Path("/proc/loadavg").read_text().split()[:3]
-    ]
+    results["load_average_after"] = load_average()
     return results
 
 
