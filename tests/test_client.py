@@ -54,6 +54,9 @@ def test_mutating_operations_send_an_idempotency_key() -> None:
         if _sample_call(getattr(calls, method)).mutating
     }
     assert mutating == keyed
+    for method in calls.OPERATIONS:  # a key per mutating call (none for the others)
+        call = _sample_call(getattr(calls, method))
+        assert len(call.idempotency_key) == (32 if call.mutating else 0), method
 
 
 def _sample_call(build: Any) -> calls.Call:
