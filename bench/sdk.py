@@ -11,8 +11,9 @@ to core 0 when both exist):
   ``response.json()``: ``httpx``), and with ``http.client`` (``http_client``). Per call:
   the client's CPU (``time.thread_time`` of the calling thread; the process's CPU is
   reported too), the server's CPU (``/proc/PID/stat``) and the wall time. The variants
-  take turns, ``rounds`` times; figures are the medians over rounds. ``sdk_extra_cpu``
-  is the SDK's client CPU per call over raw httpx's (the target: at most +15 %).
+  take turns, ``rounds`` times; figures are the medians over rounds.
+  ``sdk_extra_cpu_vs_httpx`` is the SDK's client CPU per call over raw httpx's (the
+  target: at most +15 %).
 - ``track``: ``task.progress(i)`` in a loop as fast as it goes for ``seconds`` inside
   ``Client.track()`` (and ``AsyncClient.track()`` under asyncio, the loop awaiting
   ``asyncio.sleep(0)`` after each call): progress() calls/s, HTTP requests/s actually
@@ -20,7 +21,9 @@ to core 0 when both exist):
   whether the last value is the task's last progress event.
 
 The measuring runs in a worker thread; the main thread only runs trio (waiting on the
-server's output). ``--quick`` shrinks everything.
+server's output). ``--quick`` shrinks everything; ``--calls`` and ``--rounds`` set the
+per-call sizes. On a two-core machine shared with other work, pinning keeps client and
+server apart but not the others away: compare the variants within one run.
 """
 
 from __future__ import annotations
