@@ -9,6 +9,7 @@ import functools
 import random
 import subprocess
 import sys
+import time
 from typing import Any
 
 import httpx
@@ -53,6 +54,9 @@ def test_mutating_operations_send_an_idempotency_key() -> None:
         if _sample_call(getattr(calls, method)).mutating
     }
     assert mutating == keyed
+    for method in calls.OPERATIONS:  # a key per mutating call (none for the others)
+        call = _sample_call(getattr(calls, method))
+        assert len(call.idempotency_key) == (32 if call.mutating else 0), method
 
 
 def _sample_call(build: Any) -> calls.Call:
@@ -309,20 +313,25 @@ async def test_an_answer_lost_after_the_request_is_applied_once(server: Server) 
 
 
 async def test_a_million_progress_calls_are_a_few_requests(server: Server) -> None:
-    def work() -> str:
-        with Client(server.url, ADMIN_KEY) as client, client.track("sdk-track") as tracker:
-            for step in range(1_000_000):
-                tracker.progress(step / 10_000)
-            tracker.progress(100, "all done")
-            return tracker.task_id
+    def work() -> tuple[str, float]:
+        with Client(server.url, ADMIN_KEY) as client:
+            started = time.monotonic()
+            with client.track("sdk-track") as tracker:
+                for step in range(1_000_000):
+                    tracker.progress(step / 10_000)
+                tracker.progress(100, "all done")
+            return tracker.task_id, time.monotonic() - started
 
-    task_id = await trio.to_thread.run_sync(work)
+    task_id, elapsed = await trio.to_thread.run_sync(work)
     async with AsyncClient(server.url, ADMIN_KEY) as client:
         events = (await client.history(task_id, limit=1000)).events
         task = await client.get_task(task_id)
     assert task.status.value == "success"
     # created, a handful of coalesced progress updates, the last value, completed
     assert len(events) < 200, len(events)
+    # at most one flush per interval (0.25 s), however fast progress() is called
+    progress = [e for e in events if e.event_type.value == "progress"]
+    assert len(progress) <= elapsed / 0.25 + 3, (len(progress), elapsed)
     assert (events[-2].progress, events[-2].message) == (100, "all done")
     assert events[-1].event_type.value == "success"
 
@@ -363,15 +372,25 @@ async def test_async_track_under_trio_is_canceled_with_its_scope(server: Server)
 
 
 async def test_async_track_under_asyncio(server: Server) -> None:
-    async def main() -> tuple[str, float]:
+    async def main() -> tuple[str, float, int, float]:
         async with AsyncClient(server.url, ADMIN_KEY) as client:
+            started = time.monotonic()
             async with client.track() as tracker:
-                for step in range(1000):
-                    tracker.progress(step / 10)
+                step = 0
+                while time.monotonic() - started < 1.0:  # a second of a tight loop
+                    tracker.progress(step % 100)
+                    step += 1
+                    await asyncio.sleep(0)
+            elapsed = time.monotonic() - started
             task = await client.get_task(tracker.task_id)
-            return task.status.value, task.progress
+            events = (await client.history(tracker.task_id, limit=1000)).events
+            sent = sum(e.event_type.value == "progress" for e in events)
+            return task.status.value, task.progress, sent, elapsed
 
-    assert await trio.to_thread.run_sync(asyncio.run, main()) == ("success", 100)
+    status, progress, sent, elapsed = await trio.to_thread.run_sync(asyncio.run, main())
+    assert (status, progress) == ("success", 100)
+    # at most one flush per interval (0.25 s), though the loop yields after every call
+    assert sent <= elapsed / 0.25 + 3, (sent, elapsed)
 
 
 async def test_watch_follows_a_tracked_task_to_its_end(server: Server) -> None:

@@ -29,7 +29,12 @@ class Call:
     #: server applies it once however often it arrives.
     mutating: bool = False
     read: Callable[[Any], Any] = field(default=lambda body: body)
-    idempotency_key: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: Generated for a mutating call only (a read sends none: no need to pay for uuid4).
+    idempotency_key: str = ""
+
+    def __post_init__(self) -> None:
+        if self.mutating and not self.idempotency_key:
+            object.__setattr__(self, "idempotency_key", uuid.uuid4().hex)
 
     @property
     def repeatable(self) -> bool:

@@ -220,7 +220,9 @@ class _Flusher(threading.Thread):
     def flush(self) -> None:
         """Send everything pending now, in batches; keep what could not be sent."""
         with self.send_lock:
-            while items := self.client._pending.take():
+            for _ in range(self.client._pending.batches()):
+                if not (items := self.client._pending.take()):
+                    return
                 try:
                     self.client.batch_update_progress(items)
                 except SpectralError:
@@ -486,7 +488,9 @@ class AsyncClient(_Base, _Operations):
 
     async def _flush(self) -> None:
         async with self._send_lock:
-            while items := self._pending.take():
+            for _ in range(self._pending.batches()):
+                if not (items := self._pending.take()):
+                    return
                 try:
                     await self.batch_update_progress(items)
                 except SpectralError:

@@ -47,6 +47,13 @@ class Pending:
                 taken.append(self.items.pop(key))
             return taken
 
+    def batches(self) -> int:
+        """``take()`` calls that empty what is pending now. A flush makes no more: a value
+        put while it sends waits for the next flush, so a task reporting in a tight loop
+        is still sent once per interval, not back to back."""
+        with self.lock:
+            return -(-len(self.items) // MAX_BATCH)
+
     def restore(self, items: list[dict[str, Any]]) -> None:
         """Put back items whose sending failed, unless a newer value replaced them."""
         with self.lock:
