@@ -2,18 +2,20 @@
 concurrent workers (threads of a blocking ``Client``, asyncio tasks, trio tasks), the
 server killed with SIGKILL (or stopped with SIGTERM) in the middle of it and restarted on
 the same port and data directory. Every call returns success, and every task's history
-holds each call's effect exactly once, in the order the worker made them.
+holds each call's effect exactly once, in the order the worker made them, and every
+answer the SDK returned names the event its call made.
 
 Two kinds of worker share the burst:
 
 - *direct* workers talk to the server's port: at the kill their calls are wherever they
-  are (sent, half-applied, answered), then meet refused connections until the restart;
+  are (sent, applied, answered), then meet refused connections until the restart;
 - *held* workers talk through :class:`HoldingProxy`, which, once armed, forwards their
-  requests but withholds the answers. The server answers only after it committed the
-  change and its idempotency record, so when every held worker has an answer withheld,
-  each has a call that the server applied but the caller never heard of. The server is
-  killed only then: the SDK's retry of each such call (same ``Idempotency-Key``) must be
-  answered from the record (``Idempotent-Replayed: true``) — never applied twice.
+  requests but withholds the answers to their batches. The server answers only after it
+  committed the change and its idempotency record, so when every held worker has an
+  answer withheld, each has a batch that the server applied but the caller never heard
+  of. The server is stopped only then: the SDK's retry of each such batch (same
+  ``Idempotency-Key``) must be answered from the record (``Idempotent-Replayed: true``),
+  not applied twice.
 
 The kill is triggered by counters and events (answers returned, answers withheld), never
 by sleeping.
@@ -43,7 +45,8 @@ from tests.test_client_watch import fixed_port_argv, free_port
 #: Workers calling the server directly, and through the holding proxy.
 DIRECT = 4
 HELD = 2
-#: Rounds per worker: update_progress, add_event, batch_update_progress (2 items).
+#: Rounds per worker: update_progress, add_event and (see Burst.batches)
+#: batch_update_progress of 2 items; then complete.
 ROUNDS = 10
 #: Calls answered before the proxy starts withholding answers (and the kill follows).
 ARM_AFTER = 40
@@ -381,7 +384,7 @@ async def test_a_burst_across_a_crash_applies_every_call_once(
 @pytest.mark.skipif(
     not os.environ.get("SPECTRAL_TEST_BATCH_GAP"),
     reason="server bug: a batch killed between its tasks' commit and its registry record"
-    " is applied again when retried (set SPECTRAL_TEST_BATCH_GAP=1 to run; fails ~1 in 5)",
+    " is applied again when retried (SPECTRAL_TEST_BATCH_GAP=1 runs it; ~1 case in 6 fails)",
 )
 @pytest.mark.parametrize("mode", ["sync", "trio"])
 async def test_batches_in_flight_at_kill_9_are_applied_once(tmp_path: Path, mode: str) -> None:
