@@ -13,6 +13,7 @@ from actors import ObjectNotFoundError, RouterConfig, Watcher, open_router
 from spectral import wire
 from spectral.tasks.actor import (
     Mutate,
+    MutateEach,
     Read,
     ReadHistory,
     Remove,
@@ -171,6 +172,31 @@ async def test_idempotency_records_live_in_the_task_file_for_24_hours(
         await trio.sleep(2)
         fresh = await router.call("task", "t", Mutate(Progress(progress=1), idempotency=once))
         assert (fresh.replayed_at, fresh.event["seq"]) == (None, 3)
+
+
+async def test_a_batch_part_is_recorded_with_its_items(tmp_path: Path) -> None:
+    """A batch's items of one task and their record commit together: a repeat with the
+    same key is answered from the file (refusals included), never applied again."""
+    async with open_router(tmp_path, [Task]) as router:
+        await router.call("task", "t", create("t"), create=True)
+        once = ("stored-key", "fingerprint")
+        items = (Progress(progress=10), Progress(progress=500), Progress(progress=20))
+        first = await router.call("task", "t", MutateEach(items, idempotency=once))
+        await router.evict("task", "t")  # the record is in the file, not in memory
+        again = await router.call("task", "t", MutateEach(items, idempotency=once))
+        assert [type(o).__name__ for o in again] == [type(o).__name__ for o in first]
+        assert [o.task["seq"] for o in (again[0], again[2])] == [2, 3]
+        assert again[0].replayed_at is not None and first[0].replayed_at is None
+        assert (again[1].code, again[1].field) == ("VALIDATION_ERROR", "progress")
+        assert str(again[1]) == str(first[1])
+        page = await router.call("task", "t", ReadHistory(after=0, limit=100))
+        assert [e.seq for e in page.events] == [1, 2, 3]
+        with pytest.raises(TaskRejected) as info:
+            await router.call("task", "t", MutateEach(items, idempotency=(once[0], "other")))
+        assert info.value.reason.code == "IDEMPOTENCY_KEY_REUSED"
+        with pytest.raises(TaskRejected) as info:  # a single mutation reusing a batch's key
+            await router.call("task", "t", Mutate(Progress(progress=1), idempotency=once))
+        assert info.value.reason.code == "IDEMPOTENCY_KEY_REUSED"
 
 
 async def test_committed_changes_are_published_to_the_event_bus(tmp_path: Path) -> None:

@@ -130,10 +130,14 @@ async def batch_update_progress(call: Call, body: models.BatchUpdateProgress) ->
         command = sm.Progress(progress=item.progress, message=item.message, metadata=item.metadata)
         by_task.setdefault(item.task_id, []).append((index, command))
 
+    # With an Idempotency-Key, each task records its part of the batch in its own file,
+    # in the same commit as the items: a repeat whose registry record was lost (a crash
+    # between the tasks' commits and the registry's) is answered from those, not reapplied.
+    once = None if call.once is None else (call.once.stored_key, call.once.fingerprint)
+
     async def one_task(task_id: str, items: list[tuple[int, sm.Progress]]) -> None:
-        # A batch's Idempotency-Key covers the whole batch (recorded in the registry),
-        # not its items: they carry no Once.
-        message = MutateEach(tuple(command for _, command in items), call.who.owner_filter)
+        commands = tuple(command for _, command in items)
+        message = MutateEach(commands, call.who.owner_filter, once)
         try:
             outcomes: list[Mutation | sm.TaskStateError] = await call_task(call, task_id, message)
         except ApiError as error:

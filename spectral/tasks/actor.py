@@ -38,12 +38,15 @@ from spectral.tasks.state import (
     Event,
     EventType,
     Fail,
+    InvalidCommandError,
     Log,
     Progress,
     Status,
+    TaskExistsError,
     TaskNotFoundError,
     TaskState,
     TaskStateError,
+    TaskTerminalError,
     TimeOut,
     apply,
 )
@@ -109,6 +112,24 @@ class IdempotencyConflictError(TaskStateError):
     status = 422
 
 
+#: The refusals a batch's record may hold, by code.
+_REFUSALS: dict[str, type[TaskStateError]] = {
+    cls.code: cls for cls in (TaskNotFoundError, TaskExistsError, TaskTerminalError)
+}
+
+
+def _refusal_json(error: TaskStateError) -> dict[str, Any]:
+    """A refused batch item as its record keeps it."""
+    return {"code": error.code, "message": str(error), "field": getattr(error, "field", None)}
+
+
+def _refusal(stored: dict[str, Any]) -> TaskStateError:
+    """A refused batch item from its record."""
+    if stored["code"] == InvalidCommandError.code:
+        return InvalidCommandError(stored["field"], stored["message"].split(": ", 1)[-1])
+    return _REFUSALS.get(stored["code"], TaskStateError)(stored["message"])
+
+
 class TaskRejected(Rejected):
     """A task message refused by the state machine or by ownership; wraps the reason."""
 
@@ -135,10 +156,14 @@ class MutateEach:
 
     Answers one outcome per command: its :class:`Mutation`, or the
     :class:`~spectral.tasks.state.TaskStateError` that refused it (the others still apply).
+    With ``idempotency`` (stored key, fingerprint) the outcomes are recorded in the
+    task's file in the same commit, so a repeat is answered from them, never applied
+    again, even if the batch's own record never reached the registry.
     """
 
     commands: tuple[Command, ...]
     owner: str | None = None
+    idempotency: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +267,7 @@ class Task(Actor):
                 case Mutate():
                     return self._mutate(message.command, message.owner, message.idempotency)
                 case MutateEach():
-                    return self._mutate_each(message.commands, message.owner)
+                    return self._mutate_each(message.commands, message.owner, message.idempotency)
                 case Read():
                     return wire.task_json(self._visible(message.owner))
                 case ReadHistory():
@@ -303,7 +328,10 @@ class Task(Actor):
         return answer
 
     def _mutate_each(
-        self, commands: tuple[Command, ...], owner: str | None
+        self,
+        commands: tuple[Command, ...],
+        owner: str | None,
+        idempotency: tuple[str, str] | None = None,
     ) -> list[Mutation | TaskStateError]:
         """Apply ``commands`` in order with one write for them all (a batch's items).
 
@@ -312,6 +340,10 @@ class Task(Actor):
         task right after its command (no ``latestHistory``: a batch answers tasks).
         """
         first = self._visible(owner)  # not there (or not yours): every item is refused
+        if idempotency is not None:
+            replay = self._recorded_each(*idempotency)
+            if replay is not None:
+                return replay
         now = self.now()
         outcomes: list[Mutation | TaskStateError | None] = []
         applied: list[tuple[Command, TaskState, Event]] = []
@@ -333,9 +365,12 @@ class Task(Actor):
         self._record_state(first, state, changes[-1][0])
         self._notify(changes, now)
         answers = iter(Mutation(task, body, []) for task, body, _, _ in changes)
+        result = [next(answers) if o is None else o for o in outcomes]
+        if idempotency is not None:
+            self._record_each(*idempotency, result, now)
         self.state = state
         self.recent.extend(body for _, body, _, _ in changes)
-        return [next(answers) if o is None else o for o in outcomes]
+        return result
 
     def _changes(
         self, applied: list[tuple[Command, TaskState, Event]], now: float
@@ -397,12 +432,41 @@ class Task(Actor):
         ).fetchone()
         if row is None:
             return None
-        if row[0] != fingerprint:
+        stored = json.loads(row[1])
+        if row[0] != fingerprint or "task" not in stored:  # another request, or a batch's
             raise IdempotencyConflictError(
                 "this Idempotency-Key was already used with a different request"
             )
-        stored = json.loads(row[1])
         return Mutation(stored["task"], stored["event"], stored["latestHistory"], row[2])
+
+    def _recorded_each(self, key: str, fingerprint: str) -> list[Mutation | TaskStateError] | None:
+        """A batch's outcomes for this task, if this key was recorded here."""
+        row = self.db.execute(
+            "SELECT fingerprint, answer, created_at FROM idempotency"
+            " WHERE key = ? AND created_at > ?",
+            (key, self.now() - IDEMPOTENCY_SECONDS),
+        ).fetchone()
+        if row is None:
+            return None
+        stored = json.loads(row[1])
+        if row[0] != fingerprint or "outcomes" not in stored:
+            raise IdempotencyConflictError(
+                "this Idempotency-Key was already used with a different request"
+            )
+        return [
+            Mutation(item["task"], {}, [], row[2]) if "task" in item else _refusal(item)
+            for item in stored["outcomes"]
+        ]
+
+    def _record_each(
+        self, key: str, fingerprint: str, outcomes: list[Mutation | TaskStateError], now: float
+    ) -> None:
+        stored = {
+            "outcomes": [
+                {"task": o.task} if isinstance(o, Mutation) else _refusal_json(o) for o in outcomes
+            ]
+        }
+        self._store_record(key, fingerprint, stored, now)
 
     def _record(self, key: str, fingerprint: str, answer: Mutation, now: float) -> None:
         stored = {
@@ -410,6 +474,9 @@ class Task(Actor):
             "event": answer.event,
             "latestHistory": answer.latest_history,
         }
+        self._store_record(key, fingerprint, stored, now)
+
+    def _store_record(self, key: str, fingerprint: str, stored: Any, now: float) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO idempotency (key, fingerprint, answer, created_at)"
             " VALUES (?, ?, ?, ?)",
