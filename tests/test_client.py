@@ -130,6 +130,35 @@ def test_the_breaker_opens_probes_once_and_closes() -> None:
     breaker.before()
 
 
+def test_an_open_breaker_refuses_new_calls_but_lets_a_call_underway_ride_out() -> None:
+    """A server restarting: the call underway keeps retrying within its deadline (so it
+    is applied once, not abandoned); a call that starts while the circuit is open fails
+    at once without a request."""
+    sent: list[str] = []
+    down = [True]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers["idempotency-key"])
+        if down[0] and len(sent) < 6:
+            body = {"error": {"code": "UNAVAILABLE", "message": "restarting"}}
+            return httpx.Response(503, json=body)
+        return httpx.Response(200, json={"success": True, "task": _task_json("t")})
+
+    client = _mocked(handler, [])
+    client.breaker = CircuitBreaker(threshold=2, reset_after=60.0)
+    assert client.update_progress("t", 5).task_id == "t"  # 5 refusals, then applied
+    assert len(sent) == 6 and len(set(sent)) == 1
+    assert client.breaker.state == "closed"  # the call's own success closed it
+
+    sent.clear()
+    down[0] = True
+    client.breaker.failure()
+    client.breaker.failure()
+    with pytest.raises(CircuitOpenError):
+        client.update_progress("t", 6)
+    assert sent == []
+
+
 def test_a_429_storm_is_waited_out_with_retry_after_and_one_key() -> None:
     keys: list[str] = []
     waits: list[float] = []

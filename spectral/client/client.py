@@ -261,7 +261,8 @@ class Client(_Base, _Operations):
     def _send(self, call: Call) -> Any:
         attempts = _Attempts(self, call)
         while True:
-            self.breaker.before()
+            if attempts.attempt == 0:  # the breaker refuses new calls, not retries
+                self.breaker.before()
             try:
                 response = self._http.request(**self._request(call))
             except httpx.TransportError as exc:
@@ -406,7 +407,8 @@ class AsyncClient(_Base, _Operations):
     async def _send(self, call: Call) -> Any:
         attempts = _Attempts(self, call)
         while True:
-            self.breaker.before()
+            if attempts.attempt == 0:  # the breaker refuses new calls, not retries
+                self.breaker.before()
             try:
                 response = await self._http.request(**self._request(call))
             except httpx.TransportError as exc:
