@@ -11,15 +11,18 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 from spectral.api import schemas
 
+#: What a call's ``read`` makes of a 2xx answer: the SDK method's return type.
+T = TypeVar("T")
+
 
 @dataclass(frozen=True, slots=True)
-class Call:
-    """One request to send, and how to read a 2xx answer."""
+class Call(Generic[T]):
+    """One request to send, and how to read a 2xx answer (into a ``T``)."""
 
     method: str
     path: str
@@ -28,7 +31,7 @@ class Call:
     #: Sends an ``Idempotency-Key`` (generated once per call, reused by every retry): the
     #: server applies it once however often it arrives.
     mutating: bool = False
-    read: Callable[[Any], Any] = field(default=lambda body: body)
+    read: Callable[[Any], T] = field(default=lambda body: body)
     #: Generated for a mutating call only (a read sends none: no need to pay for uuid4).
     idempotency_key: str = ""
 
@@ -115,7 +118,7 @@ def create_task(
     metadata: Mapping[str, Any] | None = None,
     timeout_seconds: float | None = None,
     ttl_seconds: float | None = None,
-) -> Call:
+) -> Call[schemas.Task]:
     """``POST /tasks/create``; answers the new task."""
     body = _drop_none(
         {
@@ -135,7 +138,7 @@ def update_progress(
     progress: float,
     message: str | None = None,
     metadata: Mapping[str, Any] | None = None,
-) -> Call:
+) -> Call[schemas.Task]:
     """``POST /tasks/updateProgress``; answers the task after it."""
     body = _drop_none(
         {
@@ -155,7 +158,7 @@ def add_event(
     event_type: str = "log",
     progress: float | None = None,
     metadata: Mapping[str, Any] | None = None,
-) -> Call:
+) -> Call[schemas.Task]:
     """``POST /tasks/addEvent`` (``log`` or ``progress``); answers the task after it."""
     event = _drop_none(
         {
@@ -169,13 +172,13 @@ def add_event(
     return Call("POST", "/tasks/addEvent", body, mutating=True, read=_task)
 
 
-def complete(task_id: str, metadata: Mapping[str, Any] | None = None) -> Call:
+def complete(task_id: str, metadata: Mapping[str, Any] | None = None) -> Call[schemas.Task]:
     """``POST /tasks/complete``; answers the finished task."""
     body = _drop_none({"taskId": task_id, "metadata": None if metadata is None else dict(metadata)})
     return Call("POST", "/tasks/complete", body, mutating=True, read=_task)
 
 
-def fail(task_id: str, error: str, metadata: Mapping[str, Any] | None = None) -> Call:
+def fail(task_id: str, error: str, metadata: Mapping[str, Any] | None = None) -> Call[schemas.Task]:
     """``POST /tasks/fail``; answers the failed task."""
     body = _drop_none(
         {
@@ -187,13 +190,13 @@ def fail(task_id: str, error: str, metadata: Mapping[str, Any] | None = None) ->
     return Call("POST", "/tasks/fail", body, mutating=True, read=_task)
 
 
-def cancel(task_id: str, metadata: Mapping[str, Any] | None = None) -> Call:
+def cancel(task_id: str, metadata: Mapping[str, Any] | None = None) -> Call[schemas.Task]:
     """``POST /tasks/cancel``; answers the canceled task."""
     body = _drop_none({"taskId": task_id, "metadata": None if metadata is None else dict(metadata)})
     return Call("POST", "/tasks/cancel", body, mutating=True, read=_task)
 
 
-def batch_update_progress(updates: Sequence[Mapping[str, Any]]) -> Call:
+def batch_update_progress(updates: Sequence[Mapping[str, Any]]) -> Call[list[schemas.BatchItem]]:
     """``POST /tasks/batchUpdateProgress``: items ``{"taskId", "progress", "message"?}``;
     answers one result per item (``ok``, ``task`` or ``error``)."""
     body = {"updates": [dict(item) for item in updates]}
@@ -206,12 +209,14 @@ def batch_update_progress(updates: Sequence[Mapping[str, Any]]) -> Call:
     )
 
 
-def get_task(task_id: str) -> Call:
+def get_task(task_id: str) -> Call[schemas.Task]:
     """``GET /tasks/{taskId}``."""
     return Call("GET", f"/tasks/{_segment(task_id)}", read=schemas.Task.model_validate)
 
 
-def history(task_id: str, after: int | None = None, limit: int | None = None) -> Call:
+def history(
+    task_id: str, after: int | None = None, limit: int | None = None
+) -> Call[schemas.HistoryPage]:
     """``GET /tasks/{taskId}/history``: a page of events, oldest first."""
     params = _drop_none({"after": after, "limit": limit})
     return Call(
@@ -228,13 +233,13 @@ def list_tasks(
     owner: str | None = None,
     page: int = 1,
     limit: int = 20,
-) -> Call:
+) -> Call[schemas.TaskPage]:
     """``GET /tasks``: a page of tasks, newest first."""
     params = _drop_none({"status": status, "q": q, "owner": owner, "page": page, "limit": limit})
     return Call("GET", "/tasks", params=params, read=schemas.TaskPage.model_validate)
 
 
-def delete_task(task_id: str) -> Call:
+def delete_task(task_id: str) -> Call[None]:
     """``DELETE /tasks/{taskId}``."""
     return Call("DELETE", f"/tasks/{_segment(task_id)}", mutating=True, read=lambda _: None)
 
@@ -242,7 +247,7 @@ def delete_task(task_id: str) -> Call:
 # -- rooms -------------------------------------------------------------------------------
 
 
-def broadcast(room: str, data: Mapping[str, Any]) -> Call:
+def broadcast(room: str, data: Mapping[str, Any]) -> Call[schemas.Broadcasted]:
     """``POST /rooms/{roomId}/broadcast``: the JSON object ``data`` to every subscriber."""
     return Call(
         "POST",
@@ -253,7 +258,7 @@ def broadcast(room: str, data: Mapping[str, Any]) -> Call:
     )
 
 
-def room_health(room: str) -> Call:
+def room_health(room: str) -> Call[schemas.RoomHealth]:
     """``GET /rooms/{roomId}/health``."""
     return Call("GET", f"/rooms/{_segment(room)}/health", read=schemas.RoomHealth.model_validate)
 
@@ -261,7 +266,7 @@ def room_health(room: str) -> Call:
 # -- webhooks ----------------------------------------------------------------------------
 
 
-def list_webhooks(page: int = 1, limit: int = 20) -> Call:
+def list_webhooks(page: int = 1, limit: int = 20) -> Call[schemas.WebhookList]:
     """``GET /webhooks``."""
     return Call(
         "GET",
@@ -271,7 +276,9 @@ def list_webhooks(page: int = 1, limit: int = 20) -> Call:
     )
 
 
-def create_webhook(url: str, event_type: str = "all", **fields: Any) -> Call:
+def create_webhook(
+    url: str, event_type: str = "all", **fields: Any
+) -> Call[schemas.CreatedWebhook]:
     """``POST /webhooks`` (other fields as docs/api.md names them, e.g.
     ``taskIdPrefix="export-"``); the answer holds the signing secret, shown once."""
     return Call(
@@ -282,12 +289,12 @@ def create_webhook(url: str, event_type: str = "all", **fields: Any) -> Call:
     )
 
 
-def get_webhook(webhook_id: str) -> Call:
+def get_webhook(webhook_id: str) -> Call[schemas.Webhook]:
     """``GET /webhooks/{id}``."""
     return Call("GET", f"/webhooks/{_segment(webhook_id)}", read=schemas.Webhook.model_validate)
 
 
-def update_webhook(webhook_id: str, **fields: Any) -> Call:
+def update_webhook(webhook_id: str, **fields: Any) -> Call[schemas.Webhook]:
     """``PUT /webhooks/{id}``."""
     return Call(
         "PUT",
@@ -297,12 +304,12 @@ def update_webhook(webhook_id: str, **fields: Any) -> Call:
     )
 
 
-def delete_webhook(webhook_id: str) -> Call:
+def delete_webhook(webhook_id: str) -> Call[None]:
     """``DELETE /webhooks/{id}``."""
     return Call("DELETE", f"/webhooks/{_segment(webhook_id)}", read=lambda _: None)
 
 
-def deliveries(webhook_id: str, **params: Any) -> Call:
+def deliveries(webhook_id: str, **params: Any) -> Call[schemas.DeliveryList]:
     """``GET /webhooks/{id}/deliveries``."""
     return Call(
         "GET",
@@ -312,7 +319,7 @@ def deliveries(webhook_id: str, **params: Any) -> Call:
     )
 
 
-def redeliver(webhook_id: str, delivery_id: str) -> Call:
+def redeliver(webhook_id: str, delivery_id: str) -> Call[schemas.Redelivered]:
     """``POST /webhooks/{id}/deliveries/{deliveryId}/redeliver``."""
     path = f"/webhooks/{_segment(webhook_id)}/deliveries/{_segment(delivery_id)}/redeliver"
     return Call("POST", path, read=schemas.Redelivered.model_validate)
@@ -323,29 +330,29 @@ def redeliver(webhook_id: str, delivery_id: str) -> Call:
 
 def create_watch_token(
     task_id: str | None = None, *, room: str | None = None, ttl_seconds: int | None = None
-) -> Call:
+) -> Call[schemas.WatchToken]:
     """``POST /tokens/watch``: a short-lived token to watch one task or room (e.g. from
     a browser)."""
     body = _drop_none({"taskId": task_id, "room": room, "ttlSeconds": ttl_seconds})
     return Call("POST", "/tokens/watch", body, read=schemas.WatchToken.model_validate)
 
 
-def create_key(owner: str, role: str, name: str | None = None) -> Call:
+def create_key(owner: str, role: str, name: str | None = None) -> Call[schemas.CreatedKey]:
     """``POST /admin/keys`` (admins): the secret is in the answer, shown once."""
     fields = _drop_none({"owner": owner, "role": role, "name": name})
     return Call("POST", "/admin/keys", fields, read=schemas.CreatedKey.model_validate)
 
 
-def list_keys() -> Call:
+def list_keys() -> Call[schemas.KeyList]:
     """``GET /admin/keys`` (admins)."""
     return Call("GET", "/admin/keys", read=schemas.KeyList.model_validate)
 
 
-def revoke_key(key_id: str) -> Call:
+def revoke_key(key_id: str) -> Call[None]:
     """``DELETE /admin/keys/{id}`` (admins)."""
     return Call("DELETE", f"/admin/keys/{_segment(key_id)}", read=lambda _: None)
 
 
-def health() -> Call:
+def health() -> Call[schemas.Health]:
     """``GET /health``."""
     return Call("GET", "/health", read=schemas.Health.model_validate)

@@ -9,17 +9,20 @@ Both send the requests that :mod:`spectral.client.calls` builds and apply the sa
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, TypeVar
+from types import GenericAlias, MethodType
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, get_args, overload
 
 import anyio
 import httpx
 
+from spectral.api import schemas
 from spectral.client import calls
 from spectral.client.calls import Call
 from spectral.client.errors import RateLimitedError, SpectralError, UnavailableError, error_for
@@ -38,20 +41,21 @@ DEFAULT_URL = "http://127.0.0.1:8094"
 #: Statuses after which a call that is not repeatable was surely not applied.
 _NOT_APPLIED = frozenset({429, 503})
 
-F = TypeVar("F", bound=Callable[..., Call])
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
-class _Attempts:
+class _Attempts(Generic[T]):
     """The retry loop's state for one logical call (shared by both clients)."""
 
-    def __init__(self, owner: _Base, call: Call) -> None:
+    def __init__(self, owner: _Base, call: Call[T]) -> None:
         self.owner = owner
         self.call = call
         self.started = time.monotonic()
         self.attempt = 0
 
-    def answer(self, response: httpx.Response) -> tuple[bool, Any]:
-        """(True, the value) for a 2xx; else (False, the error to raise or retry on)."""
+    def answer(self, response: httpx.Response) -> T | SpectralError:
+        """The value of a 2xx answer; else the error to raise or retry on."""
         status = response.status_code
         if status in (502, 503, 504):
             self.owner.breaker.failure()
@@ -59,11 +63,11 @@ class _Attempts:
             self.owner.breaker.success()
         body = _json(response)
         if response.is_success:
-            return True, self.call.read(body)
+            return self.call.read(body)
         error = error_for(status, body)
         if isinstance(error, RateLimitedError):
             error.retry_after = _retry_after(response)
-        return False, error
+        return error
 
     def lost(self, exc: httpx.TransportError) -> SpectralError:
         """The error for an attempt that got no answer."""
@@ -137,7 +141,7 @@ class _Base:
             headers["X-API-Key"] = self.api_key
         return headers
 
-    def _request(self, call: Call) -> dict[str, Any]:
+    def _request(self, call: Call[Any]) -> dict[str, Any]:
         headers = {"Idempotency-Key": call.idempotency_key} if call.mutating else {}
         params = dict(call.params or {})
         if self.token and not self.api_key:
@@ -151,44 +155,89 @@ class _Base:
         }
 
 
-def _operation(build: F) -> F:
-    """An SDK method from a :mod:`calls` builder: same parameters, sent by ``_send``."""
+def _method(build: Callable[..., Call[Any]], owner: str, asynchronous: bool) -> Any:
+    """``owner``'s method from a :mod:`calls` builder: same parameters, sent by ``_send``.
 
-    @functools.wraps(build)
+    Its signature and docstring are the builder's (``inspect.signature``, ``help()``),
+    with ``self`` and the answer's type (a coroutine's for ``AsyncClient``).
+    """
+
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
         return self._send(build(*args, **kwargs))
 
-    return method  # type: ignore[return-value]
+    functools.update_wrapper(method, build)
+    method.__module__ = __name__
+    method.__qualname__ = f"{owner}.{build.__name__}"
+    signature = inspect.signature(build, eval_str=True)
+    (answer,) = get_args(signature.return_annotation)  # Call[answer]
+    answer = None if answer is type(None) else answer
+    self_ = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    method.__signature__ = signature.replace(  # type: ignore[attr-defined]  # read by inspect
+        parameters=[self_, *signature.parameters.values()],
+        return_annotation=GenericAlias(Coroutine, (Any, Any, answer)) if asynchronous else answer,
+    )
+    return method
+
+
+class _Operation(Generic[P, T]):
+    """A method of both clients from a :mod:`calls` builder (``Callable[P, Call[T]]``).
+
+    ``Client().name(...)`` sends the builder's call and returns its answer (a ``T``);
+    ``AsyncClient().name(...)`` returns a coroutine of it. At run time it is a plain
+    function per client; for type checkers ``__get__`` gives the builder's exact
+    parameters and the answer's type.
+    """
+
+    def __init__(self, build: Callable[P, Call[T]]) -> None:
+        self._sync = _method(build, "Client", asynchronous=False)
+        self._async = _method(build, "AsyncClient", asynchronous=True)
+
+    @overload
+    def __get__(
+        self, obj: None, owner: type[AsyncClient]
+    ) -> Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, T]]: ...
+    @overload
+    def __get__(self, obj: None, owner: type[Client]) -> Callable[Concatenate[Client, P], T]: ...
+    @overload
+    def __get__(
+        self, obj: AsyncClient, owner: type[Any] | None = None
+    ) -> Callable[P, Coroutine[Any, Any, T]]: ...
+    @overload
+    def __get__(self, obj: Client, owner: type[Any] | None = None) -> Callable[P, T]: ...
+    def __get__(self, obj: _Base | None, owner: type[Any] | None = None) -> Any:
+        cls = owner if owner is not None else type(obj)
+        function = self._async if issubclass(cls, AsyncClient) else self._sync
+        return function if obj is None else MethodType(function, obj)
 
 
 class _Operations:
     """Every operation, once, for both clients (``calls.OPERATIONS`` lists them)."""
 
-    create_task = _operation(calls.create_task)
-    get_task = _operation(calls.get_task)
-    update_progress = _operation(calls.update_progress)
-    add_event = _operation(calls.add_event)
-    complete = _operation(calls.complete)
-    fail = _operation(calls.fail)
-    cancel = _operation(calls.cancel)
-    delete_task = _operation(calls.delete_task)
-    history = _operation(calls.history)
-    list_tasks = _operation(calls.list_tasks)
-    batch_update_progress = _operation(calls.batch_update_progress)
-    broadcast = _operation(calls.broadcast)
-    room_health = _operation(calls.room_health)
-    list_webhooks = _operation(calls.list_webhooks)
-    create_webhook = _operation(calls.create_webhook)
-    get_webhook = _operation(calls.get_webhook)
-    update_webhook = _operation(calls.update_webhook)
-    delete_webhook = _operation(calls.delete_webhook)
-    deliveries = _operation(calls.deliveries)
-    redeliver = _operation(calls.redeliver)
-    create_watch_token = _operation(calls.create_watch_token)
-    create_key = _operation(calls.create_key)
-    list_keys = _operation(calls.list_keys)
-    revoke_key = _operation(calls.revoke_key)
-    health = _operation(calls.health)
+    create_task = _Operation(calls.create_task)
+    get_task = _Operation(calls.get_task)
+    update_progress = _Operation(calls.update_progress)
+    add_event = _Operation(calls.add_event)
+    complete = _Operation(calls.complete)
+    fail = _Operation(calls.fail)
+    cancel = _Operation(calls.cancel)
+    delete_task = _Operation(calls.delete_task)
+    history = _Operation(calls.history)
+    list_tasks = _Operation(calls.list_tasks)
+    batch_update_progress = _Operation(calls.batch_update_progress)
+    broadcast = _Operation(calls.broadcast)
+    room_health = _Operation(calls.room_health)
+    list_webhooks = _Operation(calls.list_webhooks)
+    create_webhook = _Operation(calls.create_webhook)
+    get_webhook = _Operation(calls.get_webhook)
+    update_webhook = _Operation(calls.update_webhook)
+    delete_webhook = _Operation(calls.delete_webhook)
+    deliveries = _Operation(calls.deliveries)
+    redeliver = _Operation(calls.redeliver)
+    create_watch_token = _Operation(calls.create_watch_token)
+    create_key = _Operation(calls.create_key)
+    list_keys = _Operation(calls.list_keys)
+    revoke_key = _Operation(calls.revoke_key)
+    health = _Operation(calls.health)
 
 
 class _Flusher(threading.Thread):
@@ -258,7 +307,7 @@ class Client(_Base, _Operations):
         self._flusher_lock = threading.Lock()
         self._flusher_thread: _Flusher | None = None
 
-    def _send(self, call: Call) -> Any:
+    def _send(self, call: Call[T]) -> T:
         attempts = _Attempts(self, call)
         while True:
             if attempts.attempt == 0:  # the breaker refuses new calls, not retries
@@ -268,16 +317,16 @@ class Client(_Base, _Operations):
             except httpx.TransportError as exc:
                 error, sent = attempts.lost(exc), _sent(exc)
             else:
-                done, value = attempts.answer(response)
-                if done:
-                    return value
-                error, sent = value, True
+                answer = attempts.answer(response)
+                if not isinstance(answer, SpectralError):
+                    return answer
+                error, sent = answer, True
             wait = attempts.wait(error, sent)
             if wait is None:
                 raise error
             time.sleep(wait)
 
-    def iter_tasks(self, **filters: Any) -> Any:
+    def iter_tasks(self, **filters: Any) -> Iterator[schemas.Task]:
         """Every task matching ``filters`` (as :meth:`list_tasks`), page after page."""
         page = 1
         while True:
@@ -287,7 +336,9 @@ class Client(_Base, _Operations):
                 return
             page += 1
 
-    def watch(self, task_id: str, since: int | None = None, **options: Any) -> Iterator[Any]:
+    def watch(
+        self, task_id: str, since: int | None = None, **options: Any
+    ) -> Iterator[dict[str, Any]]:
         """The task's messages (snapshot, then every change), resuming by itself after any
         disconnect, until its terminal message or deletion (docs/sdk.md, "Watching")."""
         return watch_task(
@@ -299,7 +350,9 @@ class Client(_Base, _Operations):
             **options,
         )
 
-    def subscribe(self, room: str, since: int | None = None, **options: Any) -> Iterator[Any]:
+    def subscribe(
+        self, room: str, since: int | None = None, **options: Any
+    ) -> Iterator[dict[str, Any]]:
         """A room's messages, resuming by itself after any disconnect (never ends)."""
         return subscribe_room(
             self.base_url,
@@ -341,7 +394,7 @@ class Client(_Base, _Operations):
 
     def _send_now(
         self, flusher: _Flusher, task_id: str, kind: str, values: Mapping[str, Any]
-    ) -> Any:
+    ) -> schemas.Task:
         with flusher.send_lock:
             self._send_pending(task_id)
             if kind == "log":
@@ -404,7 +457,7 @@ class AsyncClient(_Base, _Operations):
         #: Held while sending progress, so a task's progress, logs and end keep their order.
         self._send_lock = anyio.Lock()
 
-    async def _send(self, call: Call) -> Any:
+    async def _send(self, call: Call[T]) -> T:
         attempts = _Attempts(self, call)
         while True:
             if attempts.attempt == 0:  # the breaker refuses new calls, not retries
@@ -414,16 +467,16 @@ class AsyncClient(_Base, _Operations):
             except httpx.TransportError as exc:
                 error, sent = attempts.lost(exc), _sent(exc)
             else:
-                done, value = attempts.answer(response)
-                if done:
-                    return value
-                error, sent = value, True
+                answer = attempts.answer(response)
+                if not isinstance(answer, SpectralError):
+                    return answer
+                error, sent = answer, True
             wait = attempts.wait(error, sent)
             if wait is None:
                 raise error
             await anyio.sleep(wait)
 
-    async def iter_tasks(self, **filters: Any) -> Any:
+    async def iter_tasks(self, **filters: Any) -> AsyncIterator[schemas.Task]:
         """Every task matching ``filters`` (as :meth:`list_tasks`), page after page."""
         page = 1
         while True:
@@ -434,7 +487,9 @@ class AsyncClient(_Base, _Operations):
                 return
             page += 1
 
-    def watch(self, task_id: str, since: int | None = None, **options: Any) -> AsyncIterator[Any]:
+    def watch(
+        self, task_id: str, since: int | None = None, **options: Any
+    ) -> AsyncIterator[dict[str, Any]]:
         """:meth:`Client.watch` as an async iterator (asyncio or trio); close it with
         ``contextlib.aclosing`` if you leave the loop early."""
         return awatch_task(
@@ -446,7 +501,9 @@ class AsyncClient(_Base, _Operations):
             **options,
         )
 
-    def subscribe(self, room: str, since: int | None = None, **options: Any) -> AsyncIterator[Any]:
+    def subscribe(
+        self, room: str, since: int | None = None, **options: Any
+    ) -> AsyncIterator[dict[str, Any]]:
         """:meth:`Client.subscribe` as an async iterator (asyncio or trio)."""
         return asubscribe_room(
             self.base_url,
@@ -503,7 +560,7 @@ class AsyncClient(_Base, _Operations):
         for item in self._pending.take(task_id):
             await self.update_progress(task_id, item["progress"], item.get("message"))
 
-    async def _send_now(self, task_id: str, kind: str, values: Mapping[str, Any]) -> Any:
+    async def _send_now(self, task_id: str, kind: str, values: Mapping[str, Any]) -> schemas.Task:
         async with self._send_lock:
             await self._send_pending(task_id)
             if kind == "log":

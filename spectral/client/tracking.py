@@ -111,10 +111,10 @@ class AsyncTracker(Tracker):
     """``Tracker`` of an ``AsyncClient``: ``progress()`` is plain, ``log()`` and
     ``metadata()`` are coroutines."""
 
-    async def log(self, message: str) -> Any:  # type: ignore[override]
+    async def log(self, message: str) -> Any:
         """Append a log line to the task's history now (after any pending progress)."""
         return await self._send_now("log", {"message": message})
 
-    async def metadata(self, **values: Any) -> Any:  # type: ignore[override]
+    async def metadata(self, **values: Any) -> Any:
         """Merge ``values`` into the task's metadata now (after any pending progress)."""
         return await self._send_now("metadata", values)

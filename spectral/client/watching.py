@@ -244,13 +244,14 @@ def _network_errors() -> tuple[type[BaseException], ...]:
 
 
 def _run_sync(stream: _Stream, timeout: float) -> Iterator[dict[str, Any]]:
-    from httpx_ws import WebSocketDisconnect, WebSocketUpgradeError, connect_ws
+    from httpx_ws import WebSocketDisconnect, WebSocketSession, WebSocketUpgradeError, connect_ws
 
     network_errors = _network_errors()
     with httpx.Client(headers=stream.headers, timeout=timeout) as http:
         while not stream.done:
             try:
-                with connect_ws(stream.connect_url(), http) as ws:
+                # session_class: the default, named so type checkers know ``ws``'s type.
+                with connect_ws(stream.connect_url(), http, session_class=WebSocketSession) as ws:
                     while True:
                         try:
                             text = ws.receive_text()
@@ -275,14 +276,22 @@ def _run_sync(stream: _Stream, timeout: float) -> Iterator[dict[str, Any]]:
 
 
 async def _run_async(stream: _Stream, http_timeout: float) -> AsyncIterator[dict[str, Any]]:
-    from httpx_ws import WebSocketDisconnect, WebSocketUpgradeError, aconnect_ws
+    from httpx_ws import (
+        AsyncWebSocketSession,
+        WebSocketDisconnect,
+        WebSocketUpgradeError,
+        aconnect_ws,
+    )
 
     network_errors = _network_errors()
     async with httpx.AsyncClient(headers=stream.headers, timeout=http_timeout) as http:
         while not stream.done:
             delay: float | None = None
             try:
-                async with aconnect_ws(stream.connect_url(), http) as ws:
+                # session_class: the default, named so type checkers know ``ws``'s type.
+                async with aconnect_ws(
+                    stream.connect_url(), http, session_class=AsyncWebSocketSession
+                ) as ws:
                     while True:
                         try:
                             text = await ws.receive_text()
