@@ -14,7 +14,15 @@ import os
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterator,
+    Mapping,
+)
 from contextlib import asynccontextmanager, contextmanager
 from types import GenericAlias, MethodType
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, get_args, overload
@@ -366,7 +374,7 @@ class Client(_Base, _Operations):
     @contextmanager
     def track(
         self, task_id: str | None = None, *, interval: float = DEFAULT_INTERVAL, **create: Any
-    ) -> Iterator[Tracker]:
+    ) -> Generator[Tracker, None, None]:
         """Create a task and report the ``with`` block's work as it (docs/sdk.md, "track").
 
         ``.progress()`` calls are coalesced (the latest value per task, sent at most
@@ -517,7 +525,7 @@ class AsyncClient(_Base, _Operations):
     @asynccontextmanager
     async def track(
         self, task_id: str | None = None, *, interval: float = DEFAULT_INTERVAL, **create: Any
-    ) -> AsyncIterator[AsyncTracker]:
+    ) -> AsyncGenerator[AsyncTracker, None]:
         """:meth:`Client.track` for coroutines: the flusher is a task of this block, and a
         cancelled block cancels the task (asyncio or trio)."""
         task = await self.create_task(task_id, **create)

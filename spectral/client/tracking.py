@@ -42,7 +42,7 @@ class Pending:
             if task_id is not None:
                 item = self.items.pop(task_id, None)
                 return [] if item is None else [item]
-            taken = []
+            taken: list[dict[str, Any]] = []
             for key in list(self.items)[:MAX_BATCH]:
                 taken.append(self.items.pop(key))
             return taken

@@ -321,7 +321,7 @@ async def _run_async(stream: _Stream, http_timeout: float) -> AsyncIterator[dict
                 await anyio.sleep(delay)
 
 
-def _from_group(stream: _Stream, group: BaseExceptionGroup) -> float | None:
+def _from_group(stream: _Stream, group: BaseExceptionGroup[BaseException]) -> float | None:
     """Handle an exception group from the session's task group like a single error."""
     leaves = _leaves(group)
     if any(isinstance(leaf, GeneratorExit) for leaf in leaves):
@@ -343,7 +343,7 @@ def _from_group(stream: _Stream, group: BaseExceptionGroup) -> float | None:
     raise group
 
 
-def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     out: list[BaseException] = []
     for exc in group.exceptions:
         if isinstance(exc, BaseExceptionGroup):
