@@ -424,7 +424,9 @@ class Task(Actor):
 
         self.after_commit(notify)
 
-    def _recorded(self, key: str, fingerprint: str) -> Mutation | None:
+    def _stored(self, key: str, fingerprint: str, shape: str) -> tuple[Any, float] | None:
+        """The record kept for ``key`` (its answer, when it was made), if any; raises if
+        it was made for another request or holds another ``shape`` of answer."""
         row = self.db.execute(
             "SELECT fingerprint, answer, created_at FROM idempotency"
             " WHERE key = ? AND created_at > ?",
@@ -433,28 +435,27 @@ class Task(Actor):
         if row is None:
             return None
         stored = json.loads(row[1])
-        if row[0] != fingerprint or "task" not in stored:  # another request, or a batch's
+        if row[0] != fingerprint or shape not in stored:  # another request (or a batch's)
             raise IdempotencyConflictError(
                 "this Idempotency-Key was already used with a different request"
             )
-        return Mutation(stored["task"], stored["event"], stored["latestHistory"], row[2])
+        return stored, row[2]
+
+    def _recorded(self, key: str, fingerprint: str) -> Mutation | None:
+        found = self._stored(key, fingerprint, "task")
+        if found is None:
+            return None
+        stored, at = found
+        return Mutation(stored["task"], stored["event"], stored["latestHistory"], at)
 
     def _recorded_each(self, key: str, fingerprint: str) -> list[Mutation | TaskStateError] | None:
         """A batch's outcomes for this task, if this key was recorded here."""
-        row = self.db.execute(
-            "SELECT fingerprint, answer, created_at FROM idempotency"
-            " WHERE key = ? AND created_at > ?",
-            (key, self.now() - IDEMPOTENCY_SECONDS),
-        ).fetchone()
-        if row is None:
+        found = self._stored(key, fingerprint, "outcomes")
+        if found is None:
             return None
-        stored = json.loads(row[1])
-        if row[0] != fingerprint or "outcomes" not in stored:
-            raise IdempotencyConflictError(
-                "this Idempotency-Key was already used with a different request"
-            )
+        stored, at = found
         return [
-            Mutation(item["task"], {}, [], row[2]) if "task" in item else _refusal(item)
+            Mutation(item["task"], {}, [], at) if "task" in item else _refusal(item)
             for item in stored["outcomes"]
         ]
 
