@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from spectral.api import admin, models, ops, procedures, rpc_procedures, schemas, sse
+from spectral.api import dashboard as dashboard_api
 from spectral.api import rooms as room_api
 from spectral.api import webhooks as webhook_api
 from spectral.api.call import Call
@@ -441,6 +442,12 @@ def _operations() -> list[Operation]:
             "reference", "operations", "This document as a page (works offline)",
             ops.api_reference, None, text,
             rest=(Rest("GET", "/api-reference", "ops.reference", source="none"),),
+            media_type="text/html", access="public",
+        ),
+        Operation(
+            "dashboard", "operations", "The dashboard (works offline; docs/dashboard.md)",
+            dashboard_api.dashboard, None, text,
+            rest=(Rest("GET", "/", "ops.dashboard", source="none"),),
             media_type="text/html", access="public",
         ),
     ]  # fmt: skip
