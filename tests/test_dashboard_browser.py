@@ -79,7 +79,7 @@ def sign_in(key: str) -> Command:
     """Type the key in the labelled field and press Sign in, as a person would."""
 
     def command(page: Page, seen: Seen) -> None:
-        page.get_by_label("API key").fill(key)
+        page.get_by_label("API key", exact=True).fill(key)
         page.get_by_role("button", name="Sign in").click()
         page.wait_for_selector("#who:not([hidden])", timeout=WAIT_MS)
 
@@ -237,7 +237,7 @@ async def test_the_status_filter(server: Server) -> None:
             await tab.run(sign_in(ADMIN_KEY))
             await tab.run(wait_for("() => document.querySelectorAll('#tasks tr[data-task-id]').length === 3"))
             everything = await tab.run(row_ids)
-            await tab.run(lambda page, seen: page.get_by_label("Status").select_option("success"))
+            await tab.run(lambda page, seen: page.get_by_label("Status", exact=True).select_option("success"))
             await tab.run(wait_for("() => document.querySelectorAll('#tasks tr[data-task-id]').length === 1"))
             success = await tab.run(row_ids)
             # Live under the filter: a new pending task stays out, a completed one comes in.
@@ -246,10 +246,10 @@ async def test_the_status_filter(server: Server) -> None:
             await post(http, "/tasks/complete", {"taskId": "a-pending"})
             await tab.run(wait_for(ROW_SHOWS, ["a-pending", "100%"]))
             later = await tab.run(row_ids)
-            await tab.run(lambda page, seen: page.get_by_label("Status").select_option("failed"))
+            await tab.run(lambda page, seen: page.get_by_label("Status", exact=True).select_option("failed"))
             await tab.run(wait_for("() => document.querySelector('#tasks tr[data-task-id=c-failed]') && document.querySelectorAll('#tasks tr[data-task-id]').length === 1"))
             failed = await tab.run(row_ids)
-            await tab.run(lambda page, seen: page.get_by_label("Task id prefix").fill("zzz"))
+            await tab.run(lambda page, seen: page.get_by_label("Task id prefix", exact=True).fill("zzz"))
             await tab.run(wait_for("() => document.querySelectorAll('#tasks tr[data-task-id]').length === 0"))
             none = await tab.run(text_of)
             trouble = await tab.run(problems)
@@ -312,7 +312,7 @@ async def test_fail_asks_for_the_error_and_delete_confirms(server: Server) -> No
             await tab.run(go("#/tasks/f-1"))
             await tab.run(wait_for("() => window.__dashboard.taskSocket === 'open'"))
             await tab.run(click("button", "Fail…"))
-            await tab.run(lambda page, seen: page.get_by_label("Error text").fill("disk full"))
+            await tab.run(lambda page, seen: page.get_by_label("Error text", exact=True).fill("disk full"))
             await tab.run(click("button", "Fail task"))
             await tab.run(wait_for("() => document.getElementById('task-error') && document.getElementById('task-error').textContent === 'disk full'"))
             await tab.run(go("#/tasks/d-1"))
@@ -341,8 +341,8 @@ async def test_a_dead_delivery_is_redelivered_from_the_page(tmp_path: Path) -> N
             ):
                 await tab.run(sign_in(ADMIN_KEY))
                 await tab.run(click("link", "Webhooks"))
-                await tab.run(lambda page, seen: page.get_by_label("URL").fill(receiver.url("ui")))
-                await tab.run(lambda page, seen: page.get_by_label("Event type").select_option("completed"))
+                await tab.run(lambda page, seen: page.get_by_label("URL", exact=True).fill(receiver.url("ui")))
+                await tab.run(lambda page, seen: page.get_by_label("Event type", exact=True).select_option("completed"))
                 await tab.run(click("button", "Create webhook"))
                 await tab.run(wait_for("() => document.querySelector('.secret input')"))
                 secret = await tab.run(evaluate("document.querySelector('.secret input').value"))
@@ -382,9 +382,9 @@ async def test_an_admin_creates_a_key_sees_its_secret_once_and_revokes_it(server
         async with client(server) as http, await dashboard(server) as tab:
             await tab.run(sign_in(ADMIN_KEY))
             await tab.run(click("link", "Keys"))
-            await tab.run(lambda page, seen: page.get_by_label("Owner").fill("acme"))
-            await tab.run(lambda page, seen: page.get_by_label("Role").select_option("service"))
-            await tab.run(lambda page, seen: page.get_by_label("Name").fill("billing worker"))
+            await tab.run(lambda page, seen: page.get_by_label("Owner", exact=True).fill("acme"))
+            await tab.run(lambda page, seen: page.get_by_label("Role", exact=True).select_option("service"))
+            await tab.run(lambda page, seen: page.get_by_label("Name", exact=True).fill("billing worker"))
             await tab.run(click("button", "Create key"))
             await tab.run(wait_for("() => document.querySelector('.secret input')"))
             secret = await tab.run(evaluate("document.querySelector('.secret input').value"))

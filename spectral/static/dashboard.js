@@ -831,9 +831,10 @@
 
     function addEvents(events, atStart) {
       const items = [];
+      const first = oldest, last = newest;
       for (const event of events) {
         if (!event || !Number.isFinite(event.seq)) continue;
-        if (atStart ? oldest !== null && event.seq >= oldest : event.seq <= newest) continue;
+        if (atStart ? first !== null && event.seq >= first : event.seq <= last) continue;
         items.push(eventItem(event));
         oldest = oldest === null ? event.seq : Math.min(oldest, event.seq);
         newest = Math.max(newest, event.seq);
