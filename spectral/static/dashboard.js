@@ -1131,6 +1131,9 @@
                 load();
               }, box))));
         }
+        if (!body.children.length) {
+          body.append(h("tr", {}, h("td", { colspan: "8" }, "No keys but the bootstrap key.")));
+        }
       } catch (error) {
         showError(box, error);
       }
