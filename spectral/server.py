@@ -158,6 +158,7 @@ async def serve(settings: Settings, out: TextIO = sys.stdout) -> None:
             app = Application(state)
             feed = RoomFeed(router)
             events.subscribe(feed.listener)
+            events.subscribe(state.admin_feed.listener)
             # Product services live as long as HTTP serving, inside the router's lifetime.
             async with trio.open_nursery() as services:
                 await services.start(requests.serve)
@@ -189,7 +190,8 @@ async def _serve_http(
             await state.shutting_down.wait()
             nursery.cancel_scope.cancel()  # stop accepting, pinging and watching signals
         await listener.aclose()
-        closed = state.router.close_watchers(CloseReason(CLOSE_GOING_AWAY, "server shutting down"))
+        going_away = CloseReason(CLOSE_GOING_AWAY, "server shutting down")
+        closed = state.router.close_watchers(going_away) + state.admin_feed.close(going_away)
         front.close()
         log.info("shutting down", extra={"watchersClosed": closed, "open": front.connections})
         connections.cancel_scope.deadline = trio.current_time() + settings.graceful_timeout

@@ -10,6 +10,7 @@ import trio
 
 from actors import Router
 from spectral.access.auth import Authenticator
+from spectral.api.admin_feed import AdminFeed
 from spectral.api.idempotency import IdempotencyStore
 from spectral.front.websocket import Keepalive
 from spectral.ops.logs import RequestLog
@@ -37,6 +38,8 @@ class ServerState:
     keepalive: Keepalive = field(default_factory=Keepalive)
     #: One line per request (HTTP and WebSocket), written in batches.
     requests: RequestLog = field(default_factory=RequestLog)
+    #: Admins' live feed of every owner's task events (``GET /admin/feed``).
+    admin_feed: AdminFeed = field(default_factory=AdminFeed)
     #: Webhook subscriptions, the outbox and delivery (set by ``serve``).
     webhooks: WebhookService | None = None
 

@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StringConstraints, model_validator
 
 from spectral.access import keys, tokens
-from spectral.api import procedures
+from spectral.access.auth import BOOTSTRAP_KEY_ID
+from spectral.api import admin_feed, procedures
 from spectral.api.call import Call
 from spectral.api.context import require_admin
 from spectral.api.models import Body, TaskId, TaskRef
@@ -33,18 +34,21 @@ class CreateKey(Body):
 
 
 class WatchTokenRequest(Body):
-    """``POST /tokens/watch``: exactly one of ``taskId`` and ``room``."""
+    """``POST /tokens/watch``: exactly one of ``taskId``, ``room`` and ``feed``."""
 
     task_id: TaskId | None = Field(None, alias="taskId")
     room: RoomId | None = None
+    feed: Literal["admin"] | None = Field(
+        None, description="`admin`: the admin feed of every owner's task events (admins)"
+    )
     ttl_seconds: Annotated[int, Field(ge=1, le=tokens.MAX_TTL_SECONDS)] = Field(
         tokens.DEFAULT_TTL_SECONDS, alias="ttlSeconds"
     )
 
     @model_validator(mode="after")
     def _one_scope(self) -> WatchTokenRequest:
-        if (self.task_id is None) == (self.room is None):
-            raise ValueError("send exactly one of taskId and room")
+        if sum(value is not None for value in (self.task_id, self.room, self.feed)) != 1:
+            raise ValueError("send exactly one of taskId, room and feed")
         return self
 
 
@@ -81,12 +85,23 @@ async def watch_token(call: Call, body: WatchTokenRequest) -> dict[str, Any]:
     if body.task_id is not None:
         await procedures.get_task(call, TaskRef.model_construct(task_id=body.task_id))
         scope = tokens.task_scope(body.task_id)
+    elif body.feed is not None:
+        require_admin(who, "watch the admin feed")
+        scope = admin_feed.SCOPE
     else:
         assert body.room is not None
         await check_room(call, body.room)
         scope = tokens.room_scope(body.room)
     token, expires_at = call.state.auth.mint(who, scope, body.ttl_seconds)
     return {"token": token, "expiresAt": iso(expires_at)}
+
+
+async def whoami(call: Call, _: None) -> dict[str, Any]:
+    """The caller's key: its id, owner, role and name."""
+    who = call.who
+    key = None if who.key_id == BOOTSTRAP_KEY_ID else call.state.auth.keys.get(who.key_id)
+    name = None if key is None else key.name
+    return {"keyId": who.key_id, "owner": who.owner, "role": who.role, "name": name}
 
 
 async def check_room(call: Call, room: str) -> None:

@@ -37,7 +37,7 @@ log = logging.getLogger("spectral.http")
 
 JSON = [("content-type", "application/json")]
 #: Path prefixes of the WebSocket routes (served by :mod:`spectral.api.watch`).
-WATCH_PREFIXES = ("/ws/", "/rooms/")
+WATCH_PREFIXES = ("/ws/", "/rooms/", "/admin/feed")
 
 
 def json_response(

@@ -398,7 +398,12 @@ def _access() -> list[Operation]:
             admin.watch_token, admin.WatchTokenRequest, schemas.WatchToken,
             rest=(Rest("POST", "/tokens/watch", "auth.watchToken"),),
             errors=(400, *AUTH, 404, 413),
-            description="Exactly one of `taskId` and `room`; opens only SSE and WebSocket.",
+            description="Exactly one of `taskId`, `room` and `feed` (`admin`: the admin"
+            " feed, admins only); opens only SSE and WebSocket.",
+        ),
+        Operation(
+            "whoami", "auth", "The caller's key: id, owner, role, name", admin.whoami, None,
+            schemas.Me, rest=(Rest("GET", "/me", "auth.me", source="none"),), errors=AUTH,
         ),
         Operation(
             "createKey", "auth", "Create an API key (admin)", admin.create_key, admin.CreateKey,

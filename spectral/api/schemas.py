@@ -291,6 +291,15 @@ class ApiKey(Answer):
     revoked_at: Timestamp | None = Field(alias="revokedAt")
 
 
+class Me(Answer):
+    """``GET /me``: the caller's key."""
+
+    key_id: str = Field(alias="keyId", description="`bootstrap` for the admin key of admin.key")
+    owner: str
+    role: Literal["admin", "service", "reader"]
+    name: str | None
+
+
 class CreatedKey(ApiKey):
     """A new API key, with its secret (shown in this answer only)."""
 

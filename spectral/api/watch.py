@@ -31,7 +31,7 @@ from actors import (
 )
 from spectral import wire
 from spectral.access import tokens
-from spectral.api import models
+from spectral.api import admin_feed, models
 from spectral.api.context import Principal
 from spectral.api.failures import TASK_ERRORS, task_error
 from spectral.errors import ApiError
@@ -44,6 +44,8 @@ from spectral.tasks.actor import KIND, ReadHistory, Watch, WatchStart
 log = logging.getLogger("spectral.http")
 
 CLOSE_UNAUTHENTICATED = 4401
+#: Authenticated, but not allowed (a non-admin on the admin feed).
+CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_TRY_AGAIN = 1013
 CLOSE_POLICY = 1008
@@ -140,6 +142,8 @@ async def serve_websocket(state: ServerState, stream: trio.SocketStream, head: b
             scope: str | None = tokens.task_scope(path[len(TASK_ROUTE) :])
         elif room_id is not None:
             scope = tokens.room_scope(room_id)
+        elif path == admin_feed.ROUTE:
+            scope = admin_feed.SCOPE
         else:
             scope = None
         try:
@@ -156,6 +160,8 @@ async def serve_websocket(state: ServerState, stream: trio.SocketStream, head: b
             await watch_task(state, peer, who, path[len(TASK_ROUTE) :], params)
         elif room_id is not None:
             await watch_room(state, peer, who, room_id, params)
+        elif path == admin_feed.ROUTE:
+            await watch_feed(state, peer, who)
         else:
             await peer.close(CLOSE_NOT_FOUND, "no such route")
     finally:
@@ -168,6 +174,8 @@ async def serve_websocket(state: ServerState, stream: trio.SocketStream, head: b
             route = TASK_ROUTE + "{taskId}"
         elif _room_route(path) is not None:
             route = "/rooms/{roomId}/subscribe"
+        elif path == admin_feed.ROUTE:
+            route = path
         else:
             route = "(unmatched)"
         fields = {} if who is None else {"keyId": who.key_id, "owner": who.owner}
@@ -205,7 +213,10 @@ async def watch_task(
 
 
 async def _converse(
-    state: ServerState, peer: Peer, watcher: Watcher, first: AsyncIterator[wire.Outgoing]
+    state: ServerState,
+    peer: Peer,
+    watcher: Watcher,
+    first: AsyncIterator[wire.Outgoing] | None = None,
 ) -> None:
     """Send ``first``, then the live messages, while answering the client's pings; close
     with the watcher's reason once it ends.
@@ -232,6 +243,20 @@ async def _converse(
         await peer.close(reason.code, reason.reason)
     finally:
         watcher.close(CloseReason(CLOSE_GOING_AWAY, "connection ended"))
+
+
+async def watch_feed(state: ServerState, peer: Peer, who: Principal) -> None:
+    """The admin feed on one accepted WebSocket: every task event from now on (admins)."""
+    if not who.is_admin:
+        await peer.close(CLOSE_FORBIDDEN, "the admin feed is for admin keys")
+        return
+    watcher = Watcher(state.settings.watcher_queue)
+    watchers = state.admin_feed.watchers
+    watchers.attach(watcher)
+    try:
+        await _converse(state, peer, watcher)
+    finally:
+        watchers.detach(watcher)
 
 
 def _room_route(path: str) -> str | None:

@@ -72,6 +72,7 @@ OPERATIONS: dict[str, str] = {
     "deliveries": "deliveries",
     "redeliver": "redeliver",
     "create_watch_token": "watchToken",
+    "whoami": "whoami",
     "create_key": "createKey",
     "list_keys": "listKeys",
     "revoke_key": "revokeKey",
@@ -329,12 +330,21 @@ def redeliver(webhook_id: str, delivery_id: str) -> Call[schemas.Redelivered]:
 
 
 def create_watch_token(
-    task_id: str | None = None, *, room: str | None = None, ttl_seconds: int | None = None
+    task_id: str | None = None,
+    *,
+    room: str | None = None,
+    feed: str | None = None,
+    ttl_seconds: int | None = None,
 ) -> Call[schemas.WatchToken]:
     """``POST /tokens/watch``: a short-lived token to watch one task or room (e.g. from
-    a browser)."""
-    body = _drop_none({"taskId": task_id, "room": room, "ttlSeconds": ttl_seconds})
+    a browser), or (``feed="admin"``, admins) the admin feed of every task event."""
+    body = _drop_none({"taskId": task_id, "room": room, "feed": feed, "ttlSeconds": ttl_seconds})
     return Call("POST", "/tokens/watch", body, read=schemas.WatchToken.model_validate)
+
+
+def whoami() -> Call[schemas.Me]:
+    """``GET /me``: the caller's key (id, owner, role, name)."""
+    return Call("GET", "/me", read=schemas.Me.model_validate)
 
 
 def create_key(owner: str, role: str, name: str | None = None) -> Call[schemas.CreatedKey]:

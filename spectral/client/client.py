@@ -246,6 +246,7 @@ class _Operations:
     list_keys = _Operation(calls.list_keys)
     revoke_key = _Operation(calls.revoke_key)
     health = _Operation(calls.health)
+    whoami = _Operation(calls.whoami)
 
 
 class _Flusher(threading.Thread):

@@ -1,0 +1,202 @@
+"""The dashboard under load: prints JSON.
+
+A server with 100,000 tasks in its registry (``--tasks``), the dashboard (``GET /``)
+open in Debian's chromium as an admin, and 50 progress updates a second
+(``--rate``) arriving over REST for the tasks on its first page, for 10 minutes
+(``--minutes``). Measured:
+
+- ``first_paint``: from the start of navigation to the first page of rows shown
+  (the page's own clock, ``performance.now()``), for a cold and a warm load;
+- ``update_visible``: from an update's answer (the change is committed) to the row
+  showing its new ``NN%`` (a MutationObserver in the page stamps each change with
+  ``Date.now()``; the same machine's clock), p50/p99/max, and updates never shown;
+- ``memory``: the page's JS heap, DOM nodes and listeners (Chrome DevTools'
+  ``Performance.getMetrics``) every 30 s: a leak shows as growth after warm-up.
+
+The load generator and the browser share the machine's two cores with the server.
+``--quick``: 5,000 tasks, 1 minute. Everything runs on loopback; the browser may
+reach nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.http_load import (  # noqa: E402
+    BENCH_KEY,
+    SERVE_ENV,
+    build_dataset,
+    log,
+    percentiles,
+    serve_argv,
+)
+from tests.procs import running  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: The dashboard keeps its key in the tab's sessionStorage under this name.
+KEY_STORAGE = "spectral.apiKey"
+ROWS = "#tasks tbody tr[data-task-id]"
+
+#: Stamps every change of a row's percentage with the page's clock.
+OBSERVER = """
+() => {
+  window.__changes = [];
+  const body = document.querySelector("#tasks tbody");
+  const stamp = (row, now) => {
+    const pct = row.querySelector(".pct");
+    if (pct) window.__changes.push([row.dataset.taskId, pct.textContent, now]);
+  };
+  new MutationObserver((records) => {
+    const now = Date.now();
+    for (const record of records) {
+      const node = record.target.nodeType === 3 ? record.target.parentElement : record.target;
+      const row = node && node.closest && node.closest("tr[data-task-id]");
+      if (row) stamp(row, now);
+      for (const added of record.addedNodes) {  // a row drawn anew (a re-rendered page)
+        if (added.nodeType !== 1) continue;
+        if (added.matches("tr[data-task-id]")) stamp(added, now);
+        added.querySelectorAll("tr[data-task-id]").forEach((r) => stamp(r, now));
+      }
+    }
+  }).observe(body, { subtree: true, childList: true, characterData: true });
+}
+"""
+
+
+def metrics(cdp: Any) -> dict[str, float]:
+    """The page's heap, nodes and listeners."""
+    values = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+    return {
+        "js_heap_mib": round(values["JSHeapUsedSize"] / 2**20, 2),
+        "nodes": values["Nodes"],
+        "listeners": values["JSEventListeners"],
+    }
+
+
+def first_paint(page: Any, url: str) -> float:
+    """Navigate to the dashboard; ms (page clock) until the first page of rows shows."""
+    page.goto(url)
+    page.wait_for_selector(ROWS, timeout=120_000)
+    return round(float(page.evaluate("performance.now()")), 1)
+
+
+def drive(url: str, minutes: float, rate: float) -> dict[str, Any]:
+    """The browser session and the updates, on one thread (Playwright's sync API)."""
+    from playwright.sync_api import sync_playwright
+
+    results: dict[str, Any] = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        elsewhere: list[str] = []
+
+        def route(request_route: Any) -> None:
+            if request_route.request.url.startswith(url):
+                request_route.continue_()
+            else:
+                elsewhere.append(request_route.request.url)
+                request_route.abort()
+
+        context.route("**/*", route)
+        context.add_init_script(f"sessionStorage.setItem({json.dumps(KEY_STORAGE)}, "
+                                f"{json.dumps(BENCH_KEY)})")  # fmt: skip
+        page = context.new_page()
+        results["first_paint_ms"] = {"cold": first_paint(page, url + "/")}
+        page.reload()
+        page.wait_for_selector(ROWS, timeout=120_000)
+        results["first_paint_ms"]["warm"] = round(float(page.evaluate("performance.now()")), 1)
+        ids = page.eval_on_selector_all(ROWS, "rows => rows.map(r => r.dataset.taskId)")
+        page.evaluate(OBSERVER)
+        cdp = context.new_cdp_session(page)
+        cdp.send("Performance.enable")
+        samples = [{"minute": 0.0, **metrics(cdp)}]
+        sent: dict[tuple[str, str], float] = {}
+        http = httpx.Client(base_url=url, headers={"X-API-Key": BENCH_KEY}, timeout=30)
+        started = time.monotonic()
+        next_sample = started + 30
+        interval = 1 / rate
+        count = 0
+        while (now := time.monotonic()) < started + 60 * minutes:
+            task_id = ids[count % len(ids)]
+            value = 1 + (count // len(ids)) % 99  # each task's value changes every round
+            answer = http.post("/tasks/updateProgress", json={"taskId": task_id, "progress": value})
+            answer.raise_for_status()
+            sent[(task_id, f"{value}%")] = time.time() * 1000
+            count += 1
+            if now >= next_sample:
+                samples.append({"minute": round((now - started) / 60, 2), **metrics(cdp)})
+                next_sample += 30
+            page.wait_for_timeout(max(0.0, (started + count * interval - time.monotonic()) * 1000))
+        page.wait_for_timeout(3000)  # let the last ones show
+        samples.append({"minute": round((time.monotonic() - started) / 60, 2), **metrics(cdp)})
+        changes = page.evaluate("window.__changes")
+        http.close()
+        browser.close()
+    shown: dict[tuple[str, str], float] = {}
+    for task_id, text, at in changes:
+        shown.setdefault((task_id, text), at)
+    latencies = [
+        (shown[key] - at) / 1000 for key, at in sent.items() if key in shown and shown[key] >= at
+    ]
+    results["updates"] = {
+        "sent": len(sent),
+        "rate_per_s": rate,
+        "rows_updated": len(ids),
+        "never_shown": sum(1 for key in sent if key not in shown),
+    }
+    results["update_visible"] = percentiles(latencies)
+    results["memory"] = samples
+    results["requests_elsewhere"] = elsewhere
+    return results
+
+
+async def main_async(base: Path, tasks: int, minutes: float, rate: float) -> dict[str, Any]:
+    """Build (or reuse) the dataset, serve it, drive the dashboard."""
+    data_dir = base / f"bench-http-dataset-{tasks}"
+    await build_dataset(data_dir, tasks)
+    async with running(serve_argv(data_dir), env=SERVE_ENV) as server:
+        log(f"dashboard: {tasks} tasks, {rate}/s for {minutes} min")
+        results = await trio.to_thread.run_sync(drive, server.url, minutes, rate)
+    return {"tasks": tasks, "minutes": minutes, **results}
+
+
+def main() -> None:
+    """Parse flags, run, print JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="5,000 tasks, 1 minute")
+    parser.add_argument("--tasks", type=int, default=100_000)
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, default=50.0, help="updates per second")
+    parser.add_argument("--dir", help="where datasets are kept (default: a temp dir)")
+    args = parser.parse_args()
+    tasks, minutes = (5_000, 1.0) if args.quick else (args.tasks, args.minutes)
+    with tempfile.TemporaryDirectory() as scratch:
+        base = Path(args.dir) if args.dir else Path(scratch)
+        results = trio.run(main_async, base, tasks, minutes, args.rate)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
