@@ -114,7 +114,7 @@ def test_security_public_routes_and_schemes() -> None:
     served_publicly = {
         rest.path for o in OPERATIONS if o.access == "public" for rest in o.rest
     }  # fmt: skip
-    assert public == {"/health", "/openapi.json", "/api-reference"} == served_publicly
+    assert public == {"/", "/health", "/openapi.json", "/api-reference"} == served_publicly
 
 
 def test_error_responses_use_the_envelope_and_429_has_retry_after() -> None:

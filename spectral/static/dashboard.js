@@ -194,21 +194,7 @@
 
   /** Who the key belongs to: GET /me. */
   async function whoAmI(key) {
-    try {
-      return await api("GET", "/me", undefined, { key });
-    } catch (error) {
-      if (error.status !== 404) throw error;
-    }
-    // A server without GET /me: an admin key may list keys; any other is taken as a reader.
-    try {
-      await api("GET", "/admin/keys", undefined, { key });
-      return { keyId: null, owner: "admin", role: "admin", name: null };
-    } catch (error) {
-      if (error.status !== 403) throw error;
-    }
-    const page = await api("GET", "/tasks?limit=1", undefined, { key });
-    const first = (page.tasks || [])[0];
-    return { keyId: null, owner: first ? first.owner : "", role: "reader", name: null };
+    return api("GET", "/me", undefined, { key });
   }
 
   async function signIn(key) {
@@ -280,7 +266,7 @@
    * ``onMessage`` gets each parsed message, ``onOpen`` runs at each (re)connection, and
    * ``final(code)`` says whether a close ends it for good (returning a reason to show).
    */
-  function reconnecting({ connect, onMessage, onOpen, final, label, onState, fallback }) {
+  function reconnecting({ connect, onMessage, onOpen, final, label, onState }) {
     let socket = null, timer = null, attempt = 0, stopped = false;
     const report = (words, phase) => {
       if (onState) onState(phase);
@@ -301,10 +287,6 @@
         url = await connect();
       } catch (error) {
         if (stopped) return;
-        if (fallback && fallback(error)) {
-          if (onState) onState("fallback");
-          return;
-        }
         if (error instanceof ApiError && (error.status === 401 || error.status === 403 ||
             error.status === 404)) {
           report(`stopped: ${error}`, "failed");
@@ -490,7 +472,7 @@
 
     const rows = new Map();
     let shown = { tasks: [], total: 0, pages: 1 };
-    let loading = null, again = false, lastFetch = 0, refetchTimer = null, polling = null;
+    let loading = null, again = false, lastFetch = 0, refetchTimer = null;
 
     function row(task) {
       const tr = h("tr", { dataset: { taskId: task.taskId } },
@@ -678,13 +660,6 @@
         onOpen: load,
         onMessage: apply,
         final: (code) => (code === 4403 ? "stopped: the feed is for admin keys" : null),
-        // A server without the admin feed (400 for {"feed"}): follow the page by polling.
-        fallback: (error) => {
-          if (!(error instanceof ApiError && error.status === 400)) return false;
-          polling = setInterval(load, 1000);
-          setLive("Live (all owners): refreshed every second");
-          return true;
-        },
       });
     } else {
       const room = `user_${state.me.owner}`;
@@ -713,7 +688,6 @@
       stop();
       clearTimeout(refetchTimer);
       clearTimeout(debounce);
-      if (polling) clearInterval(polling);
     });
     load();
   }
