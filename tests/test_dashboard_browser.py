@@ -197,8 +197,8 @@ async def test_admin_sees_a_new_task_and_its_progress_live_and_signing_out_forge
             measured["created"] = marks["created"] - sent
             for value in (40, 75.5):
                 await tab.run(evaluate(MARK, [f"p{value}", "live-1", f"{value}%"]))
-                await post(http, "/tasks/updateProgress", {"taskId": "live-1", "progress": value})
                 sent = time.time() * 1000
+                await post(http, "/tasks/updateProgress", {"taskId": "live-1", "progress": value})
                 await tab.run(wait_for(ROW_SHOWS, ["live-1", f"{value}%"]))
                 marks = await tab.run(
                     wait_for(f"() => window.__marks['p{value}'] && window.__marks")
