@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -714,3 +715,54 @@ async def test_screenshots(server: Server, tmp_path: Path) -> None:
         (tmp_path / SCREENSHOTS[name].name).write_bytes(image)
         if os.environ.get("SPECTRAL_SCREENSHOT") == "1":
             SCREENSHOTS[name].write_bytes(image)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_the_room_resumes_with_since_across_a_server_restart(tmp_path: Path) -> None:
+    """A reader's list follows its room; the server restarts (same port and data); the page
+    reconnects with ``since`` = the last ``roomSeq`` it saw, and changes made while it was
+    away show without a reload."""
+    argv = serve_argv(tmp_path / "data")
+    argv[argv.index("--port") + 1] = str(free_port())
+    with trio.fail_after(GUARD):
+        async with running(argv, env=SERVE_ENV) as server:
+            url = server.url
+            async with client(server) as http:
+                reader = await new_key(http, "dora", "reader")
+                service = await new_key(http, "dora", "service")
+            async with client(server, service) as dora:
+                await post(dora, "/tasks/create", {"id": "long"})
+            async with await dashboard(server) as tab:
+                await tab.run(sign_in(reader))
+                await tab.run(wait_for("() => window.__dashboard.live === 'open'"))
+                async with client(server, service) as dora:
+                    await post(dora, "/tasks/updateProgress", {"taskId": "long", "progress": 10})
+                await tab.run(wait_for(ROW_SHOWS, ["long", "10%"]))
+                server.terminate()
+                assert await server.wait() == 0
+                await tab.run(wait_for("() => window.__dashboard.drops >= 1"))
+                async with running(argv, env=SERVE_ENV) as again, client(again, service) as dora:
+                    assert again.url == url
+                    await post(dora, "/tasks/updateProgress", {"taskId": "long", "progress": 55})
+                    await post(dora, "/tasks/create", {"id": "while-away"})
+                    await tab.run(wait_for(ROW_SHOWS, ["long", "55%"]))
+                    await tab.run(wait_for(ROW_SHOWS, ["while-away", None]))
+                    listed = await tab.run(row_ids)
+                    sockets = await tab.run(lambda page, seen: list(seen.sockets))
+                    loads = await tab.run(
+                        evaluate("performance.getEntriesByType('navigation').length")
+                    )
+                    trouble = await tab.run(problems)
+    rooms = [s for s in sockets if "/rooms/user_dora/subscribe" in s]
+    assert len(rooms) >= 2, sockets
+    since = [int(re.search(r"since=(\d+)", s).group(1)) for s in rooms]  # type: ignore[union-attr]
+    # created (1) and the progress to 10% (2) were seen before the restart.
+    assert since[0] == 1 and since[-1] >= 2, since
+    assert listed == ["while-away", "long"] and loads == 1
+    assert trouble == []
