@@ -180,6 +180,15 @@ async def test_admin_sees_a_new_task_and_its_progress_live_and_signing_out_forge
     measured: dict[str, float] = {}
     with trio.fail_after(GUARD):
         async with client(server) as http, await dashboard(server) as tab:
+            # A wrong key: the server's error, and nothing kept.
+            await tab.run(lambda page, seen: page.get_by_label("API key").fill("spk_wrong"))
+            await tab.run(click("button", "Sign in"))
+            await tab.run(wait_for("() => !document.getElementById('signin-error').hidden"))
+            wrong = await tab.run(
+                evaluate(
+                    "[document.getElementById('signin-error').textContent, sessionStorage.length]"
+                )
+            )
             await tab.run(sign_in(ADMIN_KEY))
             await tab.run(wait_for(LIST_READY))
             # Going live: the admin feed.
@@ -225,6 +234,7 @@ async def test_admin_sees_a_new_task_and_its_progress_live_and_signing_out_forge
             trouble = await tab.run(problems)
     print(f"\nlive latency on the list ({mode}): " + ", ".join(
         f"{k} {v:.0f} ms" for k, v in measured.items()))  # fmt: skip
+    assert "UNAUTHENTICATED" in wrong[0] and "401" in wrong[0] and wrong[1] == 0, wrong
     assert stored == ADMIN_KEY
     assert (
         row[0] == "live-1" and row[1] == "in-progress" and row[2] == "75.5%" and row[3] == "admin"
