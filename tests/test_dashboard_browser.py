@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 import trio
-from playwright.sync_api import Page
+from playwright.sync_api import Page, Route
 
 from spectral.api.dashboard import dashboard_page
 from tests.browser import (
@@ -776,3 +776,42 @@ async def test_the_room_resumes_with_since_across_a_server_restart(tmp_path: Pat
     assert since[0] == 1 and since[-1] >= 2, since
     assert listed == ["while-away", "long"] and loads == 1
     assert trouble == []
+
+
+def _with_self_only(page: Page, seen: Seen) -> dict[str, Any]:
+    """Reload the page under its policy with ``connect-src 'self'`` alone, sign in as the
+    admin, and see whether the feed's WebSocket is admitted."""
+    served: list[str] = []
+
+    def fulfil(route: Route) -> None:
+        response = route.fetch()
+        headers = dict(response.headers)
+        policy = re.sub(
+            r"connect-src [^;]*", "connect-src 'self'", headers["content-security-policy"]
+        )
+        headers["content-security-policy"] = policy
+        served.append(policy)
+        route.fulfill(response=response, headers=headers)
+
+    page.route(seen.origin + "/", fulfil)
+    page.reload()
+    sign_in(ADMIN_KEY)(page, seen)
+    page.wait_for_function("() => window.__dashboard.live === 'open'", timeout=WAIT_MS)
+    before = page.evaluate("window.__violations.slice()")
+    # The policy is in force: a socket to another origin is refused.
+    page.evaluate("new WebSocket('ws://localhost:9/')")
+    page.wait_for_function("() => window.__violations.length > 0", timeout=WAIT_MS)
+    return {"served": served, "before": before, "after": page.evaluate("window.__violations")}
+
+
+async def test_connect_src_self_alone_admits_the_same_hosts_websockets(server: Server) -> None:
+    """CSP Level 3: ``'self'`` matches ``ws:`` of the same host (checked in chromium), so the
+    ``ws://HOST`` named in the policy is only for older browsers."""
+    with trio.fail_after(GUARD):
+        async with await dashboard(server) as tab:
+            found = await tab.run(_with_self_only)
+            sockets = await tab.run(lambda page, seen: list(seen.sockets))
+    assert len(found["served"]) == 1 and "connect-src 'self';" in found["served"][0]
+    assert any("/admin/feed?token=" in url for url in sockets), sockets
+    assert found["before"] == []
+    assert found["after"] == ["connect-src ws://localhost:9/"], found["after"]

@@ -16,7 +16,7 @@
   const state = { key: null, me: null, cleanup: [], health: null };
   // What tests (and curious people) can read: where the live connection stands.
   const probe = (window.__dashboard = {
-    live: "off", connections: 0, drops: 0, fetches: 0, applied: {}, taskSocket: "off",
+    live: "off", connections: 0, drops: 0, fetches: 0, taskSocket: "off",
     taskSeqs: [],
   });
 
@@ -209,6 +209,7 @@
     runCleanup();
     state.key = null;
     state.me = null;
+    Object.assign(filters, { status: "", q: "", owner: "", page: 1 });
     sessionStorage.removeItem(KEY_STORAGE);
     $("view").replaceChildren();
     $("nav").hidden = true;
@@ -589,7 +590,6 @@
           renderCounts();
           refetchSoon();
         }
-        probe.applied[id] = Date.now();
         return;
       }
       const task = message.task;
@@ -602,7 +602,6 @@
           rows.delete(id);
           refetchSoon();
         }
-        probe.applied[id] = Date.now();
       } else if (message.type === "created" && matches(task) && filters.page === 1) {
         const empty = body.querySelector("tr.empty");
         if (empty) empty.remove();
@@ -617,7 +616,6 @@
         shown.total += 1;
         shown.pages = Math.ceil(shown.total / PAGE_SIZE);
         renderCounts();
-        probe.applied[id] = Date.now();
       } else if (message.type === "created" && matches(task)) {
         shown.total += 1;
         refetchSoon();
