@@ -130,13 +130,20 @@ def _expected(text: str) -> bool:
 
 @contextmanager
 def browser_page(
-    server_url: str, *, width: int = 1280, height: int = 900, scheme: str = "light"
+    server_url: str,
+    *,
+    width: int = 1280,
+    height: int = 900,
+    scheme: str = "light",
+    extra_args: tuple[str, ...] = (),
 ) -> Iterator[tuple[Page, Seen]]:
     """A fresh chromium page at ``width`` in ``scheme`` whose requests go only to the server."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing (`make test` installs it; or apt-get install chromium)")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, *extra_args]
+        )
         try:
             context = browser.new_context(
                 viewport={"width": width, "height": height},
@@ -171,9 +178,19 @@ class Tab:
     def _put(self, item: tuple[str, Any]) -> None:
         trio.from_thread.run_sync(self._send.send_nowait, item)
 
-    def serve(self, server_url: str, url: str, width: int, height: int, scheme: str) -> None:
+    def serve(
+        self,
+        server_url: str,
+        url: str,
+        width: int,
+        height: int,
+        scheme: str,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         try:
-            with browser_page(server_url, width=width, height=height, scheme=scheme) as (
+            with browser_page(
+                server_url, width=width, height=height, scheme=scheme, extra_args=extra_args
+            ) as (
                 page,
                 seen,
             ):
@@ -209,12 +226,13 @@ async def open_tab(
     width: int = 1280,
     height: int = 900,
     scheme: str = "light",
+    extra_args: tuple[str, ...] = (),
 ) -> AsyncIterator[Tab]:
-    """``url`` open in chromium, in a thread of its own."""
+    """``url`` open in chromium (with ``extra_args``), in a thread of its own."""
     tab = Tab()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(
-            trio.to_thread.run_sync, tab.serve, server_url, url, width, height, scheme
+            trio.to_thread.run_sync, tab.serve, server_url, url, width, height, scheme, extra_args
         )
         try:
             await tab.result()
