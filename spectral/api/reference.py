@@ -43,8 +43,23 @@ CONFIGURATION = {
     "hideClientButton": True,
     "documentDownloadType": "direct",
     "defaultOpenAllTags": True,
-    # The "Powered by Scalar" link of the sidebar leads away from the server.
-    "customCss": ".darklight-reference-promo { display: none !important; }",
+    "customCss": " ".join(
+        [
+            # Text and method colours at 4.5:1 or more (WCAG AA) on every background.
+            ".light-mode { --scalar-color-1: #1b1b1b; --scalar-color-2: #3d3d3d;",
+            "--scalar-color-3: #555; --scalar-color-accent: #0a58ca;",
+            "--scalar-color-green: #0a6b45; --scalar-color-blue: #0a58ca;",
+            "--scalar-color-orange: #9a4a00; --scalar-color-yellow: #7a5c00;",
+            "--scalar-color-red: #b3261e; --scalar-color-purple: #6f42c1;",
+            "--scalar-background-1: #fff; }",
+            ".dark-mode { --scalar-color-1: #f0f0f0; --scalar-color-2: #d0d0d0;",
+            "--scalar-color-3: #b0b0b0; --scalar-color-accent: #8ab4ff;",
+            "--scalar-color-green: #5fd08f; --scalar-color-blue: #8ab4ff;",
+            "--scalar-color-orange: #ffa657; --scalar-color-yellow: #e3c04f;",
+            "--scalar-color-red: #ff8a80; --scalar-color-purple: #c8a2ff;",
+            "--scalar-background-1: #0f0f0f; }",
+        ]
+    ),
 }
 
 #: Mounts the reference once the bundle has defined ``Scalar``.
