@@ -448,6 +448,13 @@ def _operations() -> list[Operation]:
             rest=(Rest("GET", "/api-reference", "ops.reference", source="none"),),
             media_type="text/html", access="public",
         ),
+        Operation(
+            "referenceAsset", "operations", "A script of that page (Scalar, vendored)",
+            ops.api_reference_asset, None, text,
+            rest=(Rest("GET", "/api-reference/{file}", "ops.referenceAsset", source="none"),),
+            media_type="text/javascript", access="public", errors=(404,),
+            parameters=(path_parameter("file", "the file's name, with its version"),),
+        ),
     ]  # fmt: skip
 
 
