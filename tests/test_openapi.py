@@ -7,9 +7,6 @@ import base64
 import hashlib
 import json
 import re
-import shutil
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,13 +15,12 @@ import jsonschema_rs
 from spectral import __version__
 from spectral.api.openapi import build_document, described_operations
 from spectral.api.operations import OPERATIONS
-from spectral.api.reference import reference_page
+from spectral.api.reference import SCALAR_PATH, reference_page
 from spectral.api.routing import Routes
 from spectral.api.rpc import Procedures
 from tests.procs import ROOT, Server
 
 DOCUMENT = build_document(__version__)
-SCRIPT = ROOT / "spectral" / "static" / "reference.js"
 ERRORS = ("400", "401", "403", "404", "409", "413", "422", "429", "503")
 
 
@@ -114,7 +110,17 @@ def test_security_public_routes_and_schemes() -> None:
     served_publicly = {
         rest.path for o in OPERATIONS if o.access == "public" for rest in o.rest
     }  # fmt: skip
-    assert public == {"/", "/health", "/openapi.json", "/api-reference"} == served_publicly
+    assert (
+        public
+        == served_publicly
+        == {
+            "/",
+            "/health",
+            "/openapi.json",
+            "/api-reference",
+            "/api-reference/{file}",
+        }
+    )
 
 
 def test_error_responses_use_the_envelope_and_429_has_retry_after() -> None:
@@ -174,55 +180,30 @@ def test_request_schemas_come_from_the_models() -> None:
 # -- the reference page --------------------------------------------------------------------------
 
 
-def test_the_page_inlines_its_code_and_loads_nothing_from_elsewhere() -> None:
+def test_the_page_loads_only_its_vendored_script_and_hashed_inline_code() -> None:
     page = reference_page()
-    assert "/*SCRIPT*/" not in page.html and "/*STYLE*/" not in page.html
-    assert "function renderDocument" in page.html
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page.html)
     assert not re.search(r"@import|url\(|https?://", page.html)
-    script = re.search(r"<script>(.*)</script>", page.html, re.S)
-    assert script is not None
-    digest = base64.b64encode(hashlib.sha256(script.group(1).encode()).digest()).decode()
-    assert f"script-src 'sha256-{digest}'" in page.policy
+    assert re.findall(r'<script src="([^"]+)">', page.html) == [SCALAR_PATH]
+    inline = re.findall(r"<script>(.*?)</script>", page.html, re.S)
+    assert len(inline) == 2
+    policy = dict(part.strip().split(" ", 1) for part in page.policy.split(";"))
     assert page.policy.startswith("default-src 'none'")
-
-
-def _render(document: dict[str, Any], tmp_path: Path) -> str:
-    node = shutil.which("node")
-    assert node is not None, "the renderer test needs Node (make test installs it)"
-    path = tmp_path / "openapi.json"
-    path.write_text(json.dumps(document))
-    program = (
-        f"const r = require({json.dumps(str(SCRIPT))});"
-        f"process.stdout.write(r.renderDocument(require({json.dumps(str(path))})));"
-    )
-    return subprocess.run(
-        [node, "-e", program], check=True, capture_output=True, text=True, timeout=30
-    ).stdout
-
-
-def test_the_renderer_shows_every_operation_parameter_and_schema(tmp_path: Path) -> None:
-    html = _render(DOCUMENT, tmp_path)
-    for method, path, operation in _operations():
-        anchor = re.sub(r"[^A-Za-z0-9_.-]", "_", operation["operationId"])
-        assert f'id="op-{anchor}"' in html, (method, path)
-        for parameter in operation.get("parameters", []):
-            name = _resolve(parameter)["name"]
-            assert f"<code>{name}</code>" in html
-    for name in DOCUMENT["components"]["schemas"]:
-        assert f'id="schema-{name}"' in html
-    assert '<a class="ref" href="#schema-Task">Task</a>' in html
-    assert "<code>X-API-Key</code> (header)" in html and "no key needed" in html
-
-
-def test_the_renderer_escapes_what_the_document_says(tmp_path: Path) -> None:
-    document = json.loads(json.dumps(DOCUMENT))
-    document["info"]["description"] = "<img src=x onerror=alert(1)> `code`"
-    document["paths"]["/health"]["get"]["summary"] = "<script>alert(1)</script>"
-    html = _render(document, tmp_path)
-    assert "<img" not in html and "<script>" not in html
-    assert "&lt;img src=x onerror=alert(1)&gt; <code>code</code>" in html
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    hashes = [
+        "'sha256-" + base64.b64encode(hashlib.sha256(code.encode()).digest()).decode() + "'"
+        for code in inline
+    ]
+    # Scripts: this server and the two inline ones by hash; no eval, no inline script else.
+    assert policy["script-src"] == " ".join(["'self'", *hashes])
+    assert policy["connect-src"] == "'self'"
+    # Scalar writes <style> elements and style attributes at run time.
+    assert policy["style-src"] == "'self' 'unsafe-inline'"
+    # Scalar's configuration keeps it from scalar.com: no fonts, proxy, telemetry, agent.
+    for setting in ('"withDefaultFonts": false', '"telemetry": false', '"proxyUrl": ""'):
+        assert setting in page.html
+    bundle = ROOT / "spectral" / "static" / "vendor" / SCALAR_PATH.rsplit("/", 1)[1]
+    assert bundle.stat().st_size > 1_000_000
+    assert (bundle.parent / "LICENSE-scalar-api-reference").read_text().count("MIT") >= 2
 
 
 # -- against a real server -----------------------------------------------------------------------
@@ -232,6 +213,8 @@ async def test_document_and_page_are_served_without_a_key(server: Server) -> Non
     async with httpx.AsyncClient(base_url=server.url, timeout=20) as anonymous:
         document = await anonymous.get("/openapi.json")
         page = await anonymous.get("/api-reference")
+        script = await anonymous.get(SCALAR_PATH)
+        elsewhere = await anonymous.get("/api-reference/other.js")
         tasks = await anonymous.get("/tasks")
     assert document.status_code == 200
     assert document.headers["content-type"] == "application/json"
@@ -239,6 +222,10 @@ async def test_document_and_page_are_served_without_a_key(server: Server) -> Non
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert page.text == reference_page().html
     assert page.headers["content-security-policy"] == reference_page().policy
+    assert script.status_code == 200 and script.content.startswith(b"(function(){")
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert "immutable" in script.headers["cache-control"]
+    assert elsewhere.status_code == 404
     assert tasks.status_code == 401
     assert_conforms(tasks, "GET", "/tasks")
 

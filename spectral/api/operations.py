@@ -450,6 +450,13 @@ def _operations() -> list[Operation]:
             media_type="text/html", access="public",
         ),
         Operation(
+            "referenceAsset", "operations", "A script of that page (Scalar, vendored)",
+            ops.api_reference_asset, None, text,
+            rest=(Rest("GET", "/api-reference/{file}", "ops.referenceAsset", source="none"),),
+            media_type="text/javascript", access="public", errors=(404,),
+            parameters=(path_parameter("file", "the file's name, with its version"),),
+        ),
+        Operation(
             "dashboard", "operations", "The dashboard (works offline; docs/dashboard.md)",
             dashboard_api.dashboard, None, text,
             rest=(Rest("GET", "/", "ops.dashboard", source="none"),),

@@ -11,7 +11,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from spectral import __version__
 from spectral.api.call import Call
 from spectral.api.context import require_admin
-from spectral.api.reference import reference_page
+from spectral.api.reference import asset, reference_page
+from spectral.errors import ApiError
 from spectral.front import Response
 from spectral.ops import metrics
 
@@ -58,3 +59,17 @@ async def api_reference(call: Call, _: None) -> Response:
     html, policy = _page()
     headers = [("content-type", "text/html; charset=utf-8"), ("content-security-policy", policy)]
     return Response(200, html, headers)
+
+
+async def api_reference_asset(call: Call, _: None) -> Response:
+    """A vendored file of the page (its name carries its version: cached for a year)."""
+    name = call.params.get("file", "")
+    body = asset(name)
+    if body is None:
+        raise ApiError(404, "NOT_FOUND", f"no file {name!r} under /api-reference/")
+    headers = [
+        ("content-type", "text/javascript; charset=utf-8"),
+        ("cache-control", "public, max-age=31536000, immutable"),
+        ("x-content-type-options", "nosniff"),
+    ]
+    return Response(200, body, headers)

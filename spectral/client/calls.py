@@ -88,6 +88,7 @@ NOT_METHODS: dict[str, str] = {
     "metrics": "Prometheus text for a scraper, not an SDK call",
     "openapi": "the document itself",
     "reference": "a page for people",
+    "referenceAsset": "a script of that page",
 }
 
 
