@@ -12,6 +12,7 @@ gathered here for new browser tests.)
 
 from __future__ import annotations
 
+import functools
 import math
 import queue
 import struct
@@ -97,6 +98,8 @@ class Seen:
     """What the page reached for besides the server."""
 
     origin: str
+    #: A page opened from disk (``file://``), let through as the server is.
+    local_file: Path | None = None
     requested: list[str] = field(default_factory=list)
     elsewhere: list[str] = field(default_factory=list)
     sockets: list[str] = field(default_factory=list)
@@ -106,7 +109,9 @@ class Seen:
         """Let requests to the server through; abort (and record) every other one."""
         url = route.request.url
         parts = urlsplit(url)
-        if f"{parts.scheme}://{parts.netloc}" == self.origin:
+        if parts.scheme == "file" and self.local_file and Path(parts.path) == self.local_file:
+            route.continue_()
+        elif f"{parts.scheme}://{parts.netloc}" == self.origin:
             self.requested.append(route.request.method + " " + parts.path)
             route.continue_()
         else:
@@ -136,6 +141,7 @@ def browser_page(
     height: int = 900,
     scheme: str = "light",
     extra_args: tuple[str, ...] = (),
+    local_file: Path | None = None,
 ) -> Iterator[tuple[Page, Seen]]:
     """A fresh chromium page at ``width`` in ``scheme`` whose requests go only to the server."""
     if not CHROMIUM.exists():
@@ -150,7 +156,7 @@ def browser_page(
                 color_scheme=scheme,  # type: ignore[arg-type]
                 service_workers="block",
             )
-            seen = Seen(origin=server_url)
+            seen = Seen(origin=server_url, local_file=local_file)
             context.route("**/*", seen.route)
             context.add_init_script(CSP_LISTENER)
             page = context.new_page()
@@ -186,10 +192,16 @@ class Tab:
         height: int,
         scheme: str,
         extra_args: tuple[str, ...] = (),
+        local_file: Path | None = None,
     ) -> None:
         try:
             with browser_page(
-                server_url, width=width, height=height, scheme=scheme, extra_args=extra_args
+                server_url,
+                width=width,
+                height=height,
+                scheme=scheme,
+                extra_args=extra_args,
+                local_file=local_file,
             ) as (
                 page,
                 seen,
@@ -227,13 +239,16 @@ async def open_tab(
     height: int = 900,
     scheme: str = "light",
     extra_args: tuple[str, ...] = (),
+    local_file: Path | None = None,
 ) -> AsyncIterator[Tab]:
-    """``url`` open in chromium (with ``extra_args``), in a thread of its own."""
+    """``url`` open in chromium (with ``extra_args``), in a thread of its own; a page
+    opened from disk names its ``local_file``."""
     tab = Tab()
+    serve = functools.partial(
+        tab.serve, server_url, url, width, height, scheme, extra_args, local_file
+    )
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(
-            trio.to_thread.run_sync, tab.serve, server_url, url, width, height, scheme, extra_args
-        )
+        nursery.start_soon(trio.to_thread.run_sync, serve)
         try:
             await tab.result()
             yield tab

@@ -14,33 +14,31 @@ screenshot docs/sdk.md shows (docs/watch-page.png):
 
 from __future__ import annotations
 
-import math
 import os
-import queue
 import re
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import httpx
 import pytest
 import trio
-from playwright.sync_api import Page, Route, sync_playwright
+from playwright.sync_api import Page
 
-from tests.conftest import ADMIN_HEADERS, SERVE_ENV, serve_argv
-from tests.procs import ROOT, Server, running
-from tests.test_reference_browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    CSP_LISTENER,
+from tests.browser import (
     LOW_CONTRAST,
     OVERFLOW,
+    Seen,
+    Tab,
+    open_tab,
     png_size,
+    wait_for,
 )
+from tests.conftest import ADMIN_HEADERS, SERVE_ENV, serve_argv
+from tests.procs import ROOT, Server, running
 
 PAGE = ROOT / "examples" / "watch.html"
 SCREENSHOT = ROOT / "docs" / "watch-page.png"
@@ -55,118 +53,6 @@ BACKOFF = {"backoff": "0.05", "maxBackoff": "0.5"}
 FORBIDDEN = ("undefined", "[object Object]", "NaN", "null%")
 
 
-@dataclass
-class Seen:
-    """What the page reached for besides the file itself."""
-
-    origin: str
-    requested: list[str] = field(default_factory=list)
-    elsewhere: list[str] = field(default_factory=list)
-    sockets: list[str] = field(default_factory=list)
-    console_errors: list[str] = field(default_factory=list)
-
-    def route(self, route: Route) -> None:
-        """Let the page's own file and requests to the server through; abort the rest."""
-        url = route.request.url
-        parts = urlsplit(url)
-        if parts.scheme == "file" and Path(parts.path) == PAGE:
-            route.continue_()
-        elif f"{parts.scheme}://{parts.netloc}" == self.origin:
-            self.requested.append(parts.path)
-            route.continue_()
-        else:
-            self.elsewhere.append(url)
-            route.abort()
-
-    def problems(self, page: Page) -> list[str]:
-        """Requests and sockets elsewhere, console errors and policy violations."""
-        ws_origin = "ws://" + self.origin.removeprefix("http://")
-        out = [f"request elsewhere: {url}" for url in self.elsewhere]
-        out += [f"socket elsewhere: {url}" for url in self.sockets if not url.startswith(ws_origin)]
-        out += [f"console: {text}" for text in self.console_errors if not _expected(text)]
-        out += [f"policy: {text}" for text in page.evaluate("window.__violations")]
-        return out
-
-
-def _expected(text: str) -> bool:
-    """Console errors chromium itself prints for a refused or closed WebSocket."""
-    return "WebSocket connection to" in text
-
-
-@contextmanager
-def browser_page(
-    server_url: str, *, width: int, height: int, scheme: str
-) -> Iterator[tuple[Page, Seen]]:
-    """A fresh chromium page whose requests go only to the server (else recorded)."""
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing (`make test` installs it; or apt-get install chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(
-                viewport={"width": width, "height": height},
-                color_scheme=scheme,  # type: ignore[arg-type]
-                service_workers="block",
-            )
-            seen = Seen(origin=server_url)
-            context.route("**/*", seen.route)
-            context.add_init_script(CSP_LISTENER)
-            page = context.new_page()
-            page.on("websocket", lambda ws: seen.sockets.append(ws.url))
-            page.on(
-                "console",
-                lambda message: (
-                    seen.console_errors.append(message.text) if message.type == "error" else None
-                ),
-            )
-            page.on("pageerror", lambda error: seen.console_errors.append(str(error)))
-            yield page, seen
-        finally:
-            browser.close()
-
-
-class Tab:
-    """One page in one thread of its own (Playwright's sync API stays on the thread that
-    started it); ``await tab.run(fn)`` runs ``fn(page, seen)`` there and returns its result.
-    """
-
-    def __init__(self) -> None:
-        self._commands: queue.Queue[Callable[[Page, Seen], Any] | None] = queue.Queue()
-        self._send, self._results = trio.open_memory_channel[tuple[str, Any]](math.inf)
-
-    def _put(self, item: tuple[str, Any]) -> None:
-        trio.from_thread.run_sync(self._send.send_nowait, item)
-
-    def serve(self, server_url: str, url: str, width: int, height: int, scheme: str) -> None:
-        try:
-            with browser_page(server_url, width=width, height=height, scheme=scheme) as (
-                page,
-                seen,
-            ):
-                page.goto(url)
-                self._put(("ok", None))
-                while (command := self._commands.get()) is not None:
-                    try:
-                        self._put(("ok", command(page, seen)))
-                    except Exception as error:  # handed to the test
-                        self._put(("error", error))
-        except Exception as error:  # handed to the test
-            self._put(("error", error))
-
-    async def result(self) -> Any:
-        kind, value = await self._results.receive()
-        if kind == "error":
-            raise value
-        return value
-
-    async def run(self, command: Callable[[Page, Seen], Any]) -> Any:
-        self._commands.put(command)
-        return await self.result()
-
-    def close(self) -> None:
-        self._commands.put(None)
-
-
 @asynccontextmanager
 async def watch_page(
     server_url: str,
@@ -178,35 +64,13 @@ async def watch_page(
 ) -> AsyncIterator[Tab]:
     """examples/watch.html opened from disk with ``query``, in a thread of its own."""
     url = PAGE.as_uri() + "?" + urlencode(query)
-    tab = Tab()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(
-            trio.to_thread.run_sync, tab.serve, server_url, url, width, height, scheme
-        )
-        try:
-            await tab.result()
-            yield tab
-        finally:
-            tab.close()
+    async with open_tab(
+        server_url, url, width=width, height=height, scheme=scheme, local_file=PAGE
+    ) as tab:
+        yield tab
 
 
 # -- what runs in the page's thread ----------------------------------------------------------
-
-
-def wait_for(condition: str, arg: Any = None) -> Callable[[Page, Seen], Any]:
-    """Wait until the JavaScript ``condition`` (a function of ``arg``) holds in the page."""
-
-    def command(page: Page, seen: Seen) -> Any:
-        return page.wait_for_function(condition, arg=arg, timeout=WAIT_MS).json_value()
-
-    return command
-
-
-def evaluate(expression: str) -> Callable[[Page, Seen], Any]:
-    def command(page: Page, seen: Seen) -> Any:
-        return page.evaluate(expression)
-
-    return command
 
 
 #: Where the page stands, as one dict.

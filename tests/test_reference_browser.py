@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,20 +27,9 @@ from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, Route, sync_playwright
 
 from spectral.api.reference import SCALAR_PATH
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, CSP_LISTENER, LOW_CONTRAST, OVERFLOW, png_size
 from tests.procs import ROOT, Server
 
-CHROMIUM = Path("/usr/bin/chromium")
-#: Without the background-networking flags chromium keeps trying to reach its services.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 #: Text that means the renderer printed a value it did not understand, or an internal reference.
 # The last: a reference to the design spec, which users do not have (built so that this
 # file does not itself cite it).
@@ -50,46 +38,6 @@ SCREENSHOT = ROOT / "docs" / "api-reference.png"
 NARROW = 360
 
 T = TypeVar("T")
-
-#: Collects Content-Security-Policy violations; runs before the page's own script.
-CSP_LISTENER = """
-window.__violations = [];
-document.addEventListener("securitypolicyviolation",
-  (e) => window.__violations.push(e.violatedDirective + " " + e.blockedURI));
-"""
-
-#: Every visible element with text of its own whose colour has a contrast below 4.5:1
-#: (WCAG AA) against the first opaque background behind it.
-LOW_CONTRAST = """
-() => {
-  const rgb = (text) => (text.match(/[\\d.]+/g) || []).map(Number);
-  const channel = (c) => {
-    c /= 255;
-    return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
-  };
-  const luminance = ([r, g, b]) => 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
-  const background = (el) => {
-    for (; el; el = el.parentElement) {
-      const c = rgb(getComputedStyle(el).backgroundColor);
-      if (c.length === 3 || (c.length === 4 && c[3] > 0)) return c;
-    }
-    return rgb(getComputedStyle(document.documentElement).backgroundColor);
-  };
-  const low = [];
-  for (const el of document.body.querySelectorAll("*")) {
-    const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
-    if (!own || !el.getClientRects().length) continue;
-    const a = luminance(rgb(getComputedStyle(el).color)), b = luminance(background(el));
-    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
-    if (ratio < 4.5) low.push(el.tagName + "." + el.className + " " + ratio.toFixed(2) + " " +
-      el.textContent.trim().slice(0, 30));
-  }
-  return low;
-}
-"""
-
-#: How wide the page is, against the window: equal when nothing scrolls sideways.
-OVERFLOW = "[document.documentElement.scrollWidth, document.body.scrollWidth, innerWidth]"
 
 
 @dataclass
@@ -383,13 +331,6 @@ def _screenshot(server_url: str) -> bytes:
         image = page.screenshot()
         assert seen.console_errors == []
     return image
-
-
-def png_size(image: bytes) -> tuple[int, int]:
-    """Width and height of a PNG."""
-    assert image[:8] == b"\x89PNG\r\n\x1a\n"
-    width, height = struct.unpack(">II", image[16:24])
-    return width, height
 
 
 async def test_screenshot_of_the_page(server: Server, tmp_path: Path) -> None:

@@ -89,6 +89,7 @@ NOT_METHODS: dict[str, str] = {
     "openapi": "the document itself",
     "reference": "a page for people",
     "referenceAsset": "a script of that page",
+    "dashboard": "the dashboard, a page for people",
 }
 
 
