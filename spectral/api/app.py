@@ -214,7 +214,11 @@ def parse_input(
                 body = b"{}"
             return model.model_validate_json(body)
         if rest.source == "query":
-            return model.model_validate({**request.query(), **params})
+            data: dict[str, Any] = {**request.query(), **params}
+            for name in getattr(model, "repeated", ()):
+                if name in data:
+                    data[name] = request.query_list(name)
+            return model.model_validate(data)
         return model.model_validate(params)
     except ValidationError as error:
         raise validation_error(error) from None

@@ -53,6 +53,10 @@ class Task(Answer):
     canceled_at: Timestamp | None = Field(alias="canceledAt")
     timeout_seconds: float | None = Field(alias="timeoutSeconds")
     ttl_seconds: float | None = Field(alias="ttlSeconds")
+    tags: list[str] = Field(description="set at creation, never changed; [] when none")
+    external_id: str | None = Field(
+        alias="externalId", description="the caller's own id for the task, unique per owner"
+    )
 
 
 class Event(Answer):

@@ -1,0 +1,262 @@
+"""The tasks' own tables in the registry: tags and external ids, for listing and lookups.
+
+Theory of operation
+-------------------
+The registry's ``objects`` table keeps one row per task with its summary (the task's
+JSON, ``tags`` and ``externalId`` included). Two tables of this stream index what
+that summary holds, kept in step by triggers on ``objects`` in the same
+transaction as the row, so they are exactly as current as the listing itself and
+a registry rebuilt from the files (storage/reconcile.py) rebuilds them too:
+
+- ``task_tags(owner, tag, created_at, id, status)``: one row per tag of a task;
+  its primary key serves ``?tag=`` for one owner, newest first, with a created_at
+  range, and ``task_tags_by_tag`` the same for an admin across owners. The status
+  is copied so that ``?status=`` needs no lookup of the object row (tags never
+  change; a status change rewrites the task's few tag rows).
+- ``task_external_ids(owner, external_id, task_id)``: the unique index that makes
+  an external id unique per owner. A create with an external id reserves it here
+  *before* the task exists (:class:`ExternalIds`): a synchronous check-and-insert
+  on the registry connection, which no other create can interleave with (one trio
+  thread), and which the loser of a race sees. A reservation whose task does not
+  hold that external id (its create failed, the server died before it ran, the task
+  was deleted) is stale and is taken over.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from storage import Migration
+
+STREAM = "spectral.tasks"
+KIND = "task"
+
+MIGRATIONS = (
+    Migration(
+        1,
+        """
+        CREATE TABLE task_tags (
+            owner TEXT NOT NULL,
+            tag TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            id TEXT NOT NULL,
+            status TEXT,
+            PRIMARY KEY (owner, tag, created_at, id)
+        ) WITHOUT ROWID;
+        CREATE INDEX task_tags_by_tag ON task_tags (tag, created_at, id, status);
+        CREATE TABLE task_external_ids (
+            owner TEXT NOT NULL,
+            external_id TEXT NOT NULL,
+            task_id TEXT NOT NULL,
+            PRIMARY KEY (owner, external_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX task_external_ids_by_id ON task_external_ids (external_id);
+        INSERT OR IGNORE INTO task_tags (owner, tag, created_at, id, status)
+            SELECT coalesce(o.owner, ''), t.value, o.created_at, o.id, o.status
+            FROM objects o, json_each(o.summary, '$.tags') t
+            WHERE o.kind = 'task' AND o.summary IS NOT NULL;
+        CREATE TRIGGER task_index_insert AFTER INSERT ON objects
+            WHEN new.kind = 'task' AND new.summary IS NOT NULL
+        BEGIN
+            INSERT OR IGNORE INTO task_tags (owner, tag, created_at, id, status)
+                SELECT coalesce(new.owner, ''), value, new.created_at, new.id, new.status
+                FROM json_each(new.summary, '$.tags');
+            INSERT OR IGNORE INTO task_external_ids (owner, external_id, task_id)
+                SELECT coalesce(new.owner, ''), json_extract(new.summary, '$.externalId'), new.id
+                WHERE json_extract(new.summary, '$.externalId') IS NOT NULL;
+        END;
+        CREATE TRIGGER task_index_delete AFTER DELETE ON objects
+            WHEN old.kind = 'task' AND old.summary IS NOT NULL
+        BEGIN
+            DELETE FROM task_tags WHERE owner = coalesce(old.owner, '')
+                AND tag IN (SELECT value FROM json_each(old.summary, '$.tags'))
+                AND created_at = old.created_at AND id = old.id;
+            DELETE FROM task_external_ids WHERE owner = coalesce(old.owner, '')
+                AND external_id = json_extract(old.summary, '$.externalId')
+                AND task_id = old.id;
+        END;
+        CREATE TRIGGER task_index_update AFTER UPDATE ON objects
+            WHEN new.kind = 'task' AND (old.status IS NOT new.status
+                OR old.owner IS NOT new.owner OR old.created_at IS NOT new.created_at
+                OR (old.summary IS NULL) IS NOT (new.summary IS NULL))
+        BEGIN
+            DELETE FROM task_tags WHERE owner = coalesce(old.owner, '')
+                AND tag IN (SELECT value FROM json_each(old.summary, '$.tags'))
+                AND created_at = old.created_at AND id = old.id;
+            INSERT OR IGNORE INTO task_tags (owner, tag, created_at, id, status)
+                SELECT coalesce(new.owner, ''), value, new.created_at, new.id, new.status
+                FROM json_each(new.summary, '$.tags');
+            INSERT OR IGNORE INTO task_external_ids (owner, external_id, task_id)
+                SELECT coalesce(new.owner, ''), json_extract(new.summary, '$.externalId'), new.id
+                WHERE json_extract(new.summary, '$.externalId') IS NOT NULL;
+        END;
+        """,
+    ),
+)
+
+@dataclass(frozen=True, slots=True)
+class TaskPage:
+    """One page of task summaries, newest first, and the total that matched."""
+
+    summaries: list[dict[str, Any]]
+    total: int
+
+
+def list_tasks(
+    conn: sqlite3.Connection,
+    *,
+    owner: str | None,
+    status: str | None,
+    id_prefix: str | None,
+    tags: Sequence[str],
+    created_after: float | None,
+    created_before: float | None,
+    limit: int,
+    offset: int,
+) -> TaskPage:
+    """A page of tasks with tags and/or a creation-time range (newest first).
+
+    With tags, the first tag's rows drive (an index range in created_at order) and
+    every other tag is a primary-key probe; without, the ``objects`` indexes do.
+    """
+    if tags:
+        first, *others = tags
+        where = ["t.tag = ?"]
+        params: list[Any] = [first]
+        if owner is not None:
+            where.append("t.owner = ?")
+            params.append(owner)
+        if status is not None:
+            where.append("t.status = ?")
+            params.append(status)
+        if created_after is not None:
+            where.append("t.created_at > ?")
+            params.append(created_after)
+        if created_before is not None:
+            where.append("t.created_at < ?")
+            params.append(created_before)
+        if id_prefix:
+            where.append("t.id >= ? AND t.id < ?")
+            params.extend([id_prefix, id_prefix + "\U0010ffff"])
+        for tag in others:
+            where.append(
+                "EXISTS (SELECT 1 FROM task_tags x WHERE x.owner = t.owner AND x.tag = ?"
+                " AND x.created_at = t.created_at AND x.id = t.id)"
+            )
+            params.append(tag)
+        clause = " AND ".join(where)
+        total = conn.execute(f"SELECT count(*) FROM task_tags t WHERE {clause}", params).fetchone()
+        rows = conn.execute(
+            f"SELECT o.summary FROM task_tags t CROSS JOIN objects o ON o.kind = 'task' AND o.id = t.id"
+            f" WHERE {clause} ORDER BY t.created_at DESC, t.id DESC LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        ).fetchall()
+    else:
+        where = ["kind = 'task'"]
+        params = []
+        if owner is not None:
+            where.append("owner = ?")
+            params.append(owner)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if created_after is not None:
+            where.append("created_at > ?")
+            params.append(created_after)
+        if created_before is not None:
+            where.append("created_at < ?")
+            params.append(created_before)
+        if id_prefix:
+            where.append("id >= ? AND id < ?")
+            params.extend([id_prefix, id_prefix + "\U0010ffff"])
+        clause = " AND ".join(where)
+        total = conn.execute(f"SELECT count(*) FROM objects WHERE {clause}", params).fetchone()
+        rows = conn.execute(
+            f"SELECT summary FROM objects WHERE {clause}"
+            " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        ).fetchall()
+    return TaskPage([json.loads(r[0]) for r in rows if r[0] is not None], int(total[0]))
+
+
+class ExternalIdExistsError(Exception):
+    """The owner already has a task with this external id."""
+
+
+class ExternalIds:
+    """Reservations of external ids, unique per owner (see the module docstring).
+
+    Args:
+        conn: the registry connection (migrated with :data:`MIGRATIONS`).
+        summary_of: the task's registry summary (staged or committed), or None.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, summary_of: Any) -> None:
+        self.conn = conn
+        self.summary_of = summary_of
+        #: (owner, external id) of creates under way in this process.
+        self.pending: set[tuple[str, str]] = set()
+
+    def _holds(self, owner: str, external_id: str, task_id: str) -> bool:
+        summary = self.summary_of(task_id)
+        return (
+            summary is not None
+            and summary.get("owner") == owner
+            and summary.get("externalId") == external_id
+        )
+
+    def reserve(self, owner: str, external_id: str, task_id: str) -> bool:
+        """Reserve ``external_id`` of ``owner`` for ``task_id``; synchronous (no await).
+
+        Returns:
+            True if a new reservation was written (release it if the create fails).
+
+        Raises:
+            ExternalIdExistsError: another live task (or a create under way) holds it.
+        """
+        key = (owner, external_id)
+        if key in self.pending:
+            raise ExternalIdExistsError(external_id)
+        row = self.conn.execute(
+            "SELECT task_id FROM task_external_ids WHERE owner = ? AND external_id = ?", key
+        ).fetchone()
+        if row is not None and self._holds(owner, external_id, row[0]):
+            if row[0] == task_id:
+                return False  # the same task: its create answers TASK_EXISTS (or a replay)
+            raise ExternalIdExistsError(external_id)
+        self.conn.execute(
+            "INSERT OR REPLACE INTO task_external_ids (owner, external_id, task_id)"
+            " VALUES (?, ?, ?)",
+            (owner, external_id, task_id),
+        )
+        self.pending.add(key)
+        return True
+
+    def done(self, owner: str, external_id: str, task_id: str, *, reserved: bool) -> None:
+        """The create is over: drop the reservation unless the task now holds it."""
+        self.pending.discard((owner, external_id))
+        if reserved and not self._holds(owner, external_id, task_id):
+            self.conn.execute(
+                "DELETE FROM task_external_ids WHERE owner = ? AND external_id = ?"
+                " AND task_id = ?",
+                (owner, external_id, task_id),
+            )
+
+    def find(self, external_id: str, owner: str | None) -> list[tuple[str, str]]:
+        """(owner, task id) of the live tasks with this external id (of ``owner``, or any)."""
+        if owner is not None:
+            rows = self.conn.execute(
+                "SELECT owner, task_id FROM task_external_ids"
+                " WHERE owner = ? AND external_id = ?",
+                (owner, external_id),
+            ).fetchall()
+        else:
+            rows = self.conn.execute(
+                "SELECT owner, task_id FROM task_external_ids WHERE external_id = ?",
+                (external_id,),
+            ).fetchall()
+        return [(o, t) for o, t in rows if self._holds(o, external_id, t)]
