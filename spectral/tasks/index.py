@@ -62,12 +62,16 @@ MIGRATIONS = (
         CREATE TRIGGER task_index_insert AFTER INSERT ON objects
             WHEN new.kind = 'task' AND new.summary IS NOT NULL
         BEGIN
-            INSERT OR IGNORE INTO task_tags (owner, tag, created_at, id, status)
-                SELECT coalesce(new.owner, ''), value, new.created_at, new.id, new.status
-                FROM json_each(new.summary, '$.tags');
-            INSERT OR IGNORE INTO task_external_ids (owner, external_id, task_id)
+            INSERT INTO task_tags (owner, tag, created_at, id, status)
+                SELECT DISTINCT coalesce(new.owner, ''), value, new.created_at, new.id, new.status
+                FROM json_each(new.summary, '$.tags') WHERE NOT EXISTS (
+                    SELECT 1 FROM task_tags WHERE owner = coalesce(new.owner, '') AND tag = value
+                    AND created_at = new.created_at AND id = new.id);
+            INSERT INTO task_external_ids (owner, external_id, task_id)
                 SELECT coalesce(new.owner, ''), json_extract(new.summary, '$.externalId'), new.id
-                WHERE json_extract(new.summary, '$.externalId') IS NOT NULL;
+                WHERE json_extract(new.summary, '$.externalId') IS NOT NULL AND NOT EXISTS (
+                    SELECT 1 FROM task_external_ids WHERE owner = coalesce(new.owner, '')
+                    AND external_id = json_extract(new.summary, '$.externalId'));
         END;
         CREATE TRIGGER task_index_delete AFTER DELETE ON objects
             WHEN old.kind = 'task' AND old.summary IS NOT NULL
@@ -87,12 +91,16 @@ MIGRATIONS = (
             DELETE FROM task_tags WHERE owner = coalesce(old.owner, '')
                 AND tag IN (SELECT value FROM json_each(old.summary, '$.tags'))
                 AND created_at = old.created_at AND id = old.id;
-            INSERT OR IGNORE INTO task_tags (owner, tag, created_at, id, status)
-                SELECT coalesce(new.owner, ''), value, new.created_at, new.id, new.status
-                FROM json_each(new.summary, '$.tags');
-            INSERT OR IGNORE INTO task_external_ids (owner, external_id, task_id)
+            INSERT INTO task_tags (owner, tag, created_at, id, status)
+                SELECT DISTINCT coalesce(new.owner, ''), value, new.created_at, new.id, new.status
+                FROM json_each(new.summary, '$.tags') WHERE NOT EXISTS (
+                    SELECT 1 FROM task_tags WHERE owner = coalesce(new.owner, '') AND tag = value
+                    AND created_at = new.created_at AND id = new.id);
+            INSERT INTO task_external_ids (owner, external_id, task_id)
                 SELECT coalesce(new.owner, ''), json_extract(new.summary, '$.externalId'), new.id
-                WHERE json_extract(new.summary, '$.externalId') IS NOT NULL;
+                WHERE json_extract(new.summary, '$.externalId') IS NOT NULL AND NOT EXISTS (
+                    SELECT 1 FROM task_external_ids WHERE owner = coalesce(new.owner, '')
+                    AND external_id = json_extract(new.summary, '$.externalId'));
         END;
         """,
     ),
