@@ -235,9 +235,7 @@ def get_task(task_id: str) -> Call[schemas.Task]:
     return Call("GET", f"/tasks/{_segment(task_id)}", read=schemas.Task.model_validate)
 
 
-def get_task_by_external_id(
-    external_id: str, owner: str | None = None
-) -> Call[schemas.Task]:
+def get_task_by_external_id(external_id: str, owner: str | None = None) -> Call[schemas.Task]:
     """``GET /tasks/by-external-id/{externalId}`` (``owner``: admins, when several match)."""
     return Call(
         "GET",

@@ -106,6 +106,7 @@ MIGRATIONS = (
     ),
 )
 
+
 @dataclass(frozen=True, slots=True)
 class TaskPage:
     """One page of task summaries, newest first, and the total that matched."""
@@ -249,8 +250,7 @@ class ExternalIds:
         self.pending.discard((owner, external_id))
         if reserved and not self._holds(owner, external_id, task_id):
             self.conn.execute(
-                "DELETE FROM task_external_ids WHERE owner = ? AND external_id = ?"
-                " AND task_id = ?",
+                "DELETE FROM task_external_ids WHERE owner = ? AND external_id = ? AND task_id = ?",
                 (owner, external_id, task_id),
             )
 
@@ -258,8 +258,7 @@ class ExternalIds:
         """(owner, task id) of the live tasks with this external id (of ``owner``, or any)."""
         if owner is not None:
             rows = self.conn.execute(
-                "SELECT owner, task_id FROM task_external_ids"
-                " WHERE owner = ? AND external_id = ?",
+                "SELECT owner, task_id FROM task_external_ids WHERE owner = ? AND external_id = ?",
                 (owner, external_id),
             ).fetchall()
         else:
