@@ -20,8 +20,8 @@ from spectral.api.call import Call, Result
 from spectral.api.context import require_write
 from spectral.api.failures import TASK_ERRORS, state_error, task_error, validation_error
 from spectral.errors import ApiError
+from spectral.tasks import index as task_index
 from spectral.tasks import state as sm
-from spectral.tasks import index
 from spectral.tasks.actor import KIND, Mutate, MutateEach, Mutation, Read, ReadHistory, Remove
 from spectral.tasks.index import ExternalIdExistsError
 from spectral.wire import event_json
@@ -222,7 +222,7 @@ async def list_tasks(call: Call, query: models.ListQuery) -> dict[str, Any]:
     offset = (query.page - 1) * query.limit
     registry = call.state.router.registry
     if query.tag or query.created_after is not None or query.created_before is not None:
-        found = index.list_tasks(
+        found = task_index.list_tasks(
             registry.conn,
             owner=owner,
             status=status,

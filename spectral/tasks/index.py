@@ -160,7 +160,8 @@ def list_tasks(
         clause = " AND ".join(where)
         total = conn.execute(f"SELECT count(*) FROM task_tags t WHERE {clause}", params).fetchone()
         rows = conn.execute(
-            f"SELECT o.summary FROM task_tags t CROSS JOIN objects o ON o.kind = 'task' AND o.id = t.id"
+            "SELECT o.summary FROM task_tags t"
+            " CROSS JOIN objects o ON o.kind = 'task' AND o.id = t.id"
             f" WHERE {clause} ORDER BY t.created_at DESC, t.id DESC LIMIT ? OFFSET ?",
             [*params, limit, offset],
         ).fetchall()
