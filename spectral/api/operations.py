@@ -259,11 +259,15 @@ def _tasks() -> list[Operation]:
         Operation(
             "byExternalId", "tasks", "The task with an external id",
             procedures.get_by_external_id, models.ExternalIdQuery, schemas.Task,
-            rest=(Rest("GET", "/tasks/by-external-id/{externalId}", "tasks.byExternalId",
-                       source="query"),),
+            rest=(
+                Rest("GET", "/tasks/by-external-id/{externalId}", "tasks.byExternalId",
+                     source="query"),
+                Rest("GET", "/tasks/by-external-id", "tasks.byExternalIdQuery", source="query"),
+            ),
             errors=(400, *AUTH, 404, 503), parameters=(EXTERNAL_ID,),
             description="The caller's owner's task; admins: any owner's, `owner` narrows "
-            "(400 naming `owner` if several owners have one with this external id).",
+            "(400 naming `owner` if several owners have one with this external id). "
+            "`?externalId=` serves ids that a path cannot carry (`/`, `.`, `..`).",
         ),
         Operation(
             "get", "tasks", "One task", procedures.get_task, models.TaskRef, schemas.Task,

@@ -236,11 +236,14 @@ def get_task(task_id: str) -> Call[schemas.Task]:
 
 
 def get_task_by_external_id(external_id: str, owner: str | None = None) -> Call[schemas.Task]:
-    """``GET /tasks/by-external-id/{externalId}`` (``owner``: admins, when several match)."""
+    """``GET /tasks/by-external-id?externalId=`` (``owner``: admins, when several match).
+
+    The query form: an external id may hold ``/`` or be ``..``, which a path cannot carry.
+    """
     return Call(
         "GET",
-        f"/tasks/by-external-id/{_segment(external_id)}",
-        params=_drop_none({"owner": owner}),
+        "/tasks/by-external-id",
+        params=_drop_none({"externalId": external_id, "owner": owner}),
         read=schemas.Task.model_validate,
     )
 
