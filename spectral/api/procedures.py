@@ -228,8 +228,8 @@ async def list_tasks(call: Call, query: models.ListQuery) -> dict[str, Any]:
             status=status,
             id_prefix=query.q or None,
             tags=list(dict.fromkeys(query.tag)),
-            created_after=_seconds(query.created_after),
-            created_before=_seconds(query.created_before),
+            created_after=_lower_bound(query.created_after),
+            created_before=_upper_bound(query.created_before),
             limit=query.limit,
             offset=offset,
         )
@@ -256,8 +256,25 @@ async def list_tasks(call: Call, query: models.ListQuery) -> dict[str, Any]:
     }
 
 
-def _seconds(timestamp: str | None) -> float | None:
-    return None if timestamp is None else models.timestamp_seconds(timestamp)
+def _lower_bound(timestamp: str | None) -> float | None:
+    """The least created_at a task created after ``timestamp`` has.
+
+    Compared as clients see createdAt, in whole milliseconds (truncated): a task whose
+    createdAt is exactly ``timestamp`` is not after it, though its clock time is a
+    fraction of a millisecond later.
+    """
+    if timestamp is None:
+        return None
+    millis = round(models.timestamp_seconds(timestamp) * 1000, 3)
+    return (math.floor(millis) + 1) / 1000
+
+
+def _upper_bound(timestamp: str | None) -> float | None:
+    """The created_at every task created before ``timestamp`` is below (milliseconds)."""
+    if timestamp is None:
+        return None
+    millis = round(models.timestamp_seconds(timestamp) * 1000, 3)
+    return math.ceil(millis) / 1000
 
 
 async def get_by_external_id(call: Call, query: models.ExternalIdQuery) -> dict[str, Any]:

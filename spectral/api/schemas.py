@@ -53,9 +53,13 @@ class Task(Answer):
     canceled_at: Timestamp | None = Field(alias="canceledAt")
     timeout_seconds: float | None = Field(alias="timeoutSeconds")
     ttl_seconds: float | None = Field(alias="ttlSeconds")
-    tags: list[str] = Field(description="set at creation, never changed; [] when none")
+    # Defaults only so that the SDK reads a server from before tags: this server always
+    # sends both.
+    tags: list[str] = Field(
+        default_factory=list, description="set at creation, never changed; [] when none"
+    )
     external_id: str | None = Field(
-        alias="externalId", description="the caller's own id for the task, unique per owner"
+        None, alias="externalId", description="the caller's own id for the task, unique per owner"
     )
 
 

@@ -129,6 +129,9 @@ def list_tasks(
 ) -> TaskPage:
     """A page of tasks with tags and/or a creation-time range (newest first).
 
+    ``created_after <= created_at < created_before`` (the caller turns the request's
+    bounds, which exclude, into these).
+
     With tags, the first tag's rows drive (an index range in created_at order) and
     every other tag is a primary-key probe; without, the ``objects`` indexes do.
     """
@@ -143,7 +146,7 @@ def list_tasks(
             where.append("t.status = ?")
             params.append(status)
         if created_after is not None:
-            where.append("t.created_at > ?")
+            where.append("t.created_at >= ?")
             params.append(created_after)
         if created_before is not None:
             where.append("t.created_at < ?")
@@ -175,7 +178,7 @@ def list_tasks(
             where.append("status = ?")
             params.append(status)
         if created_after is not None:
-            where.append("created_at > ?")
+            where.append("created_at >= ?")
             params.append(created_after)
         if created_before is not None:
             where.append("created_at < ?")
