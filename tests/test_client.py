@@ -4,14 +4,13 @@ server's table of operations."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import asyncio
 import functools
 import random
 import subprocess
 import sys
 import time
+from datetime import datetime
 from typing import Any
 
 import httpx
