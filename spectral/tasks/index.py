@@ -59,6 +59,10 @@ MIGRATIONS = (
             SELECT coalesce(o.owner, ''), t.value, o.created_at, o.id, o.status
             FROM objects o, json_each(o.summary, '$.tags') t
             WHERE o.kind = 'task' AND o.summary IS NOT NULL;
+        INSERT OR IGNORE INTO task_external_ids (owner, external_id, task_id)
+            SELECT coalesce(owner, ''), json_extract(summary, '$.externalId'), id
+            FROM objects WHERE kind = 'task' AND summary IS NOT NULL
+            AND json_extract(summary, '$.externalId') IS NOT NULL;
         CREATE TRIGGER task_index_insert AFTER INSERT ON objects
             WHEN new.kind = 'task' AND new.summary IS NOT NULL
         BEGIN
