@@ -167,8 +167,8 @@ async def test_lookup_by_external_id(world) -> None:
     assert (await create(http, h["alice"], id="a2", externalId="shared")).status_code == 201
 
     async def lookup(external_id: str, headers: dict[str, str], **params: Any) -> httpx.Response:
-        params = {"externalId": external_id, **params}
-        return await http.get("/tasks/by-external-id", params=params, headers=headers)
+        segment = quote(external_id, safe="").replace(".", "%2E")
+        return await http.get(f"/tasks/by-external-id/{segment}", params=params, headers=headers)
 
     for headers in (h["alice"], h["reader"]):
         assert (await lookup("shared", headers)).json()["taskId"] == "a2"
@@ -186,15 +186,16 @@ async def test_lookup_by_external_id(world) -> None:
     assert several.json()["error"]["message"].startswith("owner:")
     assert (await lookup("shared", h["admin"], owner="bob")).json()["taskId"] == "b1"
     assert (await lookup("shared", h["admin"], owner="carol")).status_code == 404
-    # The path form, for ids a path segment can carry.
-    path = await http.get("/tasks/by-external-id/shared", headers=h["alice"])
-    assert path.json()["taskId"] == "a2"
-    encoded = await http.get(f"/tasks/by-external-id/{quote('é x', safe='')}", headers=h["bob"])
-    assert encoded.status_code == 404 and encoded.json()["error"]["code"] == "TASK_NOT_FOUND"
+    # An encoded slash stays in its segment; dots encoded are no dot segment; a task
+    # whose id is "by-external-id" is still itself.
     assert (await lookup("ext/1 é", h["alice"])).json()["taskId"] == "a1"
-    missing = await http.get("/tasks/by-external-id", headers=h["alice"])
-    assert missing.status_code == 400
-    assert missing.json()["error"]["message"].startswith("externalId:")
+    assert (await create(http, h["alice"], id="dots", externalId="..")).status_code == 201
+    assert (await lookup("..", h["alice"])).json()["taskId"] == "dots"
+    assert (await create(http, h["alice"], id="by-external-id")).status_code == 201
+    itself = await http.get("/tasks/by-external-id", headers=h["alice"])
+    assert itself.json()["taskId"] == "by-external-id"
+    history = await http.get("/tasks/by-external-id/history", headers=h["alice"])
+    assert history.status_code == 404  # the external id "history", not the task's history
 
 
 async def test_list_filters(world) -> None:

@@ -115,7 +115,7 @@ class Application:
             served.route = rpc.route_name(request)
             who = served.who = self._authenticate(request, None)
             return await self.procedures.serve(self.state, request, who, served)
-        match = self.routes.match(method, request.path)
+        match = self.routes.match(method, request.path, request.raw_path)
         if method == "OPTIONS":
             return self._options(request, match, served)
         if match.operation is None:

@@ -93,8 +93,12 @@ ROOM_ID = path_parameter(
     "user_{owner}, request_{id}, or 1-128 characters of A-Z a-z 0-9 . _ : -",
     models.ID_PATTERN,
 )
+#: The document's rule is narrower than the model's: no leading dot or slash, so that a
+#: generated "." or ".." (which HTTP clients resolve as dot segments) is never sent raw.
 EXTERNAL_ID = path_parameter(
-    "externalId", "the task's external id (percent-encoded)", models.EXTERNAL_ID_PATTERN
+    "externalId",
+    "the task's external id as one percent-encoded segment (`/` as `%2F`, `.` as `%2E`)",
+    r"^[^./\x00-\x1f\x7f-\x9f\u2028\u2029][^\x00-\x1f\x7f-\x9f\u2028\u2029]{0,254}$",
 )
 WEBHOOK_ID = path_parameter("id", "the webhook's id")
 KEY_ID = path_parameter("id", "the key's id (16 hex digits)")
@@ -259,15 +263,12 @@ def _tasks() -> list[Operation]:
         Operation(
             "byExternalId", "tasks", "The task with an external id",
             procedures.get_by_external_id, models.ExternalIdQuery, schemas.Task,
-            rest=(
-                Rest("GET", "/tasks/by-external-id/{externalId}", "tasks.byExternalId",
-                     source="query"),
-                Rest("GET", "/tasks/by-external-id", "tasks.byExternalIdQuery", source="query"),
-            ),
+            rest=(Rest("GET", "/tasks/by-external-id/{externalId}", "tasks.byExternalId",
+                       source="query"),),
             errors=(400, *AUTH, 404, 503), parameters=(EXTERNAL_ID,),
             description="The caller's owner's task; admins: any owner's, `owner` narrows "
             "(400 naming `owner` if several owners have one with this external id). "
-            "`?externalId=` serves ids that a path cannot carry (`/`, `.`, `..`).",
+            "Percent-encode the id as one segment (`/` as `%2F`, `.` as `%2E`).",
         ),
         Operation(
             "get", "tasks", "One task", procedures.get_task, models.TaskRef, schemas.Task,

@@ -236,14 +236,15 @@ def get_task(task_id: str) -> Call[schemas.Task]:
 
 
 def get_task_by_external_id(external_id: str, owner: str | None = None) -> Call[schemas.Task]:
-    """``GET /tasks/by-external-id?externalId=`` (``owner``: admins, when several match).
+    """``GET /tasks/by-external-id/{externalId}`` (``owner``: admins, when several match).
 
-    The query form: an external id may hold ``/`` or be ``..``, which a path cannot carry.
+    The id is one percent-encoded segment, its dots too (``..`` is not a dot segment).
     """
+    segment = _segment(external_id).replace(".", "%2E")
     return Call(
         "GET",
-        "/tasks/by-external-id",
-        params=_drop_none({"externalId": external_id, "owner": owner}),
+        f"/tasks/by-external-id/{segment}",
+        params=_drop_none({"owner": owner}),
         read=schemas.Task.model_validate,
     )
 
