@@ -260,7 +260,7 @@ def test_a_task_row_of_the_old_schema_loads_without_tags() -> None:
     conn = sqlite3.connect(":memory:", isolation_level=None)
     migrate(conn, actor.MIGRATIONS[:2])  # the schema before tags
     created_state = (
-        '["old","alice","ep","in-progress",40,null,3,1.0,2.0,1.5,null,null,null,null,null]'
+        '["old","alice","ep","in-progress",40.0,null,3,1.0,2.0,1.5,null,null,null,null,null]'
     )
     conn.execute("INSERT INTO task (id, state, metadata) VALUES (1, ?, '{\"n\": 1}')",
                  (created_state,))  # fmt: skip
