@@ -108,6 +108,32 @@ MIGRATIONS = (
         END;
         """,
     ),
+    # Per-(owner, tag, status) counts, kept by triggers as storage keeps object_counts:
+    # the total of a one-tag listing is a lookup, and a listing with several tags is
+    # driven by the rarest.
+    Migration(
+        2,
+        """
+        CREATE TABLE task_tag_counts (
+            tag TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            status TEXT NOT NULL,
+            n INTEGER NOT NULL,
+            PRIMARY KEY (tag, owner, status)
+        ) WITHOUT ROWID;
+        INSERT INTO task_tag_counts (tag, owner, status, n)
+            SELECT tag, owner, coalesce(status, ''), count(*) FROM task_tags GROUP BY 1, 2, 3;
+        CREATE TRIGGER task_tags_counted_insert AFTER INSERT ON task_tags BEGIN
+            INSERT INTO task_tag_counts (tag, owner, status, n)
+                VALUES (new.tag, new.owner, coalesce(new.status, ''), 1)
+                ON CONFLICT (tag, owner, status) DO UPDATE SET n = n + 1;
+        END;
+        CREATE TRIGGER task_tags_counted_delete AFTER DELETE ON task_tags BEGIN
+            UPDATE task_tag_counts SET n = n - 1
+                WHERE tag = old.tag AND owner = old.owner AND status = coalesce(old.status, '');
+        END;
+        """,
+    ),
 )
 
 
@@ -117,6 +143,11 @@ class TaskPage:
 
     summaries: list[dict[str, Any]]
     total: int
+
+
+#: A range's matches are counted up to this many; past it, the total is the filter's
+#: kept count minus what lies outside the range (whichever side is smaller is cheap).
+COUNT_CAP = 5_000
 
 
 def list_tasks(
@@ -136,68 +167,103 @@ def list_tasks(
     ``created_after <= created_at < created_before`` (the caller turns the request's
     bounds, which exclude, into these).
 
-    With tags, the first tag's rows drive (an index range in created_at order) and
-    every other tag is a primary-key probe; without, the ``objects`` indexes do.
+    With tags, the rarest tag's rows drive (an index range in created_at order; the
+    per-tag counts say which is rarest) and every other tag is a primary-key probe;
+    without, the ``objects`` indexes do. The total comes from the kept counts when
+    there is no range and no prefix (one tag, or none); with a range, it is counted
+    up to :data:`COUNT_CAP` and past that taken as the kept count minus the tasks
+    outside the range.
     """
     if tags:
-        first, *others = tags
-        where = ["t.tag = ?"]
-        params: list[Any] = [first]
-        if owner is not None:
-            where.append("t.owner = ?")
-            params.append(owner)
-        if status is not None:
-            where.append("t.status = ?")
-            params.append(status)
-        if created_after is not None:
-            where.append("t.created_at >= ?")
-            params.append(created_after)
-        if created_before is not None:
-            where.append("t.created_at < ?")
-            params.append(created_before)
-        if id_prefix:
-            where.append("t.id >= ? AND t.id < ?")
-            params.extend([id_prefix, id_prefix + "\U0010ffff"])
-        for tag in others:
-            where.append(
+        tags = sorted(tags, key=lambda tag: _tag_count(conn, tag, owner, status))
+        table, prefix = "task_tags t", "t."
+        base: list[tuple[str, list[Any]]] = [("t.tag = ?", [tags[0]])]
+        kept = _tag_count(conn, tags[0], owner, status) if len(tags) == 1 else None
+    else:
+        table, prefix = "objects t", "t."
+        base = [("t.kind = 'task'", [])]
+        kept = _object_count(conn, owner, status)
+    if owner is not None:
+        base.append((f"{prefix}owner = ?", [owner]))
+    if status is not None:
+        base.append((f"{prefix}status = ?", [status]))
+    if id_prefix:
+        base.append((f"{prefix}id >= ? AND {prefix}id < ?", [id_prefix, id_prefix + "\U0010ffff"]))
+        kept = None
+    for tag in tags[1:]:
+        base.append(
+            (
                 "EXISTS (SELECT 1 FROM task_tags x WHERE x.owner = t.owner AND x.tag = ?"
-                " AND x.created_at = t.created_at AND x.id = t.id)"
+                " AND x.created_at = t.created_at AND x.id = t.id)",
+                [tag],
             )
-            params.append(tag)
-        clause = " AND ".join(where)
-        total = conn.execute(f"SELECT count(*) FROM task_tags t WHERE {clause}", params).fetchone()
-        rows = conn.execute(
+        )
+    ranged = list(base)
+    if created_after is not None:
+        ranged.append(("t.created_at >= ?", [created_after]))
+    if created_before is not None:
+        ranged.append(("t.created_at < ?", [created_before]))
+    clause, params = _where(ranged)
+    if kept is not None and len(ranged) == len(base):
+        total = kept
+    else:
+        total = _capped_count(conn, table, clause, params)
+        if total > COUNT_CAP and kept is not None:
+            outside = 0
+            for bound, value in (("<", created_after), (">=", created_before)):
+                if value is not None:
+                    where, values = _where([*base, (f"t.created_at {bound} ?", [value])])
+                    outside += conn.execute(
+                        f"SELECT count(*) FROM {table} WHERE {where}", values
+                    ).fetchone()[0]
+            total = kept - outside
+        elif total > COUNT_CAP:
+            total = conn.execute(f"SELECT count(*) FROM {table} WHERE {clause}", params).fetchone()[
+                0
+            ]
+    if tags:
+        sql = (
             "SELECT o.summary FROM task_tags t"
             " CROSS JOIN objects o ON o.kind = 'task' AND o.id = t.id"
-            f" WHERE {clause} ORDER BY t.created_at DESC, t.id DESC LIMIT ? OFFSET ?",
-            [*params, limit, offset],
-        ).fetchall()
+            f" WHERE {clause} ORDER BY t.created_at DESC, t.id DESC LIMIT ? OFFSET ?"
+        )
     else:
-        where = ["kind = 'task'"]
-        params = []
-        if owner is not None:
-            where.append("owner = ?")
-            params.append(owner)
-        if status is not None:
-            where.append("status = ?")
-            params.append(status)
-        if created_after is not None:
-            where.append("created_at >= ?")
-            params.append(created_after)
-        if created_before is not None:
-            where.append("created_at < ?")
-            params.append(created_before)
-        if id_prefix:
-            where.append("id >= ? AND id < ?")
-            params.extend([id_prefix, id_prefix + "\U0010ffff"])
-        clause = " AND ".join(where)
-        total = conn.execute(f"SELECT count(*) FROM objects WHERE {clause}", params).fetchone()
-        rows = conn.execute(
-            f"SELECT summary FROM objects WHERE {clause}"
-            " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
-            [*params, limit, offset],
-        ).fetchall()
-    return TaskPage([json.loads(r[0]) for r in rows if r[0] is not None], int(total[0]))
+        sql = (
+            f"SELECT t.summary FROM objects t WHERE {clause}"
+            " ORDER BY t.created_at DESC, t.id DESC LIMIT ? OFFSET ?"
+        )
+    rows = conn.execute(sql, [*params, limit, offset]).fetchall()
+    return TaskPage([json.loads(r[0]) for r in rows if r[0] is not None], int(total))
+
+
+def _where(parts: list[tuple[str, list[Any]]]) -> tuple[str, list[Any]]:
+    return " AND ".join(sql for sql, _ in parts), [v for _, values in parts for v in values]
+
+
+def _capped_count(conn: sqlite3.Connection, table: str, clause: str, params: list[Any]) -> int:
+    """How many rows match, exactly up to COUNT_CAP; COUNT_CAP + 1 means more."""
+    sql = f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {clause} LIMIT ?)"
+    return int(conn.execute(sql, [*params, COUNT_CAP + 1]).fetchone()[0])
+
+
+def _tag_count(conn: sqlite3.Connection, tag: str, owner: str | None, status: str | None) -> int:
+    where, params = _where(
+        [("tag = ?", [tag])]
+        + ([("owner = ?", [owner])] if owner is not None else [])
+        + ([("status = ?", [status])] if status is not None else [])
+    )
+    sql = f"SELECT coalesce(sum(n), 0) FROM task_tag_counts WHERE {where}"
+    return int(conn.execute(sql, params).fetchone()[0])
+
+
+def _object_count(conn: sqlite3.Connection, owner: str | None, status: str | None) -> int:
+    where, params = _where(
+        [("kind = 'task'", [])]
+        + ([("owner = ?", [owner])] if owner is not None else [])
+        + ([("status = ?", [status])] if status is not None else [])
+    )
+    sql = f"SELECT coalesce(sum(n), 0) FROM object_counts WHERE {where}"
+    return int(conn.execute(sql, params).fetchone()[0])
 
 
 class ExternalIdExistsError(Exception):
