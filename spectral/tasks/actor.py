@@ -412,6 +412,7 @@ class Task(Actor):
             record["status"] = new.status.value
         if previous is None:
             record["owner"] = new.owner
+            record["created_at"] = new.created_at  # listings filter by the task's createdAt
         self.update_record(**record)
 
     def _notify(
