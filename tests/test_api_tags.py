@@ -216,6 +216,11 @@ async def test_list_filters(world) -> None:
     assert await listed(http, alice, tag=["red", "none"]) == []
     assert await listed(http, h["admin"], tag="red") == ["bob-red", "f4", "f1", "f0"]
     assert await listed(http, h["admin"], tag="red", owner="bob") == ["bob-red"]
+    # A bound is compared with createdAt as shown (milliseconds): a task is neither
+    # after nor before its own createdAt.
+    for task_id, stamp in created.items():
+        assert task_id not in await listed(http, alice, createdAfter=stamp)
+        assert task_id not in await listed(http, alice, createdBefore=stamp)
     # Creation time: both bounds excluded; with tags, status, q and paging.
     after, before = created["f1"], created["f4"]
     assert await listed(http, alice, createdAfter=after) == ["f4", "f3", "f2"]
