@@ -130,6 +130,8 @@ class Rest:
     tag: str | None = None
     #: An empty body counts as ``{}`` (the original's procedure form) instead of a 400.
     empty_is_object: bool = False
+    #: A ``%2F`` in the path stays inside its segment (a parameter may hold a slash).
+    encoded_slash: bool = False
 
 
 @dataclass(frozen=True)
@@ -264,7 +266,7 @@ def _tasks() -> list[Operation]:
             "byExternalId", "tasks", "The task with an external id",
             procedures.get_by_external_id, models.ExternalIdQuery, schemas.Task,
             rest=(Rest("GET", "/tasks/by-external-id/{externalId}", "tasks.byExternalId",
-                       source="query"),),
+                       source="query", encoded_slash=True),),
             errors=(400, *AUTH, 404, 503), parameters=(EXTERNAL_ID,),
             description="The caller's owner's task; admins: any owner's, `owner` narrows "
             "(400 naming `owner` if several owners have one with this external id). "

@@ -77,8 +77,9 @@ class Routes:
     def match(self, method: str, path: str, raw_path: str | None = None) -> Match:
         """The route of ``method path`` (static routes win over parameterised ones).
 
-        ``raw_path`` (as sent): an encoded slash (``%2F``) stays inside its segment, so
-        a parameter may hold one (an external id); without one, ``path`` is split.
+        ``raw_path`` (as sent): for a route that says so (``Rest.encoded_slash``), an
+        encoded slash (``%2F``) stays inside its segment, so that its parameter may
+        hold one (an external id); every other route splits the decoded ``path``.
         """
         match = Match()
         methods = self._static.get(path)
@@ -89,12 +90,12 @@ class Routes:
                 return match
             match.allowed.update(methods)
             match.public = any(o.access == "public" for o, _ in methods.values())
+        parts = path.split("/")
+        raw_parts = parts
         if raw_path is not None and ("%2F" in raw_path or "%2f" in raw_path):
-            parts = [unquote(part) for part in raw_path.split("/")]
-        else:
-            parts = path.split("/")
+            raw_parts = [unquote(part) for part in raw_path.split("/")]
         for pattern in self._patterns:
-            params = pattern.params(parts)
+            params = pattern.params(raw_parts if pattern.rest.encoded_slash else parts)
             if params is None:
                 continue
             if pattern.method == method and match.operation is None:
