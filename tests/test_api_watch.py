@@ -117,6 +117,7 @@ async def test_close_codes(server: Server, client: httpx.AsyncClient) -> None:
         ("/ws/task/bad%2Fid", 4404),
         ("/ws/nothing-here", 4404),
         ("/ws/task/closing?since=abc", 1008),
+        ("/ws/task/closing?since=9223372036854775808", 1008),
     ]:
         async with open_websocket_url(server.ws_url + path, extra_headers=WS_HEADERS) as ws:
             assert await close_code(ws) == code, path

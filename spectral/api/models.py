@@ -196,12 +196,16 @@ class RoomRef(Body):
     room_id: RoomId = Field(alias="roomId")
 
 
+#: A seq a client names (``after``, ``since``): SQLite integers are 64-bit.
+SeqBound = Annotated[int, Field(ge=0, le=2**63 - 1)]
+
+
 class HistoryQuery(Query):
     """``GET /tasks/{taskId}/history`` (``taskId`` from the path)."""
 
     task_id: TaskId = Field(alias="taskId")
     limit: Annotated[int, Field(ge=1, le=1000)] = 50
-    after: Annotated[int, Field(ge=0)] = 0
+    after: SeqBound = 0
 
 
 class ListQuery(Query):
@@ -230,7 +234,7 @@ class ExternalIdQuery(Query):
 class WatchQuery(Query):
     """``GET /ws/task/{taskId}`` and ``GET /rooms/{roomId}/subscribe``."""
 
-    since: Annotated[int, Field(ge=0)] | None = None
+    since: SeqBound | None = None
     epoch: Annotated[str, StringConstraints(max_length=64)] | None = None
     token: str | None = None
 
