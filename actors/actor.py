@@ -116,9 +116,11 @@ class Actor:
 
         Changes of owner and status, creation and deletion reach the registry before
         the answer; other fields may lag by the registry's flush interval unless
-        ``durable`` is true.
+        ``durable`` is true. ``created_at`` is taken with the object's first record
+        only (its own creation time, so that the registry orders and filters by the
+        time the object reports; default: the turn's time) and ignored later.
         """
-        unknown = set(fields) - {"owner", "status", "progress", "summary"}
+        unknown = set(fields) - {"owner", "status", "progress", "summary", "created_at"}
         if unknown:
             raise TypeError(f"unknown record fields: {sorted(unknown)}")
         self._cell.effect(("record", fields, durable))

@@ -402,11 +402,13 @@ class Cell:
                 changes.update(item[1])
             elif item[0] == "alarm":
                 changes["alarm_at"] = item[1]
+        created_at = changes.pop("created_at", None)
         changes = {k: v for k, v in changes.items() if self.record.get(k) != v}
         if not (changes or wrote):
             return {}
         if self.record.get("created_at") is None:
-            changes.update(kind=self.kind, id=self.object_id, created_at=now)
+            created_at = now if created_at is None else created_at
+            changes.update(kind=self.kind, id=self.object_id, created_at=created_at)
         changes["updated_at"] = now
         return changes
 

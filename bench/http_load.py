@@ -421,7 +421,7 @@ async def build_dataset(data_dir: Path, count: int) -> None:
     from spectral.tasks.actor import Mutate, Task
     from spectral.tasks.state import Create
 
-    marker = data_dir / f"dataset-{count}"
+    marker = data_dir / f"dataset-{count}-tags"
     if marker.exists():
         return
     log(f"building {count} tasks in {data_dir} (once; reused later)")
@@ -432,7 +432,10 @@ async def build_dataset(data_dir: Path, count: int) -> None:
 
         async def creator() -> None:
             for n in pending:
-                command = Create(task_id=f"t{n:07d}", owner="admin", epoch="e")
+                # Tags for the listing's filters: each shard-K on 10 % of the tasks, "all"
+                # on every one (the worst case of a tag filter), "rare" on 0.1 %.
+                tags = (f"shard-{n % 10}", "all", *(("rare",) if n % 1000 == 0 else ()))
+                command = Create(task_id=f"t{n:07d}", owner="admin", epoch="e", tags=tags)
                 await router.call("task", f"t{n:07d}", Mutate(command), create=True)
                 if n % 10_000 == 0:
                     log(f"  {n}")
@@ -454,7 +457,49 @@ async def listing(server: Server, quick: bool) -> dict[str, Any]:
 
     concurrent = await closed_loop(server.url, 4, seconds, make)
     concurrent["one_connection"] = await closed_loop(server.url, 1, seconds, make)
+
+    # Tag filters (docs/api.md, "Reading"): a 10 % tag, with status half the time; two
+    # tags; the tag every task has (the count of its total scans 100,000 index rows);
+    # a tag with a creation-time window; a creation-time window alone.
+    first = await _first_created(server.url)
+    window = f"&createdAfter={_iso(first - 1)}&createdBefore={_iso(first + 3600)}"
+
+    def tagged(n: int) -> tuple[str, str, Any]:
+        page = 1 + n % 50
+        status = "&status=pending" if n % 2 else ""
+        return ("GET", f"/tasks?page={page}&limit=20&tag=shard-{n % 10}{status}", None)
+
+    variants: dict[str, Callable[[int], tuple[str, str, Any]]] = {
+        "tag": tagged,
+        "two_tags": lambda n: ("GET", f"/tasks?limit=20&tag=shard-{n % 10}&tag=rare", None),
+        "tag_on_every_task": lambda n: ("GET", f"/tasks?page={1 + n % 50}&tag=all", None),
+        "tag_and_created": lambda n: ("GET", f"/tasks?tag=shard-{n % 10}{window}", None),
+        "created": lambda n: ("GET", f"/tasks?page={1 + n % 50}{window}", None),
+    }
+    for name, make_variant in variants.items():
+        concurrent[name] = await closed_loop(server.url, 4, seconds, make_variant)
     return concurrent
+
+
+async def _first_created(url: str) -> float:
+    """The dataset's oldest createdAt, as unix seconds."""
+    conn = await Connection.open(url)
+    try:
+        _, data = await conn.request("GET", "/tasks?limit=1&page=100000", None)
+    finally:
+        await conn.aclose()
+    tasks = json.loads(data)["tasks"]
+    if not tasks:
+        return time.time() - 86400
+    from datetime import datetime
+
+    return datetime.fromisoformat(tasks[0]["createdAt"].replace("Z", "+00:00")).timestamp()
+
+
+def _iso(seconds: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 SCENARIOS = ["echo", "mutate", "batch", "batch_dense", "read", "fanout", "rooms", "list", "restart"]

@@ -18,10 +18,10 @@ import resource
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import trio
 
@@ -40,6 +40,7 @@ from spectral.rooms.actor import room_kind
 from spectral.rooms.feed import RoomFeed
 from spectral.settings import Settings
 from spectral.state import ServerState
+from spectral.tasks import index as task_index
 from spectral.tasks.actor import Task
 from spectral.tasks.events import EventBus
 from spectral.webhooks import store as webhook_store
@@ -139,6 +140,7 @@ async def serve(settings: Settings, out: TextIO = sys.stdout) -> None:
             keys.STREAM: keys.MIGRATIONS,
             idempotency.STREAM: idempotency.MIGRATIONS,
             webhook_store.STREAM: webhook_store.MIGRATIONS,
+            task_index.STREAM: task_index.MIGRATIONS,
         }
         events = EventBus()
         async with open_router(
@@ -151,6 +153,9 @@ async def serve(settings: Settings, out: TextIO = sys.stdout) -> None:
             auth = build_authenticator(settings, router, admin.secret, secret)
             store = idempotency.IdempotencyStore(router.registry.conn)
             state = ServerState(router, settings, auth, store, events)
+            state.external_ids = task_index.ExternalIds(
+                router.registry.conn, _summary_reader(router)
+            )
             state.keepalive.interval = settings.ws_ping_interval
             webhooks = state.webhooks = WebhookService(router, events, settings)
             metrics.install(router)
@@ -222,3 +227,14 @@ async def _watch_signals(state: ServerState, signals: AsyncIterator[int]) -> Non
         log.info("signal received", extra={"signal": signal.Signals(signum).name})
         state.shutting_down.set()
         return
+
+
+def _summary_reader(router: Router) -> Callable[[str], dict[str, Any] | None]:
+    """A task's registry summary (staged or committed) by id, or None."""
+    registry = router.registry
+
+    def summary_of(task_id: str) -> dict[str, Any] | None:
+        row = registry.get(task_index.KIND, task_id)
+        return None if row is None or row.summary is None else dict(row.summary)
+
+    return summary_of

@@ -18,6 +18,7 @@ from spectral.settings import Settings
 from spectral.tasks.events import EventBus
 
 if TYPE_CHECKING:
+    from spectral.tasks.index import ExternalIds
     from spectral.webhooks.service import WebhookService
 
 
@@ -42,6 +43,8 @@ class ServerState:
     admin_feed: AdminFeed = field(default_factory=AdminFeed)
     #: Webhook subscriptions, the outbox and delivery (set by ``serve``).
     webhooks: WebhookService | None = None
+    #: Reservations of tasks' external ids, unique per owner (set by ``serve``).
+    external_ids: ExternalIds | None = None
 
     def uptime(self) -> float:
         """Seconds since the server started."""

@@ -72,6 +72,8 @@ def task_json(state: TaskState) -> dict[str, Any]:
         "canceledAt": iso(state.canceled_at),
         "timeoutSeconds": state.timeout_seconds,
         "ttlSeconds": state.ttl_seconds,
+        "tags": list(state.tags),
+        "externalId": state.external_id,
     }
 
 

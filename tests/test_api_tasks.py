@@ -30,6 +30,8 @@ TASK_FIELDS = [
     "canceledAt",
     "timeoutSeconds",
     "ttlSeconds",
+    "tags",
+    "externalId",
 ]
 
 

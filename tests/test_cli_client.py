@@ -113,6 +113,26 @@ async def test_a_task_from_create_to_delete(server: Server) -> None:
     assert gone.stderr.startswith("spectral: TASK_NOT_FOUND: ")
 
 
+async def test_tags_external_ids_and_filters(server: Server) -> None:
+    url = server.url
+    args = ("tasks", "create", "cli-t1", "--tag", "red", "--tag", "big", "--external-id", "E-1")
+    made = await cli_json(*args, url=url)
+    assert (made["tags"], made["externalId"]) == (["red", "big"], "E-1")
+    await cli_json("tasks", "create", "cli-t2", "--tag", "red", url=url)
+    again = await cli("tasks", "create", "cli-t3", "--external-id", "E-1", url=url)
+    assert again.returncode == 1 and "EXTERNAL_ID_EXISTS" in again.stderr
+    page = await cli_json("tasks", "list", "--tag", "red", "--tag", "big", url=url)
+    assert [task["taskId"] for task in page["tasks"]] == ["cli-t1"]
+    after = await cli_json("tasks", "list", "--created-after", made["createdAt"], url=url)
+    assert [task["taskId"] for task in after["tasks"]] == ["cli-t2"]
+    before = await cli_json("tasks", "list", "--created-before", made["createdAt"], url=url)
+    assert before["tasks"] == []
+    bad = await cli("tasks", "list", "--created-after", "yesterday", url=url)
+    assert bad.returncode == 2 and "createdAfter" in bad.stderr
+    shown = await cli("tasks", "get", "cli-t1", url=url)
+    assert "red, big" in shown.stdout and "E-1" in shown.stdout
+
+
 async def test_fail_and_cancel_and_generated_ids(server: Server) -> None:
     url = server.url
     first = await cli_json("tasks", "create", url=url)

@@ -10,6 +10,7 @@ import random
 import subprocess
 import sys
 import time
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -69,6 +70,7 @@ def _sample_call(build: Any) -> calls.Call:
         "cancel": ("t",),
         "batch_update_progress": ([{"taskId": "t", "progress": 1}],),
         "get_task": ("t",),
+        "get_task_by_external_id": ("e",),
         "history": ("t",),
         "delete_task": ("t",),
         "broadcast": ("r", {"a": 1}),
@@ -262,6 +264,31 @@ async def test_a_task_from_create_to_delete_under_trio(server: Server) -> None:
         await client.delete_task("sdk-trio")
         with pytest.raises(NotFoundError):
             await client.get_task("sdk-trio")
+
+
+async def test_tags_external_ids_and_creation_time_filters(server: Server) -> None:
+    async with AsyncClient(server.url, ADMIN_KEY) as client:
+        first = await client.create_task("sdk-t1", tags=["a", "b"], external_id="ext/1")
+        assert first.tags == ["a", "b"] and first.external_id == "ext/1"
+        await client.create_task("sdk-t2", tags=["a"])
+        with pytest.raises(ConflictError) as info:
+            await client.create_task("sdk-t3", external_id="ext/1")
+        assert info.value.code == "EXTERNAL_ID_EXISTS"
+        found = await client.get_task_by_external_id("ext/1")
+        assert found.task_id == "sdk-t1" and found.tags == ["a", "b"]
+        assert (await client.get_task_by_external_id("ext/1", owner="admin")).task_id == "sdk-t1"
+        with pytest.raises(NotFoundError):
+            await client.get_task_by_external_id("nope")
+        assert [t.task_id for t in (await client.list_tasks(tag="a")).tasks] == ["sdk-t2", "sdk-t1"]
+        both = await client.list_tasks(tag=["a", "b"])
+        assert [t.task_id for t in both.tasks] == ["sdk-t1"]
+        after = datetime.fromisoformat(first.created_at.replace("Z", "+00:00"))
+        later = await client.list_tasks(created_after=after)
+        assert [t.task_id for t in later.tasks] == ["sdk-t2"]
+        earlier = await client.list_tasks(created_before=first.created_at.replace("Z", "+00:00"))
+        assert earlier.tasks == []
+        with pytest.raises(ValidationError, match="createdAfter"):
+            await client.list_tasks(created_after="yesterday")
 
 
 async def test_errors_name_the_field_and_the_key(server: Server) -> None:

@@ -233,3 +233,40 @@ async def test_committed_changes_are_published_to_the_event_bus(tmp_path: Path) 
     assert all(e.owner == "alice" for e in seen)
     assert seen[3].task is not None and seen[3].task["status"] == "success"
     assert seen[-1].task is None
+
+
+async def test_tags_and_external_id_live_in_the_task_file(tmp_path: Path) -> None:
+    async with open_router(tmp_path, [Task]) as router:
+        made = await router.call(
+            "task", "tagged", create("tagged", tags=("x", "y"), external_id="E"), create=True
+        )
+        assert made.task["tags"] == ["x", "y"] and made.task["externalId"] == "E"
+        await router.call("task", "tagged", Mutate(Progress(progress=5)))
+        await router.call("task", "plain", create("plain"), create=True)
+    async with open_router(tmp_path, [Task]) as router:  # reactivated from the files
+        task = await router.call("task", "tagged", Read())
+        assert task["tags"] == ["x", "y"] and task["externalId"] == "E"
+        assert task["progress"] == 5
+        plain = await router.call("task", "plain", Read())
+        assert plain["tags"] == [] and plain["externalId"] is None
+
+
+def test_a_task_row_of_the_old_schema_loads_without_tags() -> None:
+    import sqlite3
+
+    from spectral.tasks import actor
+    from storage.migrations import migrate
+
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate(conn, actor.MIGRATIONS[:2])  # the schema before tags
+    created_state = (
+        '["old","alice","ep","in-progress",40.0,null,3,1.0,2.0,1.5,null,null,null,null,null]'
+    )
+    conn.execute("INSERT INTO task (id, state, metadata) VALUES (1, ?, '{\"n\": 1}')",
+                 (created_state,))  # fmt: skip
+    migrate(conn, actor.MIGRATIONS)
+    row = conn.execute("SELECT state, metadata, tags, external_id FROM task").fetchone()
+    state = actor._state_from_row(*row)
+    assert state.tags == () and state.external_id is None
+    assert state.task_id == "old" and state.progress == 40 and state.metadata == {"n": 1}
+    assert wire.task_json(state)["tags"] == []

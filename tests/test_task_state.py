@@ -231,3 +231,41 @@ def test_module_imports_neither_trio_nor_sqlite() -> None:
             imported.add(node.module.split(".")[0])
     assert "json" in imported  # the walk sees the imports at all
     assert not imported & {"trio", "sqlite3", "actors", "storage"}
+
+
+def test_tags_and_external_id_are_set_at_create_and_kept() -> None:
+    state = created(tags=["b", "a", "b"], external_id="order 42")
+    assert state.tags == ("b", "a") and state.external_id == "order 42"
+    for i, command in enumerate([Progress(progress=5), Log(message="x"), Complete()], start=1):
+        state, _ = apply(state, command, T0 + i)
+        assert state.tags == ("b", "a") and state.external_id == "order 42"
+    plain = created()
+    assert plain.tags == () and plain.external_id is None
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [
+        ({"tags": [f"t{i}" for i in range(17)]}, "tags"),
+        ({"tags": ["ok", "no space"]}, "tags.1"),
+        ({"tags": [""]}, "tags.0"),
+        ({"tags": ["x" * 65]}, "tags.0"),
+        ({"tags": ["a\n"]}, "tags.0"),
+        ({"tags": "ab"}, "tags"),
+        ({"external_id": "x" * 256}, "externalId"),
+        ({"external_id": ""}, "externalId"),
+        ({"external_id": "a\x00b"}, "externalId"),
+        ({"external_id": "a\u2028b"}, "externalId"),
+    ],
+)
+def test_bad_tags_and_external_ids_are_invalid(kw: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidCommandError) as info:
+        created(**kw)
+    assert info.value.field == field
+
+
+def test_sixteen_tags_with_repeats_are_fine() -> None:
+    tags = [f"t{i}" for i in range(16)]
+    assert created(tags=tags + tags).tags == tuple(tags)
+    assert created(tags=["A-z.0_9:-" * 7 + "x"]).tags == ("A-z.0_9:-" * 7 + "x",)
+    assert created(external_id="é " * 127 + "!").external_id == "é " * 127 + "!"

@@ -115,7 +115,7 @@ class Application:
             served.route = rpc.route_name(request)
             who = served.who = self._authenticate(request, None)
             return await self.procedures.serve(self.state, request, who, served)
-        match = self.routes.match(method, request.path)
+        match = self.routes.match(method, request.path, request.raw_path)
         if method == "OPTIONS":
             return self._options(request, match, served)
         if match.operation is None:
@@ -214,7 +214,11 @@ def parse_input(
                 body = b"{}"
             return model.model_validate_json(body)
         if rest.source == "query":
-            return model.model_validate({**request.query(), **params})
+            data: dict[str, Any] = {**request.query(), **params}
+            for name in getattr(model, "repeated", ()):
+                if name in data:
+                    data[name] = request.query_list(name)
+            return model.model_validate(data)
         return model.model_validate(params)
     except ValidationError as error:
         raise validation_error(error) from None

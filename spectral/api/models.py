@@ -6,7 +6,9 @@ strings, which are text by nature, are converted. NaN and Infinity are refused.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -17,7 +19,13 @@ from pydantic import (
     StringConstraints,
 )
 
-from spectral.tasks.state import EventType, Status
+from spectral.tasks.state import (
+    EXTERNAL_ID_PATTERN,
+    MAX_TAGS,
+    TAG_PATTERN,
+    EventType,
+    Status,
+)
 
 #: Items per batchUpdateProgress call at most (docs/api.md, "Limits").
 MAX_BATCH = 1_000
@@ -39,6 +47,54 @@ TaskId = Annotated[
 Progress = Annotated[float, Field(ge=0, le=100, description="0 to 100 inclusive")]
 Metadata = Annotated[dict[str, Any], Field(description="a JSON object, at most 64 KiB")]
 PositiveSeconds = Annotated[float, Field(gt=0, le=10 * 365 * 86400)]
+Tag = Annotated[str, StringConstraints(pattern=TAG_PATTERN)]
+Tags = Annotated[
+    list[Tag],
+    Field(max_length=MAX_TAGS, description="up to 16 tags of 1-64 A-Z a-z 0-9 . _ : -"),
+]
+ExternalId = Annotated[
+    str,
+    StringConstraints(pattern=EXTERNAL_ID_PATTERN),
+    Field(description="1-255 printable characters (no control character), unique per owner"),
+]
+#: ISO-8601 timestamps as listing filters take them (no offset: UTC).
+TIMESTAMP_PATTERN = (
+    r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt ]([01][0-9]|2[0-3])"
+    r":[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?$"
+)
+_TIMESTAMP = re.compile(TIMESTAMP_PATTERN)
+
+
+def timestamp_seconds(value: str) -> float:
+    """Unix seconds of an ISO-8601 timestamp matching :data:`TIMESTAMP_PATTERN`.
+
+    A day past its month's end counts on (``02-30`` is March 1 or 2), so that every
+    value the pattern admits is a time.
+    """
+    if not _TIMESTAMP.match(value) or value.endswith("\n"):
+        raise ValueError("must be an ISO-8601 timestamp, e.g. 2026-12-01T21:45:00.000Z")
+    year, month, day = int(value[0:4]), int(value[5:7]), int(value[8:10])
+    hour, minute, second = int(value[11:13]), int(value[14:16]), int(value[17:19])
+    rest = value[19:]
+    fraction = 0.0
+    if rest.startswith("."):
+        digits = re.match(r"\.([0-9]+)", rest)
+        assert digits is not None
+        fraction = float("0." + digits.group(1))
+        rest = rest[digits.end() :]
+    offset = 0
+    if rest and rest not in ("Z", "z"):
+        sign = 1 if rest[0] == "+" else -1
+        offset = sign * (int(rest[1:3]) * 3600 + int(rest[4:6]) * 60)
+    start = datetime(year, month, 1, tzinfo=UTC) + timedelta(days=day - 1)
+    return start.timestamp() + hour * 3600 + minute * 60 + second + fraction - offset
+
+
+Timestamp = Annotated[
+    str,
+    StringConstraints(pattern=TIMESTAMP_PATTERN),
+    Field(description="ISO-8601, e.g. 2026-12-01T21:45:00.000Z (no offset: UTC)"),
+]
 
 
 class Body(BaseModel):
@@ -62,6 +118,8 @@ class CreateTask(Body):
     metadata: Metadata | None = None
     timeout_seconds: PositiveSeconds | None = Field(None, alias="timeoutSeconds")
     ttl_seconds: PositiveSeconds | None = Field(None, alias="ttlSeconds")
+    tags: Tags | None = None
+    external_id: ExternalId | None = Field(None, alias="externalId")
 
 
 class UpdateProgress(Body):
@@ -158,6 +216,19 @@ class ListQuery(Query):
     status: Status | None = None
     owner: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
     q: Annotated[str, StringConstraints(max_length=128)] | None = None
+    tag: Tags = []
+    created_after: Timestamp | None = Field(None, alias="createdAfter")
+    created_before: Timestamp | None = Field(None, alias="createdBefore")
+
+    #: Query names that may repeat (every value is taken, as a list).
+    repeated: ClassVar[tuple[str, ...]] = ("tag",)
+
+
+class ExternalIdQuery(Query):
+    """``GET /tasks/by-external-id/{externalId}`` (``owner``: admins)."""
+
+    external_id: ExternalId = Field(alias="externalId")
+    owner: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
 
 
 class WatchQuery(Query):
@@ -183,6 +254,7 @@ __all__ = [
     "CreateTask",
     "EventType",
     "EventsQuery",
+    "ExternalIdQuery",
     "Fail",
     "HistoryQuery",
     "ListQuery",

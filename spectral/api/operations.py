@@ -40,7 +40,7 @@ ERROR_TEXT = {
     403: "the key's role may not do this",
     404: "unknown (or another owner's) object",
     405: "this method is not supported here",
-    409: "state conflict (`TASK_TERMINAL`, `TASK_EXISTS`)",
+    409: "state conflict (`TASK_TERMINAL`, `TASK_EXISTS`, `EXTERNAL_ID_EXISTS`)",
     413: "request body over 1 MiB (the connection is closed)",
     415: "the body is not `application/json`",
     422: "`IDEMPOTENCY_KEY_REUSED`: the key was used with another body",
@@ -93,6 +93,13 @@ ROOM_ID = path_parameter(
     "user_{owner}, request_{id}, or 1-128 characters of A-Z a-z 0-9 . _ : -",
     models.ID_PATTERN,
 )
+#: The document's rule is narrower than the model's: no leading dot or slash, so that a
+#: generated "." or ".." (which HTTP clients resolve as dot segments) is never sent raw.
+EXTERNAL_ID = path_parameter(
+    "externalId",
+    "the task's external id as one percent-encoded segment (`/` as `%2F`, `.` as `%2E`)",
+    r"^[^./\x00-\x1f\x7f-\x9f\u2028\u2029][^\x00-\x1f\x7f-\x9f\u2028\u2029]{0,254}$",
+)
 WEBHOOK_ID = path_parameter("id", "the webhook's id")
 KEY_ID = path_parameter("id", "the key's id (16 hex digits)")
 DELIVERY_ID = {"name": "deliveryId", "in": "path", "required": True,
@@ -123,6 +130,8 @@ class Rest:
     tag: str | None = None
     #: An empty body counts as ``{}`` (the original's procedure form) instead of a 400.
     empty_is_object: bool = False
+    #: A ``%2F`` in the path stays inside its segment (a parameter may hold a slash).
+    encoded_slash: bool = False
 
 
 @dataclass(frozen=True)
@@ -223,7 +232,8 @@ def _tasks() -> list[Operation]:
             rpc=Rpc("create", schemas.RpcCreated, rpc.NO_DATES, adapt=rpc.created),
             answer_text="created", status=201, mutating=True,
             errors=(400, *AUTH, 409, 413, 422, 503), links=CREATE_LINKS,
-            description="`id` or `taskId`; an id any owner uses is 409 `TASK_EXISTS`.",
+            description="`id` or `taskId`; an id any owner uses is 409 `TASK_EXISTS`; an "
+            "`externalId` another task of the owner has is 409 `EXTERNAL_ID_EXISTS`.",
         ),
         *(
             Operation(
@@ -249,7 +259,18 @@ def _tasks() -> list[Operation]:
             "list", "tasks", "Page through tasks, newest first", procedures.list_tasks,
             models.ListQuery, schemas.TaskPage,
             rest=(Rest("GET", "/tasks", "tasks.list", source="query"),), errors=(400, *AUTH),
-            description="`q` is an id prefix; `owner` narrows (admins).",
+            description="`q` is an id prefix; `owner` narrows (admins); `tag` (repeatable: "
+            "all must match); `createdAfter` < createdAt < `createdBefore`.",
+        ),
+        Operation(
+            "byExternalId", "tasks", "The task with an external id",
+            procedures.get_by_external_id, models.ExternalIdQuery, schemas.Task,
+            rest=(Rest("GET", "/tasks/by-external-id/{externalId}", "tasks.byExternalId",
+                       source="query", encoded_slash=True),),
+            errors=(400, *AUTH, 404, 503), parameters=(EXTERNAL_ID,),
+            description="The caller's owner's task; admins: any owner's, `owner` narrows "
+            "(400 naming `owner` if several owners have one with this external id). "
+            "Percent-encode the id as one segment (`/` as `%2F`, `.` as `%2E`).",
         ),
         Operation(
             "get", "tasks", "One task", procedures.get_task, models.TaskRef, schemas.Task,

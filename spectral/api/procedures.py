@@ -20,8 +20,10 @@ from spectral.api.call import Call, Result
 from spectral.api.context import require_write
 from spectral.api.failures import TASK_ERRORS, state_error, task_error, validation_error
 from spectral.errors import ApiError
+from spectral.tasks import index as task_index
 from spectral.tasks import state as sm
 from spectral.tasks.actor import KIND, Mutate, MutateEach, Mutation, Read, ReadHistory, Remove
+from spectral.tasks.index import ExternalIdExistsError
 from spectral.wire import event_json
 
 
@@ -63,10 +65,39 @@ async def create(call: Call, body: models.CreateTask) -> Result:
         metadata=body.metadata or {},
         timeout_seconds=body.timeout_seconds,
         ttl_seconds=body.ttl_seconds,
+        tags=tuple(body.tags or ()),
+        external_id=body.external_id,
     )
-    result: Mutation = await call_task(call, body.task_id, mutate(command, call), create=True)
+    if body.external_id is None:
+        result: Mutation = await call_task(call, body.task_id, mutate(command, call), create=True)
+    else:
+        result = await _create_with_external_id(call, command, body.external_id)
     payload = {"success": True, "taskId": body.task_id, "task": result.task}
     return Result(payload, replayed_at=result.replayed_at)
+
+
+async def _create_with_external_id(call: Call, command: sm.Create, external_id: str) -> Mutation:
+    """Create after reserving the external id (unique per owner; spectral/tasks/index.py).
+
+    The reservation is a synchronous check-and-insert in the registry, so of concurrent
+    creates with one external id exactly one gets past it; the others are 409.
+    """
+    ids = call.state.external_ids
+    assert ids is not None, "the server sets external_ids"
+    owner, task_id = command.owner, command.task_id
+    try:
+        reserved = ids.reserve(owner, external_id, task_id)
+    except ExternalIdExistsError:
+        raise ApiError(
+            409,
+            "EXTERNAL_ID_EXISTS",
+            f"externalId: {external_id!r} is already used by another task of this owner",
+        ) from None
+    try:
+        result: Mutation = await call_task(call, task_id, mutate(command, call), create=True)
+    finally:
+        ids.done(owner, external_id, task_id, reserved=reserved)
+    return result
 
 
 async def update_progress(call: Call, body: models.UpdateProgress) -> Result:
@@ -187,22 +218,85 @@ async def list_tasks(call: Call, query: models.ListQuery) -> dict[str, Any]:
         owner = "\x00no-such-owner"  # asking for another owner's tasks finds nothing
     else:
         owner = who.owner
-    page = call.state.router.registry.list(
-        KIND,
-        owner=owner,
-        status=None if query.status is None else query.status.value,
-        id_prefix=query.q or None,
-        limit=query.limit,
-        offset=(query.page - 1) * query.limit,
-    )
-    tasks = [row.summary for row in page.rows]
+    status = None if query.status is None else query.status.value
+    offset = (query.page - 1) * query.limit
+    registry = call.state.router.registry
+    if query.tag or query.created_after is not None or query.created_before is not None:
+        found = task_index.list_tasks(
+            registry.conn,
+            owner=owner,
+            status=status,
+            id_prefix=query.q or None,
+            tags=list(dict.fromkeys(query.tag)),
+            created_after=_lower_bound(query.created_after),
+            created_before=_upper_bound(query.created_before),
+            limit=query.limit,
+            offset=offset,
+        )
+        tasks, total = found.summaries, found.total
+    else:
+        page = registry.list(
+            KIND, owner=owner, status=status, id_prefix=query.q or None,
+            limit=query.limit, offset=offset,
+        )  # fmt: skip
+        tasks = [row.summary for row in page.rows]
+        total = page.total
+    for task in tasks:  # summaries written before tags existed
+        task.setdefault("tags", [])
+        task.setdefault("externalId", None)
     return {
         "tasks": tasks,
         "count": len(tasks),
         "pagination": {
-            "total": page.total,
+            "total": total,
             "page": query.page,
             "limit": query.limit,
-            "pages": math.ceil(page.total / query.limit),
+            "pages": math.ceil(total / query.limit),
         },
     }
+
+
+def _lower_bound(timestamp: str | None) -> float | None:
+    """The least created_at a task created after ``timestamp`` has.
+
+    Compared as clients see createdAt, in whole milliseconds (truncated): a task whose
+    createdAt is exactly ``timestamp`` is not after it, though its clock time is a
+    fraction of a millisecond later.
+    """
+    if timestamp is None:
+        return None
+    millis = round(models.timestamp_seconds(timestamp) * 1000, 3)
+    return (math.floor(millis) + 1) / 1000
+
+
+def _upper_bound(timestamp: str | None) -> float | None:
+    """The created_at every task created before ``timestamp`` is below (milliseconds)."""
+    if timestamp is None:
+        return None
+    millis = round(models.timestamp_seconds(timestamp) * 1000, 3)
+    return math.ceil(millis) / 1000
+
+
+async def get_by_external_id(call: Call, query: models.ExternalIdQuery) -> dict[str, Any]:
+    """The caller's task with this external id (admins: any owner's; ``owner`` narrows)."""
+    who = call.who
+    ids = call.state.external_ids
+    assert ids is not None, "the server sets external_ids"
+    if who.is_admin:
+        found = ids.find(query.external_id, query.owner)
+        if len(found) > 1:
+            raise ApiError(
+                400,
+                "VALIDATION_ERROR",
+                "owner: several owners have a task with this externalId; name one",
+                details=[{"field": "owner", "message": "required when several owners match"}],
+            )
+    elif query.owner is not None and query.owner != who.owner:
+        found = []
+    else:
+        found = ids.find(query.external_id, who.owner)
+    if not found:
+        raise ApiError(404, "TASK_NOT_FOUND", "no task with this externalId")
+    _, task_id = found[0]
+    task: dict[str, Any] = await call_task(call, task_id, Read(who.owner_filter))
+    return task

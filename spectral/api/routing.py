@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 from spectral.api.operations import Operation, Rest
 
@@ -73,8 +74,13 @@ class Routes:
             segments = tuple(rest.path.split("/"))
             self._patterns.append(_Pattern(segments, rest.method, operation, rest))
 
-    def match(self, method: str, path: str) -> Match:
-        """The route of ``method path`` (static routes win over parameterised ones)."""
+    def match(self, method: str, path: str, raw_path: str | None = None) -> Match:
+        """The route of ``method path`` (static routes win over parameterised ones).
+
+        ``raw_path`` (as sent): for a route that says so (``Rest.encoded_slash``), an
+        encoded slash (``%2F``) stays inside its segment, so that its parameter may
+        hold one (an external id); every other route splits the decoded ``path``.
+        """
         match = Match()
         methods = self._static.get(path)
         if methods is not None:
@@ -85,8 +91,11 @@ class Routes:
             match.allowed.update(methods)
             match.public = any(o.access == "public" for o, _ in methods.values())
         parts = path.split("/")
+        raw_parts = parts
+        if raw_path is not None and ("%2F" in raw_path or "%2f" in raw_path):
+            raw_parts = [unquote(part) for part in raw_path.split("/")]
         for pattern in self._patterns:
-            params = pattern.params(parts)
+            params = pattern.params(raw_parts if pattern.rest.encoded_slash else parts)
             if params is None:
                 continue
             if pattern.method == method and match.operation is None:

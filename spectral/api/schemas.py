@@ -53,6 +53,14 @@ class Task(Answer):
     canceled_at: Timestamp | None = Field(alias="canceledAt")
     timeout_seconds: float | None = Field(alias="timeoutSeconds")
     ttl_seconds: float | None = Field(alias="ttlSeconds")
+    # Defaults only so that the SDK reads a server from before tags: this server always
+    # sends both.
+    tags: list[str] = Field(
+        default_factory=list, description="set at creation, never changed; [] when none"
+    )
+    external_id: str | None = Field(
+        None, alias="externalId", description="the caller's own id for the task, unique per owner"
+    )
 
 
 class Event(Answer):

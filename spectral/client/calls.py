@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
@@ -60,6 +61,7 @@ OPERATIONS: dict[str, str] = {
     "batch_update_progress": "batchUpdateProgress",
     "list_tasks": "list",
     "get_task": "get",
+    "get_task_by_external_id": "byExternalId",
     "history": "history",
     "delete_task": "delete",
     "broadcast": "broadcast",
@@ -101,6 +103,14 @@ def _task(body: Any) -> schemas.Task:
     return schemas.Task.model_validate(body["task"])
 
 
+def _timestamp(value: str | datetime | None) -> str | None:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("a naive datetime is ambiguous: give it a tzinfo")
+        return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return value
+
+
 def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
 
@@ -121,8 +131,14 @@ def create_task(
     metadata: Mapping[str, Any] | None = None,
     timeout_seconds: float | None = None,
     ttl_seconds: float | None = None,
+    tags: Sequence[str] | None = None,
+    external_id: str | None = None,
 ) -> Call[schemas.Task]:
-    """``POST /tasks/create``; answers the new task."""
+    """``POST /tasks/create``; answers the new task.
+
+    ``tags``: up to 16, fixed at creation; ``external_id``: your own id for the task,
+    unique per owner (a second one is 409 ``EXTERNAL_ID_EXISTS``).
+    """
     body = _drop_none(
         {
             "taskId": task_id or new_task_id(),
@@ -131,6 +147,8 @@ def create_task(
             "metadata": None if metadata is None else dict(metadata),
             "timeoutSeconds": timeout_seconds,
             "ttlSeconds": ttl_seconds,
+            "tags": None if tags is None else list(tags),
+            "externalId": external_id,
         }
     )
     return Call("POST", "/tasks/create", body, mutating=True, read=_task)
@@ -217,6 +235,20 @@ def get_task(task_id: str) -> Call[schemas.Task]:
     return Call("GET", f"/tasks/{_segment(task_id)}", read=schemas.Task.model_validate)
 
 
+def get_task_by_external_id(external_id: str, owner: str | None = None) -> Call[schemas.Task]:
+    """``GET /tasks/by-external-id/{externalId}`` (``owner``: admins, when several match).
+
+    The id is one percent-encoded segment, its dots too (``..`` is not a dot segment).
+    """
+    segment = _segment(external_id).replace(".", "%2E")
+    return Call(
+        "GET",
+        f"/tasks/by-external-id/{segment}",
+        params=_drop_none({"owner": owner}),
+        read=schemas.Task.model_validate,
+    )
+
+
 def history(
     task_id: str, after: int | None = None, limit: int | None = None
 ) -> Call[schemas.HistoryPage]:
@@ -236,9 +268,28 @@ def list_tasks(
     owner: str | None = None,
     page: int = 1,
     limit: int = 20,
+    tag: str | Sequence[str] | None = None,
+    created_after: str | datetime | None = None,
+    created_before: str | datetime | None = None,
 ) -> Call[schemas.TaskPage]:
-    """``GET /tasks``: a page of tasks, newest first."""
-    params = _drop_none({"status": status, "q": q, "owner": owner, "page": page, "limit": limit})
+    """``GET /tasks``: a page of tasks, newest first.
+
+    ``tag``: one or several (a task must have every one); ``created_after`` and
+    ``created_before``: ISO-8601 strings or aware datetimes, both bounds excluded.
+    """
+    tags = [tag] if isinstance(tag, str) else None if tag is None else list(tag)
+    params = _drop_none(
+        {
+            "status": status,
+            "q": q,
+            "owner": owner,
+            "page": page,
+            "limit": limit,
+            "tag": tags or None,
+            "createdAfter": _timestamp(created_after),
+            "createdBefore": _timestamp(created_before),
+        }
+    )
     return Call("GET", "/tasks", params=params, read=schemas.TaskPage.model_validate)
 
 

@@ -223,6 +223,7 @@ class _Operations:
 
     create_task = _Operation(calls.create_task)
     get_task = _Operation(calls.get_task)
+    get_task_by_external_id = _Operation(calls.get_task_by_external_id)
     update_progress = _Operation(calls.update_progress)
     add_event = _Operation(calls.add_event)
     complete = _Operation(calls.complete)

@@ -85,7 +85,14 @@ def json_object(text: str, flag: str) -> dict[str, Any]:
 def tasks_list(client: Client, args: argparse.Namespace) -> int:
     """``spectral tasks list``: one page of tasks, newest first."""
     page = client.list_tasks(
-        status=args.status, q=args.q, owner=args.owner, page=args.page, limit=args.limit
+        status=args.status,
+        q=args.q,
+        owner=args.owner,
+        page=args.page,
+        limit=args.limit,
+        tag=args.tag or None,
+        created_after=args.created_after,
+        created_before=args.created_before,
     )
     if args.json:
         render.json_out(page)
@@ -110,6 +117,8 @@ def tasks_create(client: Client, args: argparse.Namespace) -> int:
         metadata=metadata,
         timeout_seconds=args.timeout_seconds,
         ttl_seconds=args.ttl_seconds,
+        tags=args.tag or None,
+        external_id=args.external_id,
     )
     render.task(task, args.json)
     return OK
@@ -273,6 +282,16 @@ def add_commands(commands: Any) -> None:
     listing.add_argument("--owner", help="one owner's tasks (admins)")
     listing.add_argument("--page", type=int, default=1)
     listing.add_argument("--limit", type=int, default=20, help="tasks per page (default 20)")
+    listing.add_argument(
+        "--tag",
+        action="append",
+        metavar="TAG",
+        help="tasks with this tag (repeatable: all of them)",
+    )
+    listing.add_argument(
+        "--created-after", metavar="ISO", help="created after, e.g. 2026-12-01T00:00:00Z"
+    )
+    listing.add_argument("--created-before", metavar="ISO", help="created before this time")
     command(group, "get", tasks_get, "show one task").add_argument("task_id", metavar="ID")
     create = command(group, "create", tasks_create, "create a task (an id is generated if none)")
     create.add_argument("task_id", metavar="ID", nargs="?")
@@ -281,6 +300,8 @@ def add_commands(commands: Any) -> None:
     create.add_argument("--progress", type=float)
     create.add_argument("--timeout-seconds", type=float, help="fail it if not finished by then")
     create.add_argument("--ttl-seconds", type=float, help="delete it this long after it ends")
+    create.add_argument("--tag", action="append", metavar="TAG", help="a tag (repeatable)")
+    create.add_argument("--external-id", metavar="ID", help="your own id for it, unique per owner")
     update = command(group, "update", tasks_update, "report progress (0-100)")
     update.add_argument("task_id", metavar="ID")
     update.add_argument("progress", metavar="PROGRESS", type=float)

@@ -122,6 +122,10 @@ def task(value: Any, as_json: bool) -> None:
     table.add_row("progress", percent(value.progress))
     table.add_row("owner", value.owner)
     table.add_row("seq", str(value.seq))
+    if value.tags:
+        table.add_row("tags", ", ".join(value.tags))
+    if value.external_id is not None:
+        table.add_row("external id", value.external_id)
     for label, stamp in (
         ("created", value.created_at),
         ("updated", value.updated_at),

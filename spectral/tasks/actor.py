@@ -89,6 +89,15 @@ MIGRATIONS = (
         CREATE INDEX idempotency_by_age ON idempotency (created_at);
         """,
     ),
+    # Tags (a JSON array) and the external id, set at creation and never changed. A file
+    # made before this migration gets NULLs: a task without tags or external id.
+    Migration(
+        3,
+        """
+        ALTER TABLE task ADD COLUMN tags TEXT;
+        ALTER TABLE task ADD COLUMN external_id TEXT;
+        """,
+    ),
 )
 #: How long an idempotency record is kept in the task's file (docs/api.md, "Idempotency").
 IDEMPOTENCY_SECONDS = 24 * 3600
@@ -248,8 +257,10 @@ class Task(Actor):
 
     def load(self) -> None:
         """Read the state and the last events from the file."""
-        row = self.db.execute("SELECT state, metadata FROM task WHERE id = 1").fetchone()
-        self.state = None if row is None else _state_from_row(row[0], row[1])
+        row = self.db.execute(
+            "SELECT state, metadata, tags, external_id FROM task WHERE id = 1"
+        ).fetchone()
+        self.state = None if row is None else _state_from_row(*row)
         rows = self.db.execute(
             f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY seq DESC LIMIT ?",
             (min(LATEST, self.history_cap),),
@@ -401,6 +412,7 @@ class Task(Actor):
             record["status"] = new.status.value
         if previous is None:
             record["owner"] = new.owner
+            record["created_at"] = new.created_at  # listings filter by the task's createdAt
         self.update_record(**record)
 
     def _notify(
@@ -492,8 +504,13 @@ class Task(Actor):
         db = self.db
         if self.state is None:
             db.execute(
-                "INSERT INTO task (id, state, metadata) VALUES (1, ?, ?)",
-                (_state_row(state), _json(state.metadata)),
+                "INSERT INTO task (id, state, metadata, tags, external_id) VALUES (1, ?, ?, ?, ?)",
+                (
+                    _state_row(state),
+                    _json(state.metadata),
+                    _json(list(state.tags)),
+                    state.external_id,
+                ),
             )
         elif metadata_changed:
             db.execute(
@@ -612,10 +629,18 @@ def _state_row(state: TaskState) -> str:
     return _json([getattr(state, name) for name in _STATE_FIELDS])
 
 
-def _state_from_row(state_text: str, metadata_text: str) -> TaskState:
+def _state_from_row(
+    state_text: str,
+    metadata_text: str,
+    tags_text: str | None = None,
+    external_id: str | None = None,
+) -> TaskState:
     values = dict(zip(_STATE_FIELDS, json.loads(state_text), strict=True))
     values["status"] = Status(values["status"])
-    return TaskState(metadata=json.loads(metadata_text), **values)
+    tags = () if tags_text is None else tuple(json.loads(tags_text))
+    return TaskState(
+        metadata=json.loads(metadata_text), tags=tags, external_id=external_id, **values
+    )
 
 
 def _event_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Event:

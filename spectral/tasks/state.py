@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -38,6 +39,16 @@ T = TypeVar("T")
 
 #: Largest serialized task metadata (docs/api.md, "Tasks").
 MAX_METADATA_BYTES = 64 * 1024
+#: Tags per task at most, and the rule each tag meets (docs/api.md, "Tasks").
+MAX_TAGS = 16
+TAG_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+#: Longest external id, and its rule: printable characters, i.e. no control character
+#: (C0, DEL, C1), line or paragraph separator (nor a lone surrogate, which JSON
+#: parsing never yields).
+MAX_EXTERNAL_ID = 255
+EXTERNAL_ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]{1,255}$"
+_TAG = re.compile(TAG_PATTERN)
+_EXTERNAL_ID = re.compile(EXTERNAL_ID_PATTERN)
 
 
 class Status(StrEnum):
@@ -130,6 +141,10 @@ class TaskState:
     canceled_at: float | None = None
     timeout_seconds: float | None = None
     ttl_seconds: float | None = None
+    #: Labels set at creation, never changed (docs/api.md, "Tasks").
+    tags: tuple[str, ...] = ()
+    #: The caller's own id for the task, unique per owner, set at creation.
+    external_id: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -180,6 +195,8 @@ class Create:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     timeout_seconds: float | None = None
     ttl_seconds: float | None = None
+    tags: Sequence[str] = ()
+    external_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -338,6 +355,8 @@ def _create(command: Create, now: float) -> tuple[TaskState, Event]:
         value = getattr(command, name)
         if value is not None and not (math.isfinite(value) and value > 0):
             raise InvalidCommandError(_camel(name), "must be a positive number")
+    tags = check_tags(command.tags)
+    external_id = check_external_id(command.external_id)
     state = TaskState(
         task_id=command.task_id,
         owner=command.owner,
@@ -352,6 +371,8 @@ def _create(command: Create, now: float) -> tuple[TaskState, Event]:
         started_at=now if command.status is Status.IN_PROGRESS else None,
         timeout_seconds=command.timeout_seconds,
         ttl_seconds=command.ttl_seconds,
+        tags=tags,
+        external_id=external_id,
     )
     return state, _event(1, EventType.CREATED, "Task created", progress, metadata or None, now)
 
@@ -399,6 +420,30 @@ def _merge(current: Mapping[str, Any], extra: Mapping[str, Any] | None) -> Mappi
     if not extra:
         return current
     return _check_metadata({**current, **extra})
+
+
+def check_tags(tags: Sequence[str]) -> tuple[str, ...]:
+    """The tags, duplicates removed (first occurrence kept); raises on a bad one."""
+    if isinstance(tags, str):
+        raise InvalidCommandError("tags", "must be a list of strings")
+    unique = tuple(dict.fromkeys(tags))
+    for index, tag in enumerate(unique):
+        if not isinstance(tag, str) or not _TAG.match(tag) or tag.endswith("\n"):
+            raise InvalidCommandError(f"tags.{index}", "must be 1-64 of A-Z a-z 0-9 . _ : -")
+    if len(unique) > MAX_TAGS:
+        raise InvalidCommandError("tags", f"at most {MAX_TAGS} tags")
+    return unique
+
+
+def check_external_id(value: str | None) -> str | None:
+    """The external id, or None; raises unless 1-255 printable characters."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_EXTERNAL_ID:
+        raise InvalidCommandError("externalId", f"must be 1-{MAX_EXTERNAL_ID} characters")
+    if not _EXTERNAL_ID.match(value) or any("\ud800" <= c <= "\udfff" for c in value):
+        raise InvalidCommandError("externalId", "must be printable characters")
+    return value
 
 
 def _check_progress(value: float) -> float:

@@ -1,0 +1,343 @@
+"""The tasks' own tables in the registry: tags and external ids, for listing and lookups.
+
+Theory of operation
+-------------------
+The registry's ``objects`` table keeps one row per task with its summary (the task's
+JSON, ``tags`` and ``externalId`` included). Two tables of this stream index what
+that summary holds, kept in step by triggers on ``objects`` in the same
+transaction as the row, so they are exactly as current as the listing itself and
+a registry rebuilt from the files (storage/reconcile.py) rebuilds them too:
+
+- ``task_tags(owner, tag, created_at, id, status)``: one row per tag of a task;
+  its primary key serves ``?tag=`` for one owner, newest first, with a created_at
+  range, and ``task_tags_by_tag`` the same for an admin across owners. The status
+  is copied so that ``?status=`` needs no lookup of the object row (tags never
+  change; a status change rewrites the task's few tag rows).
+- ``task_external_ids(owner, external_id, task_id)``: the unique index that makes
+  an external id unique per owner. A create with an external id reserves it here
+  *before* the task exists (:class:`ExternalIds`): a synchronous check-and-insert
+  on the registry connection, which no other create can interleave with (one trio
+  thread), and which the loser of a race sees. A reservation whose task does not
+  hold that external id (its create failed, the server died before it ran, the task
+  was deleted) is stale and is taken over.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from storage import Migration
+
+STREAM = "spectral.tasks"
+KIND = "task"
+
+MIGRATIONS = (
+    Migration(
+        1,
+        """
+        CREATE TABLE task_tags (
+            owner TEXT NOT NULL,
+            tag TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            id TEXT NOT NULL,
+            status TEXT,
+            PRIMARY KEY (owner, tag, created_at, id)
+        ) WITHOUT ROWID;
+        CREATE INDEX task_tags_by_tag ON task_tags (tag, created_at, id, status);
+        CREATE TABLE task_external_ids (
+            owner TEXT NOT NULL,
+            external_id TEXT NOT NULL,
+            task_id TEXT NOT NULL,
+            PRIMARY KEY (owner, external_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX task_external_ids_by_id ON task_external_ids (external_id);
+        INSERT OR IGNORE INTO task_tags (owner, tag, created_at, id, status)
+            SELECT coalesce(o.owner, ''), t.value, o.created_at, o.id, o.status
+            FROM objects o, json_each(o.summary, '$.tags') t
+            WHERE o.kind = 'task' AND o.summary IS NOT NULL;
+        INSERT OR IGNORE INTO task_external_ids (owner, external_id, task_id)
+            SELECT coalesce(owner, ''), json_extract(summary, '$.externalId'), id
+            FROM objects WHERE kind = 'task' AND summary IS NOT NULL
+            AND json_extract(summary, '$.externalId') IS NOT NULL;
+        CREATE TRIGGER task_index_insert AFTER INSERT ON objects
+            WHEN new.kind = 'task' AND new.summary IS NOT NULL
+        BEGIN
+            INSERT INTO task_tags (owner, tag, created_at, id, status)
+                SELECT DISTINCT coalesce(new.owner, ''), value, new.created_at, new.id, new.status
+                FROM json_each(new.summary, '$.tags') WHERE NOT EXISTS (
+                    SELECT 1 FROM task_tags WHERE owner = coalesce(new.owner, '') AND tag = value
+                    AND created_at = new.created_at AND id = new.id);
+            INSERT INTO task_external_ids (owner, external_id, task_id)
+                SELECT coalesce(new.owner, ''), json_extract(new.summary, '$.externalId'), new.id
+                WHERE json_extract(new.summary, '$.externalId') IS NOT NULL AND NOT EXISTS (
+                    SELECT 1 FROM task_external_ids WHERE owner = coalesce(new.owner, '')
+                    AND external_id = json_extract(new.summary, '$.externalId'));
+        END;
+        CREATE TRIGGER task_index_delete AFTER DELETE ON objects
+            WHEN old.kind = 'task' AND old.summary IS NOT NULL
+        BEGIN
+            DELETE FROM task_tags WHERE owner = coalesce(old.owner, '')
+                AND tag IN (SELECT value FROM json_each(old.summary, '$.tags'))
+                AND created_at = old.created_at AND id = old.id;
+            DELETE FROM task_external_ids WHERE owner = coalesce(old.owner, '')
+                AND external_id = json_extract(old.summary, '$.externalId')
+                AND task_id = old.id;
+        END;
+        CREATE TRIGGER task_index_update AFTER UPDATE ON objects
+            WHEN new.kind = 'task' AND (old.status IS NOT new.status
+                OR old.owner IS NOT new.owner OR old.created_at IS NOT new.created_at
+                OR (old.summary IS NULL) IS NOT (new.summary IS NULL))
+        BEGIN
+            DELETE FROM task_tags WHERE owner = coalesce(old.owner, '')
+                AND tag IN (SELECT value FROM json_each(old.summary, '$.tags'))
+                AND created_at = old.created_at AND id = old.id;
+            INSERT INTO task_tags (owner, tag, created_at, id, status)
+                SELECT DISTINCT coalesce(new.owner, ''), value, new.created_at, new.id, new.status
+                FROM json_each(new.summary, '$.tags') WHERE NOT EXISTS (
+                    SELECT 1 FROM task_tags WHERE owner = coalesce(new.owner, '') AND tag = value
+                    AND created_at = new.created_at AND id = new.id);
+            INSERT INTO task_external_ids (owner, external_id, task_id)
+                SELECT coalesce(new.owner, ''), json_extract(new.summary, '$.externalId'), new.id
+                WHERE json_extract(new.summary, '$.externalId') IS NOT NULL AND NOT EXISTS (
+                    SELECT 1 FROM task_external_ids WHERE owner = coalesce(new.owner, '')
+                    AND external_id = json_extract(new.summary, '$.externalId'));
+        END;
+        """,
+    ),
+    # Per-(owner, tag, status) counts, kept by triggers as storage keeps object_counts:
+    # the total of a one-tag listing is a lookup, and a listing with several tags is
+    # driven by the rarest.
+    Migration(
+        2,
+        """
+        CREATE TABLE task_tag_counts (
+            tag TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            status TEXT NOT NULL,
+            n INTEGER NOT NULL,
+            PRIMARY KEY (tag, owner, status)
+        ) WITHOUT ROWID;
+        INSERT INTO task_tag_counts (tag, owner, status, n)
+            SELECT tag, owner, coalesce(status, ''), count(*) FROM task_tags GROUP BY 1, 2, 3;
+        CREATE TRIGGER task_tags_counted_insert AFTER INSERT ON task_tags BEGIN
+            INSERT INTO task_tag_counts (tag, owner, status, n)
+                VALUES (new.tag, new.owner, coalesce(new.status, ''), 1)
+                ON CONFLICT (tag, owner, status) DO UPDATE SET n = n + 1;
+        END;
+        CREATE TRIGGER task_tags_counted_delete AFTER DELETE ON task_tags BEGIN
+            UPDATE task_tag_counts SET n = n - 1
+                WHERE tag = old.tag AND owner = old.owner AND status = coalesce(old.status, '');
+        END;
+        """,
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPage:
+    """One page of task summaries, newest first, and the total that matched."""
+
+    summaries: list[dict[str, Any]]
+    total: int
+
+
+#: A range's matches are counted up to this many; past it, the total is the filter's
+#: kept count minus what lies outside the range (whichever side is smaller is cheap).
+COUNT_CAP = 5_000
+
+
+def list_tasks(
+    conn: sqlite3.Connection,
+    *,
+    owner: str | None,
+    status: str | None,
+    id_prefix: str | None,
+    tags: Sequence[str],
+    created_after: float | None,
+    created_before: float | None,
+    limit: int,
+    offset: int,
+) -> TaskPage:
+    """A page of tasks with tags and/or a creation-time range (newest first).
+
+    ``created_after <= created_at < created_before`` (the caller turns the request's
+    bounds, which exclude, into these).
+
+    With tags, the rarest tag's rows drive (an index range in created_at order; the
+    per-tag counts say which is rarest) and every other tag is a primary-key probe;
+    without, the ``objects`` indexes do. The total comes from the kept counts when
+    there is no range and no prefix (one tag, or none); with a range, it is counted
+    up to :data:`COUNT_CAP` and past that taken as the kept count minus the tasks
+    outside the range.
+    """
+    if tags:
+        tags = sorted(tags, key=lambda tag: _tag_count(conn, tag, owner, status))
+        table, prefix = "task_tags t", "t."
+        base: list[tuple[str, list[Any]]] = [("t.tag = ?", [tags[0]])]
+        kept = _tag_count(conn, tags[0], owner, status) if len(tags) == 1 else None
+    else:
+        table, prefix = "objects t", "t."
+        base = [("t.kind = 'task'", [])]
+        kept = _object_count(conn, owner, status)
+    if owner is not None:
+        base.append((f"{prefix}owner = ?", [owner]))
+    if status is not None:
+        base.append((f"{prefix}status = ?", [status]))
+    if id_prefix:
+        base.append((f"{prefix}id >= ? AND {prefix}id < ?", [id_prefix, id_prefix + "\U0010ffff"]))
+        kept = None
+    for tag in tags[1:]:
+        base.append(
+            (
+                "EXISTS (SELECT 1 FROM task_tags x WHERE x.owner = t.owner AND x.tag = ?"
+                " AND x.created_at = t.created_at AND x.id = t.id)",
+                [tag],
+            )
+        )
+    ranged = list(base)
+    if created_after is not None:
+        ranged.append(("t.created_at >= ?", [created_after]))
+    if created_before is not None:
+        ranged.append(("t.created_at < ?", [created_before]))
+    clause, params = _where(ranged)
+    if kept is not None and len(ranged) == len(base):
+        total = kept
+    else:
+        total = _capped_count(conn, table, clause, params)
+        if total > COUNT_CAP and kept is not None:
+            outside = 0
+            for bound, value in (("<", created_after), (">=", created_before)):
+                if value is not None:
+                    where, values = _where([*base, (f"t.created_at {bound} ?", [value])])
+                    outside += conn.execute(
+                        f"SELECT count(*) FROM {table} WHERE {where}", values
+                    ).fetchone()[0]
+            total = kept - outside
+        elif total > COUNT_CAP:
+            total = conn.execute(f"SELECT count(*) FROM {table} WHERE {clause}", params).fetchone()[
+                0
+            ]
+    if tags:
+        sql = (
+            "SELECT o.summary FROM task_tags t"
+            " CROSS JOIN objects o ON o.kind = 'task' AND o.id = t.id"
+            f" WHERE {clause} ORDER BY t.created_at DESC, t.id DESC LIMIT ? OFFSET ?"
+        )
+    else:
+        sql = (
+            f"SELECT t.summary FROM objects t WHERE {clause}"
+            " ORDER BY t.created_at DESC, t.id DESC LIMIT ? OFFSET ?"
+        )
+    rows = conn.execute(sql, [*params, limit, offset]).fetchall()
+    return TaskPage([json.loads(r[0]) for r in rows if r[0] is not None], int(total))
+
+
+def _where(parts: list[tuple[str, list[Any]]]) -> tuple[str, list[Any]]:
+    return " AND ".join(sql for sql, _ in parts), [v for _, values in parts for v in values]
+
+
+def _capped_count(conn: sqlite3.Connection, table: str, clause: str, params: list[Any]) -> int:
+    """How many rows match, exactly up to COUNT_CAP; COUNT_CAP + 1 means more."""
+    sql = f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {clause} LIMIT ?)"
+    return int(conn.execute(sql, [*params, COUNT_CAP + 1]).fetchone()[0])
+
+
+def _tag_count(conn: sqlite3.Connection, tag: str, owner: str | None, status: str | None) -> int:
+    where, params = _where(
+        [("tag = ?", [tag])]
+        + ([("owner = ?", [owner])] if owner is not None else [])
+        + ([("status = ?", [status])] if status is not None else [])
+    )
+    sql = f"SELECT coalesce(sum(n), 0) FROM task_tag_counts WHERE {where}"
+    return int(conn.execute(sql, params).fetchone()[0])
+
+
+def _object_count(conn: sqlite3.Connection, owner: str | None, status: str | None) -> int:
+    where, params = _where(
+        [("kind = 'task'", [])]
+        + ([("owner = ?", [owner])] if owner is not None else [])
+        + ([("status = ?", [status])] if status is not None else [])
+    )
+    sql = f"SELECT coalesce(sum(n), 0) FROM object_counts WHERE {where}"
+    return int(conn.execute(sql, params).fetchone()[0])
+
+
+class ExternalIdExistsError(Exception):
+    """The owner already has a task with this external id."""
+
+
+class ExternalIds:
+    """Reservations of external ids, unique per owner (see the module docstring).
+
+    Args:
+        conn: the registry connection (migrated with :data:`MIGRATIONS`).
+        summary_of: the task's registry summary (staged or committed), or None.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, summary_of: Any) -> None:
+        self.conn = conn
+        self.summary_of = summary_of
+        #: (owner, external id) of creates under way in this process.
+        self.pending: set[tuple[str, str]] = set()
+
+    def _holds(self, owner: str, external_id: str, task_id: str) -> bool:
+        summary = self.summary_of(task_id)
+        return (
+            summary is not None
+            and summary.get("owner") == owner
+            and summary.get("externalId") == external_id
+        )
+
+    def reserve(self, owner: str, external_id: str, task_id: str) -> bool:
+        """Reserve ``external_id`` of ``owner`` for ``task_id``; synchronous (no await).
+
+        Returns:
+            True if a new reservation was written (release it if the create fails).
+
+        Raises:
+            ExternalIdExistsError: another live task (or a create under way) holds it.
+        """
+        key = (owner, external_id)
+        if key in self.pending:
+            raise ExternalIdExistsError(external_id)
+        row = self.conn.execute(
+            "SELECT task_id FROM task_external_ids WHERE owner = ? AND external_id = ?", key
+        ).fetchone()
+        if row is not None and self._holds(owner, external_id, row[0]):
+            if row[0] == task_id:
+                return False  # the same task: its create answers TASK_EXISTS (or a replay)
+            raise ExternalIdExistsError(external_id)
+        self.conn.execute(
+            "INSERT OR REPLACE INTO task_external_ids (owner, external_id, task_id)"
+            " VALUES (?, ?, ?)",
+            (owner, external_id, task_id),
+        )
+        self.pending.add(key)
+        return True
+
+    def done(self, owner: str, external_id: str, task_id: str, *, reserved: bool) -> None:
+        """The create is over: drop the reservation unless the task now holds it."""
+        self.pending.discard((owner, external_id))
+        if reserved and not self._holds(owner, external_id, task_id):
+            self.conn.execute(
+                "DELETE FROM task_external_ids WHERE owner = ? AND external_id = ? AND task_id = ?",
+                (owner, external_id, task_id),
+            )
+
+    def find(self, external_id: str, owner: str | None) -> list[tuple[str, str]]:
+        """(owner, task id) of the live tasks with this external id (of ``owner``, or any)."""
+        if owner is not None:
+            rows = self.conn.execute(
+                "SELECT owner, task_id FROM task_external_ids WHERE owner = ? AND external_id = ?",
+                (owner, external_id),
+            ).fetchall()
+        else:
+            rows = self.conn.execute(
+                "SELECT owner, task_id FROM task_external_ids WHERE external_id = ?",
+                (external_id,),
+            ).fetchall()
+        return [(o, t) for o, t in rows if self._holds(o, external_id, t)]
