@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import sqlite3
 
     from actors.host import ActorCell
+    from actors.messaging import Address
     from actors.sockets import SocketSet
 
 
@@ -65,6 +66,14 @@ class Actor:
 
     def alarm(self) -> None:
         """The alarm turn: runs once when the alarm set with :meth:`set_alarm` is due."""
+
+    def receive(self, sender: Address, message: Any) -> None:
+        """Apply a message another object sent with :meth:`send` (once, in a turn).
+
+        Same rules as :meth:`handle`; raising :class:`~actors.errors.Rejected` drops
+        the message (the sender is not told), any other exception retries it later.
+        """
+        raise NotImplementedError(f"{type(self).__name__} receives no messages")
 
     # -- what the runtime provides --------------------------------------------
 
@@ -124,6 +133,16 @@ class Actor:
         if unknown:
             raise TypeError(f"unknown record fields: {sorted(unknown)}")
         self._cell.effect(("record", fields, durable))
+
+    def send(self, kind: str, object_id: str, message: Any, *, key: str | None = None) -> None:
+        """Send a durable message to another object when this turn commits.
+
+        The message (JSON-serialisable) is written to this object's file with the
+        turn's changes and delivered at least once, in order, and applied once by the
+        target's :meth:`receive` (actors/messaging.py). With ``key``, it replaces this
+        object's undelivered message to the same target with the same key.
+        """
+        self._cell.send_message(kind, object_id, message, key)
 
     def after_commit(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` after this message's changes are committed (output gate)."""

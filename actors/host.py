@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from actors.config import RouterConfig
+    from actors.messaging import Outgoing
     from actors.sockets import SocketSet
     from storage import ObjectFile, ObjectRow
 
@@ -70,6 +71,10 @@ class CellHost(Protocol):
 
     def sockets_of(self, kind: str, object_id: str) -> SocketSet:
         """The object's socket set (kept by the host: it outlives the cell)."""
+        ...
+
+    def post_messages(self, sender: Key, messages: list[Outgoing]) -> None:
+        """Hand committed outbox rows to the courier (see actors/messaging.py)."""
         ...
 
     # -- supervision ------------------------------------------------------------------
@@ -129,6 +134,10 @@ class ActorCell(Protocol):
 
     def pending_alarm(self) -> float | None:
         """The alarm as of this point of the turn."""
+        ...
+
+    def send_message(self, kind: str, object_id: str, message: Any, key: str | None) -> None:
+        """Write a durable message to the outbox with the current message's changes."""
         ...
 
     def effect(self, item: tuple[Any, ...]) -> None:

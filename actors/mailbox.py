@@ -49,7 +49,8 @@ from actors.errors import (
     ObjectNotFoundError,
     Rejected,
 )
-from storage import ObjectFile, ObjectRow, StorageError, read_record, write_record
+from actors.messaging import Delivered, Incoming, Outgoing
+from storage import ObjectFile, ObjectRow, StorageError, read_record, wake_time, write_record
 
 if TYPE_CHECKING:
     from actors.actor import Actor
@@ -147,6 +148,12 @@ class Cell:
         alarm_at = self.record.get("alarm_at")
         if alarm_at is not None:
             self.host.schedule_alarm(self.kind, self.object_id, float(alarm_at))
+        unsent = self.conn.execute(
+            "SELECT seq, target_kind, target_id, key, body FROM _outbox ORDER BY seq"
+        ).fetchall()
+        if unsent:
+            messages = [Outgoing(seq, k, i, key, orjson.loads(b)) for seq, k, i, key, b in unsent]
+            self.host.post_messages(self.key, messages)
 
     @property
     def sockets(self) -> SocketSet:
@@ -205,6 +212,27 @@ class Cell:
         if self._effects is None:
             raise RuntimeError("record, alarm, after_commit and delete work only inside a turn")
         self._effects.append(item)
+
+    def send_message(self, kind: str, object_id: str, message: Any, key: str | None) -> None:
+        """Write a durable message to the outbox with the current message's changes."""
+        if self._effects is None:
+            raise RuntimeError("send works only inside a turn")
+        body = _dumps(message)
+        if key is not None:
+            self.conn.execute(
+                "DELETE FROM _outbox WHERE target_kind = ? AND target_id = ? AND key = ?",
+                (kind, object_id, key),
+            )
+        cursor = self.conn.execute(
+            "INSERT INTO _outbox (target_kind, target_id, key, body) VALUES (?, ?, ?, ?)",
+            (kind, object_id, key, body),
+        )
+        seq = cursor.lastrowid
+        assert seq is not None
+        # What a redelivery from the file would carry, not the caller's live object.
+        self._effects.append(("sent", Outgoing(seq, kind, object_id, key, orjson.loads(body))))
+        if self.record.get("send_at") is None:
+            self._effects.append(("send_at", self.host.clock()))
 
     def pending_alarm(self) -> float | None:
         """The alarm as set by the committed record and the current turn's effects."""
@@ -354,6 +382,9 @@ class Cell:
         host.record_turn(len(batch))
         previous = self.record
         self.record = {**previous, **record_changes}
+        sent = [item[1] for item in effects if item[0] == "sent"]
+        if sent:
+            host.post_messages(self.key, sent)
         await self._publish(previous, effects, record_changes)
         for callback in (item[1] for item in effects if item[0] == "after"):
             try:
@@ -385,7 +416,31 @@ class Cell:
             self.instance.alarm()
             self.alarm_failures = 0
             return True
+        if isinstance(message, Incoming):
+            return self._receive(message)
+        if isinstance(message, Delivered):
+            self.conn.execute("DELETE FROM _outbox WHERE seq <= ?", (message.through,))
+            if self.conn.execute("SELECT 1 FROM _outbox LIMIT 1").fetchone() is None:
+                self.effect(("send_at", None))
+            return None
         return self.instance.handle(message)
+
+    def _receive(self, message: Incoming) -> bool:
+        """Apply a durable message once: the inbox keeps the last seq per sender."""
+        sender = message.sender
+        row = self.conn.execute(
+            "SELECT seq FROM _inbox WHERE sender_kind = ? AND sender_id = ?",
+            (sender.kind, sender.id),
+        ).fetchone()
+        if row is not None and row[0] >= message.seq:
+            return False  # delivered again after a crash or a lost acknowledgement
+        self.conn.execute(
+            "INSERT INTO _inbox (sender_kind, sender_id, seq) VALUES (?, ?, ?)"
+            " ON CONFLICT (sender_kind, sender_id) DO UPDATE SET seq = excluded.seq",
+            (sender.kind, sender.id, message.seq),
+        )
+        self.instance.receive(sender, message.body)
+        return True
 
     def _retry_alarm(self, now: float) -> None:
         # Outside the failed savepoint: committed with the rest of the turn.
@@ -402,6 +457,8 @@ class Cell:
                 changes.update(item[1])
             elif item[0] == "alarm":
                 changes["alarm_at"] = item[1]
+            elif item[0] == "send_at":
+                changes["send_at"] = item[1]
         created_at = changes.pop("created_at", None)
         changes = {k: v for k, v in changes.items() if self.record.get(k) != v}
         if not (changes or wrote):
@@ -516,7 +573,7 @@ def _row(kind: str, record: dict[str, Any], file: str | None) -> ObjectRow:
         progress=record.get("progress"),
         created_at=record["created_at"],
         updated_at=record["updated_at"],
-        alarm_at=record.get("alarm_at"),
+        alarm_at=wake_time(record),
         summary=record.get("summary"),
         file=file,
     )

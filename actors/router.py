@@ -47,6 +47,7 @@ from actors.errors import (
 )
 from actors.host import Key
 from actors.mailbox import ALARM_DUE, Cell, Envelope
+from actors.messaging import Courier, Delivered, Incoming, Outgoing
 from actors.sockets import CLOSE_GOING_AWAY, CloseReason, SocketSet
 from storage import (
     FilePool,
@@ -133,6 +134,8 @@ class Router:
         self._services: trio.Nursery | None = None
         self.stats = _Counters()
         self.alarms = AlarmScheduler(self._fire_alarm, clock)
+        #: Delivers the objects' durable messages (actors/messaging.py).
+        self.courier = Courier(self._deliver_message, self._acknowledge_messages)
         self._live: OrderedDict[Key, Cell] = OrderedDict()
         self._pending: dict[Key, _Pending] = {}
         self._closing: dict[Key, Cell] = {}
@@ -196,6 +199,14 @@ class Router:
             except trio.WouldBlock:
                 raise ActorBrokenError(f"{kind} {object_id!r} is overloaded") from None
         raise ActorBrokenError(f"{kind} {object_id!r} keeps closing")
+
+    async def delivered(self, kind: str, object_id: str) -> None:
+        """Wait until the messages the object has sent so far reached their targets.
+
+        Delivered means applied by the target (or dropped: no such target, or it
+        refused). Waits across retries of a failing target; bound it with a timeout.
+        """
+        await self.courier.flushed((kind, object_id))
 
     def is_live(self, kind: str, object_id: str) -> bool:
         """True if the object currently has a live actor."""
@@ -410,6 +421,10 @@ class Router:
         """The object's socket set (same as :meth:`sockets`)."""
         return self.sockets(kind, object_id)
 
+    def post_messages(self, sender: Key, messages: list[Outgoing]) -> None:
+        """Hand committed outbox rows to the courier."""
+        self.courier.post(sender, messages)
+
     def record_commit(self, seconds: float) -> None:
         """Count the time one COMMIT took."""
         self.stats.commit_seconds += seconds
@@ -457,6 +472,12 @@ class Router:
 
     async def _fire_alarm(self, kind: str, object_id: str) -> Any:
         return await self.call(kind, object_id, ALARM_DUE)
+
+    async def _deliver_message(self, kind: str, object_id: str, message: Incoming) -> Any:
+        return await self.call(kind, object_id, message)
+
+    async def _acknowledge_messages(self, sender: Key, message: Delivered) -> Any:
+        return await self.call(sender[0], sender[1], message)
 
     async def _serve_reaper(self, *, task_status: trio.TaskStatus[None]) -> None:
         task_status.started()
@@ -518,6 +539,7 @@ async def open_router(
             router._services = services
             await services.start(registry.serve)
             await services.start(router._serve_reaper)
+            await services.start(router.courier.serve)
             for pool in router.pools.values():
                 await services.start(pool.serve)
             async with trio.open_nursery() as actors:

@@ -8,7 +8,7 @@ from storage.migrations import Migration, migrate, schema_version
 from storage.objects import ObjectFile, ObjectStore, read_record, write_record
 from storage.paths import is_file_name, named_path, object_digest, object_path, pool_dir
 from storage.pool import FilePool, PoolStatistics
-from storage.reconcile import Report, reconcile, refresh_changed
+from storage.reconcile import Report, reconcile, refresh_changed, wake_time
 from storage.registry import ObjectRow, Page, Registry, locate
 
 __all__ = [
@@ -36,5 +36,6 @@ __all__ = [
     "reconcile",
     "refresh_changed",
     "schema_version",
+    "wake_time",
     "write_record",
 ]

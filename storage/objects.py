@@ -41,10 +41,27 @@ from storage.paths import (
 )
 from storage.tuning import tune_sqlite_memory
 
-#: The runtime's own table, present in every object file: the object's record
+#: The runtime's own tables, present in every object file: the object's record
 #: (id, owner, status, times, alarm...) as key/value rows, the source of truth
-#: from which the registry can be rebuilt.
-SYSTEM_SCHEMA = "CREATE TABLE IF NOT EXISTS _object (key TEXT PRIMARY KEY, value) WITHOUT ROWID"
+#: from which the registry can be rebuilt; the messages it sent that have not
+#: reached their targets yet; and, per sender, the last message it applied
+#: (actors/messaging.py).
+SYSTEM_SCHEMA = """
+CREATE TABLE IF NOT EXISTS _object (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    target_kind TEXT NOT NULL,
+    target_id TEXT NOT NULL,
+    key TEXT,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS _inbox (
+    sender_kind TEXT NOT NULL,
+    sender_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (sender_kind, sender_id)
+) WITHOUT ROWID;
+"""
 
 # Pages of cache per object connection (negative = KiB). Objects are small.
 _CACHE_KIB = 64
@@ -188,7 +205,7 @@ class ObjectStore:
             raise ObjectCorruptError(f"{label}: cannot open: {exc}") from exc
         try:
             if not fresh:  # a template is already at the current schema
-                conn.execute(SYSTEM_SCHEMA)
+                conn.executescript(SYSTEM_SCHEMA)
                 migrate(conn, self._migrations[file.kind])
             else:
                 conn.execute("SELECT 1 FROM _object LIMIT 1").fetchall()
@@ -230,7 +247,7 @@ class ObjectStore:
         conn = sqlite3.connect(path, isolation_level=None)
         try:
             conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(SYSTEM_SCHEMA)
+            conn.executescript(SYSTEM_SCHEMA)
             migrate(conn, self._migrations[kind])
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:

@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from storage.objects import ObjectStore, connect, remove_file
 from storage.paths import is_file_name, kind_dir, object_digest
@@ -72,9 +73,15 @@ def row_from_record(kind: str, record: dict[str, object]) -> ObjectRow | None:
         progress=record.get("progress"),  # type: ignore[arg-type]
         created_at=float(record["created_at"]),  # type: ignore[arg-type]
         updated_at=float(record.get("updated_at") or record["created_at"]),  # type: ignore[arg-type]
-        alarm_at=record.get("alarm_at"),  # type: ignore[arg-type]
+        alarm_at=wake_time(record),
         summary=None if summary is None else json.loads(str(summary)),
     )
+
+
+def wake_time(record: dict[str, Any]) -> float | None:
+    """When the runtime must wake the object: its alarm or its oldest unsent message."""
+    times = [t for t in (record.get("alarm_at"), record.get("send_at")) if t is not None]
+    return min(float(t) for t in times) if times else None
 
 
 def differing_fields(a: ObjectRow, b: ObjectRow) -> list[str]:

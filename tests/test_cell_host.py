@@ -48,7 +48,7 @@ def _graph() -> dict[str, set[str]]:
 def test_neither_the_cell_nor_the_actor_imports_the_router() -> None:
     graph = _graph()
     assert "actors.router" not in graph["actors.mailbox"]
-    assert graph["actors.actor"] <= {"actors.host", "actors.sockets"}
+    assert graph["actors.actor"] <= {"actors.host", "actors.messaging", "actors.sockets"}
     assert "actors.mailbox" not in graph["actors.host"]
 
 
@@ -100,6 +100,7 @@ class FakeHost:
         self.turns: list[int] = []
         self.commits = 0
         self.settled = 0
+        self.posted: list[Any] = []
         self.socket_set = SocketSet()
 
     def clock(self) -> float:
@@ -139,6 +140,10 @@ class FakeHost:
     def sockets_of(self, kind: str, object_id: str) -> SocketSet:
         """One set."""
         return self.socket_set
+
+    def post_messages(self, sender: tuple[str, str], messages: list[Any]) -> None:
+        """Remember."""
+        self.posted.extend(messages)
 
     def is_broken(self, key: tuple[str, str]) -> bool:
         """Never."""
