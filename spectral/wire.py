@@ -74,6 +74,12 @@ def task_json(state: TaskState) -> dict[str, Any]:
         "ttlSeconds": state.ttl_seconds,
         "tags": list(state.tags),
         "externalId": state.external_id,
+        "parentId": state.parent_id,
+        "childCount": state.child_count,
+        "weight": _number(state.weight),
+        "onChildFailure": state.on_child_failure,
+        "completeWithChildren": state.complete_with_children,
+        "depth": state.depth,
     }
 
 

@@ -30,6 +30,7 @@ from spectral.tasks.state import (
 #: Items per batchUpdateProgress call at most (docs/api.md, "Limits").
 MAX_BATCH = 1_000
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+MAX_ID_LENGTH = 128
 
 
 def _not_only_dots(value: str) -> str:
@@ -109,6 +110,26 @@ class Query(BaseModel):
     model_config = ConfigDict(allow_inf_nan=False, extra="ignore", frozen=True)
 
 
+Weight = Annotated[
+    float, Field(gt=0, le=1_000_000, description="a child's share of its parent's progress")
+]
+PhaseId = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,64}$"),
+    Field(description="1-64 characters of A-Z a-z 0-9 . _ : -; the child's id is {taskId}:{id}"),
+]
+#: Phases per task at most (each is a child task made with it).
+MAX_PHASES = 100
+
+
+class Phase(Body):
+    """One phase of ``phases``: a child task ``{taskId}:{id}``."""
+
+    id: PhaseId
+    weight: Weight = 1
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+
+
 class CreateTask(Body):
     """``POST /tasks/create``: ``id`` or ``taskId``."""
 
@@ -120,6 +141,11 @@ class CreateTask(Body):
     ttl_seconds: PositiveSeconds | None = Field(None, alias="ttlSeconds")
     tags: Tags | None = None
     external_id: ExternalId | None = Field(None, alias="externalId")
+    parent_id: TaskId | None = Field(None, alias="parentId")
+    weight: Weight = 1
+    on_child_failure: Literal["fail", "ignore"] = Field("fail", alias="onChildFailure")
+    complete_with_children: bool = Field(False, alias="completeWithChildren")
+    phases: Annotated[list[Phase], Field(min_length=1, max_length=MAX_PHASES)] | None = None
 
 
 class UpdateProgress(Body):
@@ -219,9 +245,19 @@ class ListQuery(Query):
     tag: Tags = []
     created_after: Timestamp | None = Field(None, alias="createdAfter")
     created_before: Timestamp | None = Field(None, alias="createdBefore")
+    parent_id: TaskId | None = Field(None, alias="parentId")
 
     #: Query names that may repeat (every value is taken, as a list).
     repeated: ClassVar[tuple[str, ...]] = ("tag",)
+
+
+class ChildrenQuery(Query):
+    """``GET /tasks/{taskId}/children`` (``taskId`` from the path)."""
+
+    task_id: TaskId = Field(alias="taskId")
+    page: Annotated[int, Field(ge=1, le=1_000_000)] = 1
+    limit: Annotated[int, Field(ge=1, le=100)] = 20
+    status: Status | None = None
 
 
 class ExternalIdQuery(Query):
@@ -250,6 +286,7 @@ __all__ = [
     "AddEvent",
     "BatchUpdateProgress",
     "Cancel",
+    "ChildrenQuery",
     "Complete",
     "CreateTask",
     "EventType",
@@ -259,6 +296,7 @@ __all__ = [
     "HistoryQuery",
     "ListQuery",
     "NewEvent",
+    "Phase",
     "TaskId",
     "TaskRef",
     "UpdateProgress",

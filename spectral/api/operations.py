@@ -233,7 +233,9 @@ def _tasks() -> list[Operation]:
             answer_text="created", status=201, mutating=True,
             errors=(400, *AUTH, 409, 413, 422, 503), links=CREATE_LINKS,
             description="`id` or `taskId`; an id any owner uses is 409 `TASK_EXISTS`; an "
-            "`externalId` another task of the owner has is 409 `EXTERNAL_ID_EXISTS`.",
+            "`externalId` another task of the owner has is 409 `EXTERNAL_ID_EXISTS`. "
+            "`parentId`: one of the caller's tasks, not finished (409 `PARENT_TERMINAL`), "
+            "at most 8 levels; `phases` make one child `{taskId}:{id}` each.",
         ),
         *(
             Operation(
@@ -260,7 +262,8 @@ def _tasks() -> list[Operation]:
             models.ListQuery, schemas.TaskPage,
             rest=(Rest("GET", "/tasks", "tasks.list", source="query"),), errors=(400, *AUTH),
             description="`q` is an id prefix; `owner` narrows (admins); `tag` (repeatable: "
-            "all must match); `createdAfter` < createdAt < `createdBefore`.",
+            "all must match); `parentId`: its children; "
+            "`createdAfter` < createdAt < `createdBefore`.",
         ),
         Operation(
             "byExternalId", "tasks", "The task with an external id",
@@ -289,11 +292,20 @@ def _tasks() -> list[Operation]:
             errors=task_errors, parameters=(TASK_ID,),
         ),
         Operation(
+            "children", "tasks", "A page of a task's children, newest first",
+            procedures.children, models.ChildrenQuery, schemas.TaskPage,
+            rest=(Rest("GET", "/tasks/{taskId}/children", "tasks.children", source="query"),),
+            errors=task_errors, parameters=(TASK_ID,),
+            description="The tasks created with `parentId` = this task (the same page as "
+            "`GET /tasks?parentId=`, after checking the task is the caller's).",
+        ),
+        Operation(
             "delete", "tasks", "Delete a task", procedures.delete, models.TaskRef,
             schemas.Success,
             rest=(Rest("DELETE", "/tasks/{taskId}", "tasks.delete", source="path"),),
             mutating=True, errors=(*task_errors, 422), parameters=(TASK_ID,),
-            description="Watchers get `{\"type\": \"deleted\"}`; the id may be created again.",
+            description="Watchers get `{\"type\": \"deleted\"}`; the id may be created again. "
+            "Its subtree (children, theirs...) is deleted with it.",
         ),
         Operation(
             "getHistory", "procedures", "The latest events, newest first", rpc.get_history,

@@ -15,6 +15,7 @@ from typing import Any
 import trio
 from pydantic import ValidationError
 
+from actors import ObjectNotFoundError
 from spectral.api import models
 from spectral.api.call import Call, Result
 from spectral.api.context import require_write
@@ -22,7 +23,17 @@ from spectral.api.failures import TASK_ERRORS, state_error, task_error, validati
 from spectral.errors import ApiError
 from spectral.tasks import index as task_index
 from spectral.tasks import state as sm
-from spectral.tasks.actor import KIND, Mutate, MutateEach, Mutation, Read, ReadHistory, Remove
+from spectral.tasks.actor import (
+    KIND,
+    Detach,
+    Mutate,
+    MutateEach,
+    Mutation,
+    Read,
+    ReadHistory,
+    Remove,
+    TaskRejected,
+)
 from spectral.tasks.index import ExternalIdExistsError
 from spectral.wire import event_json
 
@@ -53,9 +64,17 @@ def mutation_answer(result: Mutation) -> Result:
     return Result(payload, replayed_at=result.replayed_at)
 
 
+#: How long a create waits for its parent to count it (the report stays durable after).
+PARENT_WAIT = 5.0
+#: Subtree deletions under way at once (per request).
+DELETE_CONCURRENCY = 16
+
+
 async def create(call: Call, body: models.CreateTask) -> Result:
-    """Create a task owned by the caller's owner."""
+    """Create a task owned by the caller's owner (with its phases' children, if any)."""
     require_write(call.who)
+    depth = 1 if body.parent_id is None else await _child_depth(call, body.parent_id)
+    phase_ids = _phase_ids(body, depth)
     command = sm.Create(
         task_id=body.task_id,
         owner=call.who.owner,
@@ -67,13 +86,100 @@ async def create(call: Call, body: models.CreateTask) -> Result:
         ttl_seconds=body.ttl_seconds,
         tags=tuple(body.tags or ()),
         external_id=body.external_id,
+        parent_id=body.parent_id,
+        weight=body.weight,
+        on_child_failure=body.on_child_failure,
+        complete_with_children=body.complete_with_children,
+        depth=depth,
     )
     if body.external_id is None:
         result: Mutation = await call_task(call, body.task_id, mutate(command, call), create=True)
     else:
         result = await _create_with_external_id(call, command, body.external_id)
-    payload = {"success": True, "taskId": body.task_id, "task": result.task}
+    task = result.task
+    if body.parent_id is not None:
+        await _counted(call, body.task_id)
+    if body.phases and result.replayed_at is None:
+        await _create_phases(call, body, phase_ids, command.epoch, depth + 1)
+        task = await call_task(call, body.task_id, Read(None))
+    payload = {"success": True, "taskId": body.task_id, "task": task}
     return Result(payload, replayed_at=result.replayed_at)
+
+
+async def _child_depth(call: Call, parent_id: str) -> int:
+    """The depth of a new child of ``parent_id``: the parent must be the caller's, live,
+    and not at the deepest level (400 naming ``parentId``, or 409 if it is finished)."""
+    try:
+        parent = await call.state.router.call(KIND, parent_id, Read(call.who.owner_filter))
+    except TASK_ERRORS as error:
+        if isinstance(error, ObjectNotFoundError) or (
+            isinstance(error, TaskRejected) and error.reason.code == "TASK_NOT_FOUND"
+        ):
+            raise _field_error("parentId", f"no task {parent_id!r}") from None
+        raise task_error(error, parent_id) from None
+    if parent["owner"] != call.who.owner:
+        # An admin creating in its own name: the tree stays within one owner.
+        raise _field_error("parentId", f"no task {parent_id!r}")
+    if parent["status"] in ("success", "failed", "canceled"):
+        raise ApiError(
+            409, "PARENT_TERMINAL", f"parentId: task {parent_id!r} is {parent['status']}"
+        )
+    depth = int(parent.get("depth", 1)) + 1
+    if depth > sm.MAX_DEPTH:
+        raise _field_error("parentId", f"a tree is at most {sm.MAX_DEPTH} levels deep")
+    return depth
+
+
+def _phase_ids(body: models.CreateTask, depth: int) -> list[str]:
+    """The children's ids of ``phases`` (400 naming the phase if one cannot be)."""
+    if not body.phases:
+        return []
+    if depth + 1 > sm.MAX_DEPTH:
+        raise _field_error("phases", f"a tree is at most {sm.MAX_DEPTH} levels deep")
+    ids: list[str] = []
+    for index, phase in enumerate(body.phases):
+        child_id = f"{body.task_id}:{phase.id}"
+        if len(child_id) > models.MAX_ID_LENGTH:
+            raise _field_error(
+                f"phases.{index}.id", f"the child's id {child_id!r} is over 128 characters"
+            )
+        if child_id in ids:
+            raise _field_error(f"phases.{index}.id", f"phase {phase.id!r} is listed twice")
+        ids.append(child_id)
+    return ids
+
+
+async def _create_phases(
+    call: Call, body: models.CreateTask, ids: list[str], epoch: str, depth: int
+) -> None:
+    """One child per phase, in order; each counted by the parent before the answer."""
+    assert body.phases is not None
+    for child_id, phase in zip(ids, body.phases, strict=True):
+        command = sm.Create(
+            task_id=child_id,
+            owner=call.who.owner,
+            epoch=secrets.token_hex(8),
+            metadata={} if phase.name is None else {"name": phase.name},
+            parent_id=body.task_id,
+            weight=phase.weight,
+            depth=depth,
+        )
+        await call_task(call, child_id, Mutate(command, None, None), create=True)
+    for child_id in ids:
+        await _counted(call, child_id)
+
+
+async def _counted(call: Call, child_id: str) -> None:
+    """Wait (bounded) until the child's report reached its parent: ``childCount`` and
+    progress are current when the create answers. The report is durable either way."""
+    with trio.move_on_after(PARENT_WAIT):
+        await call.state.router.delivered(KIND, child_id)
+
+
+def _field_error(field: str, message: str) -> ApiError:
+    return ApiError(
+        400, "VALIDATION_ERROR", f"{field}: {message}", [{"field": field, "message": message}]
+    )
 
 
 async def _create_with_external_id(call: Call, command: sm.Create, external_id: str) -> Mutation:
@@ -203,10 +309,74 @@ async def history(call: Call, query: models.HistoryQuery) -> dict[str, Any]:
 
 
 async def delete(call: Call, body: models.TaskRef) -> dict[str, Any]:
-    """Delete the task: file, registry row; watchers are told and closed."""
+    """Delete the task and its subtree: files, registry rows; watchers are told and closed.
+
+    The task is first detached from its parent (which drops it from its progress for
+    good), then its descendants go, deepest first, then the task itself. Cut short
+    (a crash), a repeat finishes the job: each step is idempotent.
+    """
     require_write(call.who, "delete tasks")
+    task = await call_task(call, body.task_id, Read(call.who.owner_filter))
+    router = call.state.router
+    parent_id = task.get("parentId")
+    if parent_id is not None:
+        try:
+            await router.call(KIND, parent_id, Detach(body.task_id))
+        except ObjectNotFoundError:
+            pass  # the parent is gone already
+        except TASK_ERRORS as error:
+            if not (isinstance(error, TaskRejected) and error.reason.code == "TASK_NOT_FOUND"):
+                raise task_error(error, parent_id) from None
+    levels = _descendants(call, task["owner"], body.task_id)
+    limiter = trio.CapacityLimiter(DELETE_CONCURRENCY)
+
+    async def remove(task_id: str) -> None:
+        async with limiter:
+            try:
+                await router.call(KIND, task_id, Remove(None))
+            except ObjectNotFoundError:
+                pass
+            except TASK_ERRORS as error:
+                if not (isinstance(error, TaskRejected) and error.reason.code == "TASK_NOT_FOUND"):
+                    raise task_error(error, task_id) from None
+
+    for level in reversed(levels):
+        async with trio.open_nursery() as nursery:
+            for task_id in level:
+                nursery.start_soon(remove, task_id)
     await call_task(call, body.task_id, Remove(call.who.owner_filter))
     return {"success": True}
+
+
+def _descendants(call: Call, owner: str, task_id: str) -> list[list[str]]:
+    """The task's descendants by level (children first), from the registry's index."""
+    conn = call.state.router.registry.conn
+    levels: list[list[str]] = []
+    current = [task_id]
+    for _ in range(sm.MAX_DEPTH):
+        below = [
+            row[0]
+            for parent in current
+            for row in conn.execute(
+                "SELECT id FROM task_tags WHERE owner = ? AND tag = ?",
+                (owner, task_index.parent_tag(parent)),
+            )
+        ]
+        if not below:
+            break
+        levels.append(below)
+        current = below
+    return levels
+
+
+async def children(call: Call, query: models.ChildrenQuery) -> dict[str, Any]:
+    """A page of the task's children, newest first (the task must be the caller's)."""
+    await call_task(call, query.task_id, Read(call.who.owner_filter))
+    listing = models.ListQuery.model_validate(
+        {"page": query.page, "limit": query.limit, "status": query.status,
+         "parentId": query.task_id}
+    )  # fmt: skip
+    return await list_tasks(call, listing)
 
 
 async def list_tasks(call: Call, query: models.ListQuery) -> dict[str, Any]:
@@ -221,13 +391,16 @@ async def list_tasks(call: Call, query: models.ListQuery) -> dict[str, Any]:
     status = None if query.status is None else query.status.value
     offset = (query.page - 1) * query.limit
     registry = call.state.router.registry
-    if query.tag or query.created_after is not None or query.created_before is not None:
+    tags = list(dict.fromkeys(query.tag))
+    if query.parent_id is not None:
+        tags.append(task_index.parent_tag(query.parent_id))
+    if tags or query.created_after is not None or query.created_before is not None:
         found = task_index.list_tasks(
             registry.conn,
             owner=owner,
             status=status,
             id_prefix=query.q or None,
-            tags=list(dict.fromkeys(query.tag)),
+            tags=tags,
             created_after=_lower_bound(query.created_after),
             created_before=_upper_bound(query.created_before),
             limit=query.limit,
@@ -244,6 +417,8 @@ async def list_tasks(call: Call, query: models.ListQuery) -> dict[str, Any]:
     for task in tasks:  # summaries written before tags existed
         task.setdefault("tags", [])
         task.setdefault("externalId", None)
+        for name, value in _TREE_DEFAULTS.items():  # and before trees
+            task.setdefault(name, value)
     return {
         "tasks": tasks,
         "count": len(tasks),
@@ -254,6 +429,16 @@ async def list_tasks(call: Call, query: models.ListQuery) -> dict[str, Any]:
             "pages": math.ceil(total / query.limit),
         },
     }
+
+
+_TREE_DEFAULTS = {
+    "parentId": None,
+    "childCount": 0,
+    "weight": 1,
+    "onChildFailure": "fail",
+    "completeWithChildren": False,
+    "depth": 1,
+}
 
 
 def _lower_bound(timestamp: str | None) -> float | None:

@@ -61,6 +61,12 @@ class Task(Answer):
     external_id: str | None = Field(
         None, alias="externalId", description="the caller's own id for the task, unique per owner"
     )
+    parent_id: str | None = Field(None, alias="parentId", description="its parent, if any")
+    child_count: int = Field(0, alias="childCount", description="children reporting to it")
+    weight: float = Field(1, description="its share of its parent's progress")
+    on_child_failure: Literal["fail", "ignore"] = Field("fail", alias="onChildFailure")
+    complete_with_children: bool = Field(False, alias="completeWithChildren")
+    depth: int = Field(1, ge=1, le=8, description="1 for a root, its parent's + 1 for a child")
 
 
 class Event(Answer):

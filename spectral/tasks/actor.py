@@ -27,13 +27,15 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from actors import CLOSE_NORMAL, Actor, CloseReason, Migration, Rejected, Watcher
+from actors import CLOSE_NORMAL, Actor, Address, CloseReason, Migration, Rejected, Watcher
 from spectral import wire
+from spectral.tasks import tree
 from spectral.tasks.events import EVENT_TYPES, EventBus, TaskEvent
 from spectral.tasks.state import (
     Cancel,
     Command,
     Complete,
+    ComputedProgressError,
     Create,
     Event,
     EventType,
@@ -98,6 +100,24 @@ MIGRATIONS = (
         ALTER TABLE task ADD COLUMN external_id TEXT;
         """,
     ),
+    # Task trees (spectral/tasks/tree.py): the task's place in its tree (JSON, set at
+    # creation; NULL: a root of weight 1) and, for a parent, its children's last
+    # reports (``removed``: detached for good, later reports ignored).
+    Migration(
+        4,
+        """
+        ALTER TABLE task ADD COLUMN tree TEXT;
+        CREATE TABLE children (
+            id TEXT PRIMARY KEY,
+            seq INTEGER NOT NULL,
+            weight REAL NOT NULL,
+            status TEXT NOT NULL,
+            progress REAL NOT NULL,
+            error TEXT,
+            removed INTEGER NOT NULL DEFAULT 0
+        ) WITHOUT ROWID;
+        """,
+    ),
 )
 #: How long an idempotency record is kept in the task's file (docs/api.md, "Idempotency").
 IDEMPOTENCY_SECONDS = 24 * 3600
@@ -123,7 +143,8 @@ class IdempotencyConflictError(TaskStateError):
 
 #: The refusals a batch's record may hold, by code.
 _REFUSALS: dict[str, type[TaskStateError]] = {
-    cls.code: cls for cls in (TaskNotFoundError, TaskExistsError, TaskTerminalError)
+    cls.code: cls
+    for cls in (TaskNotFoundError, TaskExistsError, TaskTerminalError, ComputedProgressError)
 }
 
 
@@ -203,6 +224,14 @@ class Watch:
 
 
 @dataclass(frozen=True, slots=True)
+class Detach:
+    """Remove a child from this parent for good (before the child's deletion)."""
+
+    child_id: str
+    owner: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Remove:
     """Delete the task: its file, its registry row; watchers get ``deleted`` and 1000."""
 
@@ -258,9 +287,15 @@ class Task(Actor):
     def load(self) -> None:
         """Read the state and the last events from the file."""
         row = self.db.execute(
-            "SELECT state, metadata, tags, external_id FROM task WHERE id = 1"
+            "SELECT state, metadata, tags, external_id, tree FROM task WHERE id = 1"
         ).fetchone()
-        self.state = None if row is None else _state_from_row(*row)
+        rows = self.db.execute(
+            "SELECT id, seq, weight, status, progress, error, removed FROM children"
+        ).fetchall()
+        self.family = tree.Family(
+            (tree.Report(*r[:6]) for r in rows if not r[6]), (r[0] for r in rows if r[6])
+        )
+        self.state = None if row is None else _state_from_row(*row, len(self.family))
         rows = self.db.execute(
             f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY seq DESC LIMIT ?",
             (min(LATEST, self.history_cap),),
@@ -288,9 +323,53 @@ class Task(Actor):
                     return self._watch(message)
                 case Remove():
                     return self._remove(self._visible(message.owner))
+                case Detach():
+                    self._visible(message.owner)
+                    return self._detach(message.child_id)
         except TaskStateError as error:
             raise TaskRejected(error) from None
         raise TypeError(f"not a task message: {message!r}")
+
+    def receive(self, sender: Address, message: Any) -> None:
+        """A child's report (spectral/tasks/tree.py): keep it, then roll up."""
+        if sender.kind != KIND or self.state is None:
+            return
+        report = tree.Report.from_json(message)
+        if not self.family.apply(report):
+            return
+        self.db.execute(
+            "INSERT OR REPLACE INTO children (id, seq, weight, status, progress, error)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (report.child_id, report.seq, report.weight, report.status, report.progress,
+             report.error),
+        )  # fmt: skip
+        self._roll_up()
+
+    def _detach(self, child_id: str) -> bool:
+        if self.state is None:
+            return False
+        known = self.family.remove(child_id)
+        self.db.execute(
+            "INSERT INTO children (id, seq, weight, status, progress, removed)"
+            " VALUES (?, 0, 0, '', 0, 1) ON CONFLICT (id) DO UPDATE SET removed = 1",
+            (child_id,),
+        )
+        self._roll_up()
+        return known
+
+    def _roll_up(self) -> None:
+        """Count the children and apply what they imply (a command, or only the count)."""
+        state = self.state
+        assert state is not None
+        count = len(self.family)
+        if state.child_count != count:
+            counted = tree.with_child_count(state, count)
+            self._write(counted, [], metadata_changed=False)
+            self._record_state(state, counted, wire.task_json(counted))
+            self.state = counted
+        command = tree.rollup(self.state, self.family)
+        if command is not None:
+            self._mutate(command, None, computed=True)
 
     def alarm(self) -> None:
         """Heartbeat timeout (fail "timed out") or retention (delete), whichever is due."""
@@ -311,10 +390,17 @@ class Task(Actor):
     # -- mutations ---------------------------------------------------------------------
 
     def _mutate(
-        self, command: Command, owner: str | None, idempotency: tuple[str, str] | None = None
+        self,
+        command: Command,
+        owner: str | None,
+        idempotency: tuple[str, str] | None = None,
+        *,
+        computed: bool = False,
     ) -> Mutation:
         if not isinstance(command, Create):
             self._visible(owner)
+            if not computed:
+                self._not_computed(command)
         if idempotency is not None and self.state is not None:
             replay = self._recorded(*idempotency)
             if replay is not None:
@@ -324,6 +410,7 @@ class Task(Actor):
         new, event = apply(previous, command, now)
         metadata_changed = previous is None or new.metadata is not previous.metadata
         self._write(new, [event], metadata_changed=metadata_changed)
+        self._report(previous, new)
         self.set_alarm(_next_alarm(new))
         changes = self._changes([(command, new, event)], now)
         [(task, event_body, _, _)] = changes
@@ -361,6 +448,7 @@ class Task(Actor):
         state = first
         for command in commands:
             try:
+                self._not_computed(command)
                 state, event = apply(state, command, now)
             except TaskStateError as error:
                 outcomes.append(error)
@@ -371,6 +459,7 @@ class Task(Actor):
             return [o for o in outcomes if o is not None]
         metadata_changed = any(new.metadata is not first.metadata for _, new, _ in applied)
         self._write(state, [event for _, _, event in applied], metadata_changed=metadata_changed)
+        self._report(first, state)
         self.set_alarm(_next_alarm(state))
         changes = self._changes(applied, now)
         self._record_state(first, state, changes[-1][0])
@@ -382,6 +471,23 @@ class Task(Actor):
         self.state = state
         self.recent.extend(body for _, body, _, _ in changes)
         return result
+
+    def _not_computed(self, command: Command) -> None:
+        """Refuse progress on a task whose children compute it."""
+        if self.family and (
+            isinstance(command, Progress)
+            or (isinstance(command, Log) and command.progress is not None)
+        ):
+            raise ComputedProgressError(
+                "progress: this task's progress is computed from its children"
+            )
+
+    def _report(self, previous: TaskState | None, new: TaskState) -> None:
+        """Tell the parent (a durable message with this turn's changes), if it must hear."""
+        if tree.reports_change(previous, new):
+            assert new.parent_id is not None
+            body = tree.report_of(new).to_json()
+            self.send(KIND, new.parent_id, body, key=tree.REPORT_KEY)
 
     def _changes(
         self, applied: list[tuple[Command, TaskState, Event]], now: float
@@ -504,12 +610,14 @@ class Task(Actor):
         db = self.db
         if self.state is None:
             db.execute(
-                "INSERT INTO task (id, state, metadata, tags, external_id) VALUES (1, ?, ?, ?, ?)",
+                "INSERT INTO task (id, state, metadata, tags, external_id, tree)"
+                " VALUES (1, ?, ?, ?, ?, ?)",
                 (
                     _state_row(state),
                     _json(state.metadata),
                     _json(list(state.tags)),
                     state.external_id,
+                    _tree_row(state),
                 ),
             )
         elif metadata_changed:
@@ -533,6 +641,8 @@ class Task(Actor):
                 for event in events
             ],
         )
+        if not events:
+            return
         last = events[-1].seq
         if last > self.history_cap:
             db.execute("DELETE FROM events WHERE seq <= ?", (last - self.history_cap,))
@@ -629,17 +739,40 @@ def _state_row(state: TaskState) -> str:
     return _json([getattr(state, name) for name in _STATE_FIELDS])
 
 
+#: The tree fields a task's ``tree`` column holds (NULL: a root, all defaults).
+_TREE_FIELDS = ("parent_id", "weight", "on_child_failure", "complete_with_children", "depth")
+
+
+def _tree_row(state: TaskState) -> str | None:
+    if (state.parent_id, state.weight, state.on_child_failure, state.depth) == (
+        None,
+        1.0,
+        "fail",
+        1,
+    ) and not state.complete_with_children:
+        return None
+    return _json({name: getattr(state, name) for name in _TREE_FIELDS})
+
+
 def _state_from_row(
     state_text: str,
     metadata_text: str,
     tags_text: str | None = None,
     external_id: str | None = None,
+    tree_text: str | None = None,
+    child_count: int = 0,
 ) -> TaskState:
     values = dict(zip(_STATE_FIELDS, json.loads(state_text), strict=True))
     values["status"] = Status(values["status"])
     tags = () if tags_text is None else tuple(json.loads(tags_text))
+    if tree_text is not None:
+        values.update(json.loads(tree_text))
     return TaskState(
-        metadata=json.loads(metadata_text), tags=tags, external_id=external_id, **values
+        metadata=json.loads(metadata_text),
+        tags=tags,
+        external_id=external_id,
+        child_count=child_count,
+        **values,
     )
 
 

@@ -134,7 +134,85 @@ MIGRATIONS = (
         END;
         """,
     ),
+    # Task trees: a child is indexed under its parent's id as one more "tag", a
+    # pseudo-tag no real tag can equal (it starts with a control character), so that
+    # ``?parentId=`` and the children listing ride the tag machinery (index range,
+    # counts, time bounds, combined with real tags).
+    Migration(
+        3,
+        """
+        DROP TRIGGER task_index_insert;
+        DROP TRIGGER task_index_delete;
+        DROP TRIGGER task_index_update;
+        INSERT OR IGNORE INTO task_tags (owner, tag, created_at, id, status)
+            SELECT coalesce(owner, ''),
+                char(31) || 'parent:' || json_extract(summary, '$.parentId'),
+                created_at, id, status
+            FROM objects WHERE kind = 'task' AND summary IS NOT NULL
+            AND json_extract(summary, '$.parentId') IS NOT NULL;
+        CREATE TRIGGER task_index_insert AFTER INSERT ON objects
+            WHEN new.kind = 'task' AND new.summary IS NOT NULL
+        BEGIN
+            INSERT INTO task_tags (owner, tag, created_at, id, status)
+                SELECT DISTINCT coalesce(new.owner, ''), value, new.created_at, new.id, new.status
+                FROM (SELECT value FROM json_each(new.summary, '$.tags')
+                      UNION ALL
+                      SELECT char(31) || 'parent:' || json_extract(new.summary, '$.parentId')
+                      WHERE json_extract(new.summary, '$.parentId') IS NOT NULL)
+                WHERE NOT EXISTS (
+                    SELECT 1 FROM task_tags WHERE owner = coalesce(new.owner, '') AND tag = value
+                    AND created_at = new.created_at AND id = new.id);
+            INSERT INTO task_external_ids (owner, external_id, task_id)
+                SELECT coalesce(new.owner, ''), json_extract(new.summary, '$.externalId'), new.id
+                WHERE json_extract(new.summary, '$.externalId') IS NOT NULL AND NOT EXISTS (
+                    SELECT 1 FROM task_external_ids WHERE owner = coalesce(new.owner, '')
+                    AND external_id = json_extract(new.summary, '$.externalId'));
+        END;
+        CREATE TRIGGER task_index_delete AFTER DELETE ON objects
+            WHEN old.kind = 'task' AND old.summary IS NOT NULL
+        BEGIN
+            DELETE FROM task_tags WHERE owner = coalesce(old.owner, '')
+                AND tag IN (SELECT value FROM json_each(old.summary, '$.tags')
+                    UNION ALL
+                    SELECT char(31) || 'parent:' || json_extract(old.summary, '$.parentId'))
+                AND created_at = old.created_at AND id = old.id;
+            DELETE FROM task_external_ids WHERE owner = coalesce(old.owner, '')
+                AND external_id = json_extract(old.summary, '$.externalId')
+                AND task_id = old.id;
+        END;
+        CREATE TRIGGER task_index_update AFTER UPDATE ON objects
+            WHEN new.kind = 'task' AND (old.status IS NOT new.status
+                OR old.owner IS NOT new.owner OR old.created_at IS NOT new.created_at
+                OR (old.summary IS NULL) IS NOT (new.summary IS NULL))
+        BEGIN
+            DELETE FROM task_tags WHERE owner = coalesce(old.owner, '')
+                AND tag IN (SELECT value FROM json_each(old.summary, '$.tags')
+                    UNION ALL
+                    SELECT char(31) || 'parent:' || json_extract(old.summary, '$.parentId'))
+                AND created_at = old.created_at AND id = old.id;
+            INSERT INTO task_tags (owner, tag, created_at, id, status)
+                SELECT DISTINCT coalesce(new.owner, ''), value, new.created_at, new.id, new.status
+                FROM (SELECT value FROM json_each(new.summary, '$.tags')
+                      UNION ALL
+                      SELECT char(31) || 'parent:' || json_extract(new.summary, '$.parentId')
+                      WHERE json_extract(new.summary, '$.parentId') IS NOT NULL)
+                WHERE NOT EXISTS (
+                    SELECT 1 FROM task_tags WHERE owner = coalesce(new.owner, '') AND tag = value
+                    AND created_at = new.created_at AND id = new.id);
+            INSERT INTO task_external_ids (owner, external_id, task_id)
+                SELECT coalesce(new.owner, ''), json_extract(new.summary, '$.externalId'), new.id
+                WHERE json_extract(new.summary, '$.externalId') IS NOT NULL AND NOT EXISTS (
+                    SELECT 1 FROM task_external_ids WHERE owner = coalesce(new.owner, '')
+                    AND external_id = json_extract(new.summary, '$.externalId'));
+        END;
+        """,
+    ),
 )
+
+
+def parent_tag(parent_id: str) -> str:
+    """The pseudo-tag under which a task's children are indexed (see migration 3)."""
+    return "\x1fparent:" + parent_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,9 @@ TAG_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 #: parsing never yields).
 MAX_EXTERNAL_ID = 255
 EXTERNAL_ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]{1,255}$"
+#: Levels of a task tree at most, and what a child's failure does to its parent.
+MAX_DEPTH = 8
+CHILD_FAILURE_POLICIES = ("fail", "ignore")
 _TAG = re.compile(TAG_PATTERN)
 _EXTERNAL_ID = re.compile(EXTERNAL_ID_PATTERN)
 
@@ -107,6 +110,13 @@ class TaskTerminalError(TaskStateError):
     status = 409
 
 
+class ComputedProgressError(TaskStateError):
+    """Progress reported on a task whose progress its children compute."""
+
+    code = "PROGRESS_COMPUTED"
+    status = 409
+
+
 class InvalidCommandError(TaskStateError):
     """A command whose values break a rule of the model (a field is named)."""
 
@@ -145,6 +155,15 @@ class TaskState:
     tags: tuple[str, ...] = ()
     #: The caller's own id for the task, unique per owner, set at creation.
     external_id: str | None = None
+    #: Its place in a tree, set at creation (docs/api.md, "Task trees").
+    parent_id: str | None = None
+    weight: float = 1.0
+    on_child_failure: str = "fail"
+    complete_with_children: bool = False
+    #: 1 for a root, its parent's depth + 1 for a child.
+    depth: int = 1
+    #: How many children report to it (kept by the actor from its children table).
+    child_count: int = 0
 
     @property
     def terminal(self) -> bool:
@@ -197,6 +216,11 @@ class Create:
     ttl_seconds: float | None = None
     tags: Sequence[str] = ()
     external_id: str | None = None
+    parent_id: str | None = None
+    weight: float = 1.0
+    on_child_failure: str = "fail"
+    complete_with_children: bool = False
+    depth: int = 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -357,6 +381,13 @@ def _create(command: Create, now: float) -> tuple[TaskState, Event]:
             raise InvalidCommandError(_camel(name), "must be a positive number")
     tags = check_tags(command.tags)
     external_id = check_external_id(command.external_id)
+    weight = command.weight
+    if isinstance(weight, bool) or not (math.isfinite(weight) and weight > 0):
+        raise InvalidCommandError("weight", "must be a positive number")
+    if command.on_child_failure not in CHILD_FAILURE_POLICIES:
+        raise InvalidCommandError("onChildFailure", "must be 'fail' or 'ignore'")
+    if not 1 <= command.depth <= MAX_DEPTH:
+        raise InvalidCommandError("parentId", f"a tree is at most {MAX_DEPTH} levels deep")
     state = TaskState(
         task_id=command.task_id,
         owner=command.owner,
@@ -373,6 +404,11 @@ def _create(command: Create, now: float) -> tuple[TaskState, Event]:
         ttl_seconds=command.ttl_seconds,
         tags=tags,
         external_id=external_id,
+        parent_id=command.parent_id,
+        weight=float(weight),
+        on_child_failure=command.on_child_failure,
+        complete_with_children=command.complete_with_children,
+        depth=command.depth,
     )
     return state, _event(1, EventType.CREATED, "Task created", progress, metadata or None, now)
 
