@@ -32,6 +32,12 @@ TASK_FIELDS = [
     "ttlSeconds",
     "tags",
     "externalId",
+    "parentId",
+    "childCount",
+    "weight",
+    "onChildFailure",
+    "completeWithChildren",
+    "depth",
 ]
 
 
