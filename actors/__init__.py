@@ -13,6 +13,7 @@ from actors.errors import (
     Rejected,
     RouterClosedError,
 )
+from actors.messaging import Address
 from actors.router import Router, RouterConfig, RouterStatistics, open_router
 from actors.sockets import (
     CLOSE_GOING_AWAY,
@@ -34,6 +35,7 @@ __all__ = [
     "ActorClosedError",
     "ActorCrashedError",
     "ActorError",
+    "Address",
     "CloseReason",
     "Migration",
     "ObjectNotFoundError",

@@ -133,6 +133,26 @@ async def test_tags_external_ids_and_filters(server: Server) -> None:
     assert "red, big" in shown.stdout and "E-1" in shown.stdout
 
 
+async def test_trees_with_parent(server: Server) -> None:
+    url = server.url
+    await cli_json("tasks", "create", "cli-root", "--complete-with-children", url=url)
+    child = await cli_json(
+        "tasks", "create", "cli-kid", "--parent", "cli-root", "--weight", "2", url=url
+    )
+    assert (child["parentId"], child["weight"], child["depth"]) == ("cli-root", 2, 2)
+    await cli_json("tasks", "create", "cli-other", "--tag", "x", url=url)
+    page = await cli_json("tasks", "list", "--parent", "cli-root", url=url)
+    assert [task["taskId"] for task in page["tasks"]] == ["cli-kid"]
+    shown = await cli("tasks", "get", "cli-kid", url=url)
+    assert "cli-root (weight 2)" in shown.stdout
+    root = await cli("tasks", "get", "cli-root", url=url)
+    assert "children" in root.stdout
+    refused = await cli("tasks", "update", "cli-root", "5", url=url)
+    assert refused.returncode == 1 and "PROGRESS_COMPUTED" in refused.stderr
+    orphan = await cli("tasks", "create", "cli-orphan", "--parent", "nobody", url=url)
+    assert orphan.returncode == 2 and "parentId" in orphan.stderr
+
+
 async def test_fail_and_cancel_and_generated_ids(server: Server) -> None:
     url = server.url
     first = await cli_json("tasks", "create", url=url)

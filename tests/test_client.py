@@ -72,6 +72,7 @@ def _sample_call(build: Any) -> calls.Call:
         "get_task": ("t",),
         "get_task_by_external_id": ("e",),
         "history": ("t",),
+        "children": ("t",),
         "delete_task": ("t",),
         "broadcast": ("r", {"a": 1}),
         "room_health": ("r",),
@@ -289,6 +290,30 @@ async def test_tags_external_ids_and_creation_time_filters(server: Server) -> No
         assert earlier.tasks == []
         with pytest.raises(ValidationError, match="createdAfter"):
             await client.list_tasks(created_after="yesterday")
+
+
+async def test_task_trees(server: Server) -> None:
+    async with AsyncClient(server.url, ADMIN_KEY) as client:
+        root = await client.create_task(
+            "sdk-tree", complete_with_children=True, phases=[{"id": "a", "weight": 3}, {"id": "b"}]
+        )
+        assert root.child_count == 2 and root.complete_with_children
+        extra = await client.create_task("sdk-tree-x", parent_id="sdk-tree", weight=4)
+        assert (extra.parent_id, extra.weight, extra.depth) == ("sdk-tree", 4, 2)
+        kids = await client.children("sdk-tree")
+        assert sorted(t.task_id for t in kids.tasks) == ["sdk-tree-x", "sdk-tree:a", "sdk-tree:b"]
+        listed = await client.list_tasks(parent_id="sdk-tree", limit=100)
+        assert listed.pagination.total == 3
+        with pytest.raises(ConflictError) as info:
+            await client.update_progress("sdk-tree", 10)
+        assert info.value.code == "PROGRESS_COMPUTED"
+        await client.complete("sdk-tree:a")
+        with trio.fail_after(20):
+            while (await client.get_task("sdk-tree")).progress != 37.5:  # 3 * 100 / 8
+                await trio.sleep(0.02)
+        await client.delete_task("sdk-tree")
+        with pytest.raises(NotFoundError):
+            await client.get_task("sdk-tree:b")
 
 
 async def test_errors_name_the_field_and_the_key(server: Server) -> None:

@@ -60,6 +60,7 @@ OPERATIONS: dict[str, str] = {
     "cancel": "cancel",
     "batch_update_progress": "batchUpdateProgress",
     "list_tasks": "list",
+    "children": "children",
     "get_task": "get",
     "get_task_by_external_id": "byExternalId",
     "history": "history",
@@ -133,11 +134,19 @@ def create_task(
     ttl_seconds: float | None = None,
     tags: Sequence[str] | None = None,
     external_id: str | None = None,
+    parent_id: str | None = None,
+    weight: float | None = None,
+    on_child_failure: str | None = None,
+    complete_with_children: bool | None = None,
+    phases: Sequence[Mapping[str, Any]] | None = None,
 ) -> Call[schemas.Task]:
     """``POST /tasks/create``; answers the new task.
 
     ``tags``: up to 16, fixed at creation; ``external_id``: your own id for the task,
-    unique per owner (a second one is 409 ``EXTERNAL_ID_EXISTS``).
+    unique per owner (a second one is 409 ``EXTERNAL_ID_EXISTS``). ``parent_id``,
+    ``weight``, ``on_child_failure`` (``"fail"``/``"ignore"``),
+    ``complete_with_children`` and ``phases`` (``[{"id", "weight"?, "name"?}]``: one
+    child ``{task_id}:{id}`` each) place it in a tree (docs/api.md, "Task trees").
     """
     body = _drop_none(
         {
@@ -149,6 +158,11 @@ def create_task(
             "ttlSeconds": ttl_seconds,
             "tags": None if tags is None else list(tags),
             "externalId": external_id,
+            "parentId": parent_id,
+            "weight": weight,
+            "onChildFailure": on_child_failure,
+            "completeWithChildren": complete_with_children,
+            "phases": None if phases is None else [dict(p) for p in phases],
         }
     )
     return Call("POST", "/tasks/create", body, mutating=True, read=_task)
@@ -271,11 +285,13 @@ def list_tasks(
     tag: str | Sequence[str] | None = None,
     created_after: str | datetime | None = None,
     created_before: str | datetime | None = None,
+    parent_id: str | None = None,
 ) -> Call[schemas.TaskPage]:
     """``GET /tasks``: a page of tasks, newest first.
 
     ``tag``: one or several (a task must have every one); ``created_after`` and
-    ``created_before``: ISO-8601 strings or aware datetimes, both bounds excluded.
+    ``created_before``: ISO-8601 strings or aware datetimes, both bounds excluded;
+    ``parent_id``: that task's children.
     """
     tags = [tag] if isinstance(tag, str) else None if tag is None else list(tag)
     params = _drop_none(
@@ -288,9 +304,23 @@ def list_tasks(
             "tag": tags or None,
             "createdAfter": _timestamp(created_after),
             "createdBefore": _timestamp(created_before),
+            "parentId": parent_id,
         }
     )
     return Call("GET", "/tasks", params=params, read=schemas.TaskPage.model_validate)
+
+
+def children(
+    task_id: str, status: str | None = None, page: int = 1, limit: int = 20
+) -> Call[schemas.TaskPage]:
+    """``GET /tasks/{taskId}/children``: a page of the task's children, newest first."""
+    params = _drop_none({"status": status, "page": page, "limit": limit})
+    return Call(
+        "GET",
+        f"/tasks/{_segment(task_id)}/children",
+        params=params,
+        read=schemas.TaskPage.model_validate,
+    )
 
 
 def delete_task(task_id: str) -> Call[None]:

@@ -232,6 +232,7 @@ class _Operations:
     delete_task = _Operation(calls.delete_task)
     history = _Operation(calls.history)
     list_tasks = _Operation(calls.list_tasks)
+    children = _Operation(calls.children)
     batch_update_progress = _Operation(calls.batch_update_progress)
     broadcast = _Operation(calls.broadcast)
     room_health = _Operation(calls.room_health)

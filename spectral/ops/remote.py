@@ -93,6 +93,7 @@ def tasks_list(client: Client, args: argparse.Namespace) -> int:
         tag=args.tag or None,
         created_after=args.created_after,
         created_before=args.created_before,
+        parent_id=args.parent,
     )
     if args.json:
         render.json_out(page)
@@ -119,6 +120,10 @@ def tasks_create(client: Client, args: argparse.Namespace) -> int:
         ttl_seconds=args.ttl_seconds,
         tags=args.tag or None,
         external_id=args.external_id,
+        parent_id=args.parent,
+        weight=args.weight,
+        on_child_failure=args.on_child_failure,
+        complete_with_children=args.complete_with_children or None,
     )
     render.task(task, args.json)
     return OK
@@ -292,6 +297,7 @@ def add_commands(commands: Any) -> None:
         "--created-after", metavar="ISO", help="created after, e.g. 2026-12-01T00:00:00Z"
     )
     listing.add_argument("--created-before", metavar="ISO", help="created before this time")
+    listing.add_argument("--parent", metavar="ID", help="the children of task ID")
     command(group, "get", tasks_get, "show one task").add_argument("task_id", metavar="ID")
     create = command(group, "create", tasks_create, "create a task (an id is generated if none)")
     create.add_argument("task_id", metavar="ID", nargs="?")
@@ -302,6 +308,18 @@ def add_commands(commands: Any) -> None:
     create.add_argument("--ttl-seconds", type=float, help="delete it this long after it ends")
     create.add_argument("--tag", action="append", metavar="TAG", help="a tag (repeatable)")
     create.add_argument("--external-id", metavar="ID", help="your own id for it, unique per owner")
+    create.add_argument("--parent", metavar="ID", help="make it a child of task ID")
+    create.add_argument("--weight", type=float, help="its share of its parent's progress (1)")
+    create.add_argument(
+        "--on-child-failure",
+        choices=("fail", "ignore"),
+        help="what a failed child does to it (fail: default)",
+    )
+    create.add_argument(
+        "--complete-with-children",
+        action="store_true",
+        help="succeed when every child has succeeded",
+    )
     update = command(group, "update", tasks_update, "report progress (0-100)")
     update.add_argument("task_id", metavar="ID")
     update.add_argument("progress", metavar="PROGRESS", type=float)

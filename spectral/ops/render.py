@@ -126,6 +126,10 @@ def task(value: Any, as_json: bool) -> None:
         table.add_row("tags", ", ".join(value.tags))
     if value.external_id is not None:
         table.add_row("external id", value.external_id)
+    if value.parent_id is not None:
+        table.add_row("parent", f"{value.parent_id} (weight {value.weight:g})")
+    if value.child_count:
+        table.add_row("children", str(value.child_count))
     for label, stamp in (
         ("created", value.created_at),
         ("updated", value.updated_at),
