@@ -48,6 +48,7 @@ NARROW = 360
 SCREENSHOTS = {
     "list": ROOT / "docs" / "dashboard-list.png",
     "task": ROOT / "docs" / "dashboard-task.png",
+    "tree": ROOT / "docs" / "dashboard-tree.png",
 }
 #: The product target for a change to show on the list without reload is one second; the
 #: assertion is generous (timing belongs in bench/), what was measured is printed.
@@ -300,6 +301,71 @@ async def test_the_status_filter(server: Server) -> None:
     assert failed == ["c-failed"]
     assert "No tasks match." in none and "0 tasks" in none
     assert trouble == []
+
+
+async def test_the_tag_filter_and_a_tree_of_tasks(server: Server) -> None:
+    with trio.fail_after(GUARD):
+        async with client(server) as http, await dashboard(server) as tab:
+            await post(http, "/tasks/create", {"id": "red-big", "tags": ["red", "big"]})
+            await post(http, "/tasks/create", {"id": "red", "tags": ["red"]})
+            await post(http, "/tasks/create", {"id": "plain"})
+            await tab.run(sign_in(ADMIN_KEY))
+            await tab.run(
+                wait_for("() => document.querySelectorAll('#tasks tr[data-task-id]').length === 3")
+            )
+            await tab.run(lambda page, seen: page.get_by_label("Tags", exact=True).fill("red"))
+            await tab.run(
+                wait_for("() => document.querySelectorAll('#tasks tr[data-task-id]').length === 2")
+            )
+            red = await tab.run(row_ids)
+            await tab.run(lambda page, seen: page.get_by_label("Tags", exact=True).fill("red big"))
+            await tab.run(
+                wait_for("() => document.querySelectorAll('#tasks tr[data-task-id]').length === 1")
+            )
+            both = await tab.run(row_ids)
+            # Live under the tag filter: a new red task comes in, an untagged one stays out.
+            await tab.run(wait_for("() => window.__dashboard.live === 'open'"))
+            await post(http, "/tasks/create", {"id": "red-big-2", "tags": ["big", "red", "x"]})
+            await post(http, "/tasks/create", {"id": "plain-2"})
+            await tab.run(wait_for(ROW_SHOWS, ["red-big-2", None]))
+            live = await tab.run(row_ids)
+
+            # A tree: the parent's page shows its children, their progress and its own.
+            await post(
+                http,
+                "/tasks/create",
+                {"id": "deploy", "phases": [{"id": "build", "weight": 3}, {"id": "ship"}]},
+            )
+            await tab.run(go("#/tasks/deploy"))
+            await tab.run(
+                wait_for(
+                    "() => document.querySelectorAll('#children-table tr[data-task-id]')"
+                    ".length === 2"
+                )
+            )
+            await tab.run(wait_for("() => window.__dashboard.taskSocket === 'open'"))
+            await post(http, "/tasks/updateProgress", {"taskId": "deploy:build", "progress": 40})
+            await tab.run(
+                wait_for(
+                    "() => document.querySelector('.big .pct').textContent === '30%' &&"
+                    ' document.querySelector(\'#children-table tr[data-task-id="deploy:build"]'
+                    " .pct').textContent === '40%'"
+                )
+            )
+            parent_page = await tab.run(text_of)
+            await tab.run(click("link", "deploy:build"))
+            await tab.run(wait_for("() => !!document.querySelector('#parent-link')"))
+            child_page = await tab.run(text_of)
+            await tab.run(click("link", "deploy"))
+            await tab.run(wait_for("() => !!document.querySelector('#children-table')"))
+            trouble = await tab.run(problems)
+    assert sorted(red) == ["red", "red-big"]
+    assert both == ["red-big"]
+    assert live == ["red-big-2", "red-big"]
+    assert "Children" in parent_page and "2 (a failed child fails this task)" in parent_page
+    assert "Parent" in child_page and "Weight" in child_page
+    assert trouble == []
+    assert_readable(parent_page)
 
 
 TIMELINE = "() => [...document.querySelectorAll('#timeline li')].map(li => +li.dataset.seq)"
@@ -706,6 +772,23 @@ async def test_screenshots(server: Server, tmp_path: Path) -> None:
                     "event": {"type": "log", "message": "640 of 1000 invoices sent"},
                 },
             )
+            phases = [
+                {"id": "build", "weight": 3, "name": "Build images"},
+                {"id": "test", "weight": 2, "name": "Run tests"},
+                {"id": "ship", "weight": 1, "name": "Roll out"},
+            ]
+            await post(
+                http,
+                "/tasks/create",
+                {
+                    "id": "deploy-7",
+                    "completeWithChildren": True,
+                    "tags": ["prod"],
+                    "phases": phases,
+                },
+            )
+            await post(http, "/tasks/complete", {"taskId": "deploy-7:build"})
+            await post(http, "/tasks/updateProgress", {"taskId": "deploy-7:test", "progress": 55})
         async with await dashboard(server, width=1000, height=640) as tab:
             await tab.run(sign_in(ADMIN_KEY))
             await tab.run(wait_for(ROW_SHOWS, ["cleanup-tmp", "45%"]))
@@ -718,9 +801,17 @@ async def test_screenshots(server: Server, tmp_path: Path) -> None:
                 )
             )
             task = await tab.run(lambda page, seen: page.screenshot(full_page=True))
+            await tab.run(go("#/tasks/deploy-7"))
+            await tab.run(
+                wait_for(
+                    "() => document.querySelectorAll('#children-table tr[data-task-id]')"
+                    ".length === 3 && document.querySelector('.big .pct').textContent === '68.3%'"
+                )
+            )
+            tree = await tab.run(lambda page, seen: page.screenshot(full_page=True))
             trouble = await tab.run(problems)
     assert trouble == []
-    for name, image in (("list", listed), ("task", task)):
+    for name, image in (("list", listed), ("task", task), ("tree", tree)):
         assert png_size(image)[0] == 1000
         (tmp_path / SCREENSHOTS[name].name).write_bytes(image)
         if os.environ.get("SPECTRAL_SCREENSHOT") == "1":

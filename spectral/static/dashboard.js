@@ -182,7 +182,9 @@
     const parts = [];
     for (const [name, value] of Object.entries(params)) {
       if (value === null || value === undefined || value === "") continue;
-      parts.push(`${encodeURIComponent(name)}=${encodeURIComponent(value)}`);
+      for (const one of Array.isArray(value) ? value : [value]) {
+        parts.push(`${encodeURIComponent(name)}=${encodeURIComponent(one)}`);
+      }
     }
     return parts.length ? `?${parts.join("&")}` : "";
   }
@@ -209,7 +211,7 @@
     runCleanup();
     state.key = null;
     state.me = null;
-    Object.assign(filters, { status: "", q: "", owner: "", page: 1 });
+    Object.assign(filters, { status: "", q: "", owner: "", tags: [], page: 1 });
     sessionStorage.removeItem(KEY_STORAGE);
     $("view").replaceChildren();
     $("nav").hidden = true;
@@ -436,13 +438,15 @@
 
   // -- the task list -----------------------------------------------------------------------
 
-  const filters = { status: "", q: "", owner: "", page: 1 };
+  const filters = { status: "", q: "", owner: "", tags: [], page: 1 };
 
   function matches(task) {
     if (!task) return false;
     if (filters.status && task.status !== filters.status) return false;
     if (filters.q && !String(task.taskId).startsWith(filters.q)) return false;
     if (filters.owner && task.owner !== filters.owner) return false;
+    const tags = Array.isArray(task.tags) ? task.tags : [];
+    if (filters.tags.some((tag) => !tags.includes(tag))) return false;
     return true;
   }
 
@@ -456,8 +460,12 @@
     const owner = h("input", { id: "filter-owner", type: "search", spellcheck: "false",
       autocomplete: "off" });
     owner.value = filters.owner;
+    const tag = h("input", { id: "filter-tag", type: "search", spellcheck: "false",
+      placeholder: "e.g. billing eu", autocomplete: "off" });
+    tag.value = filters.tags.join(" ");
     const form = h("form", { class: "filters", role: "search", "aria-label": "Filter tasks" },
-      field("Status", status), field("Task id prefix", prefix), admin && field("Owner", owner));
+      field("Status", status), field("Task id prefix", prefix), field("Tags", tag),
+      admin && field("Owner", owner));
     form.addEventListener("submit", (event) => event.preventDefault());
     const summary = h("p", { class: "muted", id: "tasks-summary", "aria-live": "polite" }, "Loading…");
     const box = errorBox();
@@ -543,7 +551,7 @@
       }
       lastFetch = Date.now();
       const params = { page: filters.page, limit: PAGE_SIZE, status: filters.status,
-        q: filters.q, owner: admin ? filters.owner : "" };
+        q: filters.q, owner: admin ? filters.owner : "", tag: filters.tags };
       loading = api("GET", `/tasks${query(params)}`)
         .then((answer) => {
           box.hidden = true;
@@ -629,11 +637,12 @@
       filters.status = status.value;
       filters.q = prefix.value.trim();
       filters.owner = admin ? owner.value.trim() : "";
+      filters.tags = [...new Set(tag.value.split(/[\s,]+/).filter(Boolean))];
       filters.page = 1;
       load();
     };
     status.addEventListener("change", changed);
-    for (const input of [prefix, owner]) {
+    for (const input of [prefix, tag, owner]) {
       input.addEventListener("input", () => {
         clearTimeout(debounce);
         debounce = setTimeout(changed, 250);
@@ -704,10 +713,11 @@
     const actions = h("div", { class: "actions", id: "task-actions" });
     const facts = h("dl", { class: "facts" });
     const details = h("div", {});
+    const family = h("div", { id: "children" });
     const timeline = h("ol", { class: "timeline", id: "timeline", "aria-label": "History" });
     const older = h("button", { type: "button", class: "quiet", hidden: true }, "Load older events");
     const back = h("a", { href: "#/" }, "← All tasks");
-    view(taskId, h("p", {}, back), box, notice, head, actions, facts, details,
+    view(taskId, h("p", {}, back), box, notice, head, actions, facts, details, family,
       h("h2", {}, "History"), older, timeline);
 
     let task = null, oldest = null, newest = 0, gone = false;
@@ -727,7 +737,20 @@
       if (task.canceledAt) rows.push(["Canceled", when(task.canceledAt)]);
       if (task.timeoutSeconds) rows.push(["Heartbeat timeout", duration(task.timeoutSeconds)]);
       if (task.ttlSeconds) rows.push(["Deleted after", duration(task.ttlSeconds)]);
-      facts.replaceChildren(...rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, text(v))]));
+      if (Array.isArray(task.tags) && task.tags.length) rows.push(["Tags", task.tags.join(", ")]);
+      if (task.externalId) rows.push(["External id", task.externalId]);
+      if (task.parentId) {
+        rows.push(["Parent", h("a", { href: `#/tasks/${encodeURIComponent(task.parentId)}`,
+          id: "parent-link" }, task.parentId)]);
+        rows.push(["Weight", text(task.weight)]);
+      }
+      if (task.childCount) {
+        const policy = task.onChildFailure === "ignore" ? "ignored" : "fails this task";
+        rows.push(["Children", `${task.childCount} (a failed child ${policy}` +
+          `${task.completeWithChildren ? "; completes with them" : ""})`]);
+      }
+      facts.replaceChildren(...rows.flatMap(([k, v]) => [h("dt", {}, k),
+        h("dd", {}, v instanceof Node ? v : text(v))]));
       const parts = [];
       if (task.error) parts.push(h("h2", {}, "Error"), h("p", { class: "error", id: "task-error" },
         text(task.error)));
@@ -736,6 +759,47 @@
         h("pre", { id: "metadata", tabindex: "0" }, JSON.stringify(meta, null, 2)));
       details.replaceChildren(...parts);
       renderActions();
+      childrenSoon();
+    }
+
+    // Children: the first page, refetched at most once a second while the task changes
+    // (its progress moves whenever one of them reports).
+    let childrenTimer = null, childrenAt = 0, childrenShown = -1;
+    function childrenSoon() {
+      if (!task || (!task.childCount && childrenShown <= 0)) {
+        family.replaceChildren();
+        childrenShown = 0;
+        return;
+      }
+      if (childrenTimer !== null) return;
+      const wait = Math.max(0, 1000 - (Date.now() - childrenAt));
+      childrenTimer = setTimeout(() => {
+        childrenTimer = null;
+        childrenAt = Date.now();
+        loadChildren().catch((error) => showError(box, error));
+      }, wait);
+    }
+    onCleanup(() => clearTimeout(childrenTimer));
+
+    async function loadChildren() {
+      const answer = await api("GET",
+        `/tasks/${encodeURIComponent(taskId)}/children${query({ limit: 100 })}`);
+      const kids = answer.tasks || [];
+      childrenShown = kids.length;
+      const total = (answer.pagination || {}).total || kids.length;
+      const rows = kids.map((kid) => h("tr", { dataset: { taskId: kid.taskId } },
+        h("td", { class: "id", "data-label": "Task" },
+          h("a", { href: `#/tasks/${encodeURIComponent(kid.taskId)}` }, kid.taskId)),
+        h("td", { "data-label": "Status", class: "status" }, badge(kid.status)),
+        h("td", { "data-label": "Progress", class: "prog" },
+          progressCell(kid.progress, `Progress of ${kid.taskId}`)),
+        h("td", { "data-label": "Weight" }, text(kid.weight))));
+      family.replaceChildren(
+        h("h2", {}, total > kids.length ? `Children (first ${kids.length} of ${total})` : "Children"),
+        h("div", { class: "table" }, h("table", { class: "cards", id: "children-table" },
+          h("thead", {}, h("tr", {}, ["Task", "Status", "Progress", "Weight"].map((c) =>
+            h("th", { scope: "col" }, c)))),
+          h("tbody", {}, rows))));
     }
 
     function renderActions() {
@@ -781,7 +845,8 @@
         actions.append(h("button", { type: "button", class: "quiet",
           onclick: guarded(mutate("/tasks/cancel", {}, "Task canceled.")) }, "Cancel task"));
       }
-      actions.append(confirmButton("Delete", `Delete ${taskId} and its history?`, async () => {
+      const what = task.childCount ? "its history and its subtree" : "its history";
+      actions.append(confirmButton("Delete", `Delete ${taskId}, ${what}?`, async () => {
         await api("DELETE", `/tasks/${encodeURIComponent(taskId)}`);
         gone = true;
         location.hash = "#/";

@@ -153,4 +153,4 @@ def rollup(state: TaskState, family: Family) -> Command | None:
     progress = family.progress(ignore)
     if progress is None or progress == state.progress:
         return None
-    return Progress(progress=progress, message=f"Children at {progress:g}%")
+    return Progress(progress=progress, message=f"Children at {round(progress, 2):g}%")
