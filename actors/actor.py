@@ -67,6 +67,14 @@ class Actor:
     def alarm(self) -> None:
         """The alarm turn: runs once when the alarm set with :meth:`set_alarm` is due."""
 
+    def end_turn(self) -> None:
+        """Optional: runs once per turn after its messages, inside the same transaction.
+
+        For work that the turn's messages together call for (e.g. one recomputation
+        for many inputs). An exception rolls back only what this call did and counts
+        as a crash (the instance reloads after the commit); the messages stay applied.
+        """
+
     def receive(self, sender: Address, message: Any) -> None:
         """Apply a message another object sent with :meth:`send` (once, in a turn).
 

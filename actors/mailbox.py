@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import trio
 
+from actors.actor import Actor
 from actors.errors import (
     ActorBrokenError,
     ActorClosedError,
@@ -53,7 +54,6 @@ from actors.messaging import Delivered, Incoming, Outgoing
 from storage import ObjectFile, ObjectRow, StorageError, read_record, wake_time, write_record
 
 if TYPE_CHECKING:
-    from actors.actor import Actor
     from actors.host import CellHost
     from actors.sockets import SocketSet
 
@@ -356,6 +356,18 @@ class Cell:
                 outcomes.append((True, result))
                 wrote = wrote or conn.total_changes != changes or len(effects) != mark
                 deleted = any(item[0] == "delete" for item in effects[mark:])
+            if not deleted and self.kind_class.end_turn is not Actor.end_turn:
+                mark, changes = len(effects), conn.total_changes
+                conn.execute("SAVEPOINT end_turn")
+                try:
+                    self.instance.end_turn()
+                except Exception:
+                    conn.execute("ROLLBACK TO end_turn")
+                    del effects[mark:]
+                    crashed = True
+                    log.exception("%s %r: end_turn crashed", self.kind, self.object_id)
+                conn.execute("RELEASE end_turn")
+                wrote = wrote or conn.total_changes != changes or len(effects) != mark
             record_changes = self._record_changes(effects, wrote, now)
             if record_changes:
                 write_record(conn, _encode_record(record_changes))

@@ -209,3 +209,56 @@ def _only_file(root: Path, kind: str) -> Path:
     files = list((root / "objects" / kind).rglob("*.sqlite"))
     assert len(files) == 1, files
     return files[0]
+
+
+class Summer(Actor):
+    """Adds numbers; ``end_turn`` writes the total once per turn (and crashes on demand)."""
+
+    kind = "summer"
+    migrations = (
+        Migration(1, "CREATE TABLE n (v INTEGER); CREATE TABLE total (turns INTEGER, t INTEGER)"),
+    )
+    crash_end: ClassVar[bool] = False
+
+    def load(self) -> None:
+        """Nothing cached."""
+        self.pending = False
+
+    def handle(self, message: Any) -> Any:
+        """An int adds it; None answers (total rows written, last total)."""
+        if message is None:
+            rows = self.db.execute("SELECT turns, t FROM total").fetchall()
+            return len(rows), (rows[-1][1] if rows else None)
+        self.db.execute("INSERT INTO n (v) VALUES (?)", (message,))
+        self.pending = True
+        return message
+
+    def end_turn(self) -> None:
+        """One total row per turn that added something."""
+        if self.pending:
+            self.pending = False
+            if Summer.crash_end:
+                self.db.execute("INSERT INTO total (turns, t) VALUES (0, -1)")
+                raise RuntimeError("end_turn crashes on purpose")
+            total = self.db.execute("SELECT sum(v) FROM n").fetchone()[0]
+            self.db.execute("INSERT INTO total (turns, t) VALUES (1, ?)", (total,))
+
+
+async def test_end_turn_runs_once_per_turn_inside_its_transaction(tmp_path: Path) -> None:
+    Summer.crash_end = False
+    async with open_router(tmp_path, (Summer,), CONFIG) as router:
+        await router.call("summer", "s", 0, create=True)
+        async with trio.open_nursery() as nursery:
+            for n in range(1, 501):
+                nursery.start_soon(router.call, "summer", "s", n)
+        rows, total = await router.call("summer", "s", None)
+        assert total == 500 * 501 // 2
+        assert rows < 500  # the burst came in batches: one end_turn per batch
+        # A crashing end_turn: its own writes go, the message stays applied.
+        Summer.crash_end = True
+        assert await router.call("summer", "s", 7) == 7
+        Summer.crash_end = False
+        after_rows, after_total = await router.call("summer", "s", None)
+        assert after_rows == rows and after_total == total  # no -1 row was kept
+        await router.call("summer", "s", 1)
+        assert (await router.call("summer", "s", None))[1] == total + 7 + 1
