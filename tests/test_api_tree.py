@@ -317,3 +317,21 @@ async def test_a_tree_is_at_most_8_levels_deep(world) -> None:
     # A change at the bottom reaches the top through seven parents.
     await post(http, h["alice"], "complete", taskId="d8")
     await settled(http, h["alice"], "d1", progress=100)
+
+
+async def test_the_rpc_create_takes_the_tree_fields(world) -> None:
+    _, http, h = world
+    await create(http, h["alice"], id="rpc-root")
+    response = await http.post(
+        "/rpc/tasks/create",
+        json={"json": {"id": "rpc-kid", "parentId": "rpc-root", "weight": 2, "tags": ["r"]}},
+        headers=h["alice"],
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["json"] == {"success": True, "taskId": "rpc-kid"}
+    kid = await get(http, h["alice"], "rpc-kid")
+    assert (kid["parentId"], kid["weight"], kid["tags"]) == ("rpc-root", 2, ["r"])
+    got = await http.post(
+        "/rpc/tasks/getById", json={"json": {"taskId": "rpc-root"}}, headers=h["alice"]
+    )
+    assert got.json()["json"]["childCount"] == 1
