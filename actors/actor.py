@@ -67,14 +67,6 @@ class Actor:
     def alarm(self) -> None:
         """The alarm turn: runs once when the alarm set with :meth:`set_alarm` is due."""
 
-    def end_turn(self) -> None:
-        """Optional: runs once per turn after its messages, inside the same transaction.
-
-        For work that the turn's messages together call for (e.g. one recomputation
-        for many inputs). An exception rolls back only what this call did and counts
-        as a crash (the instance reloads after the commit); the messages stay applied.
-        """
-
     def receive(self, sender: Address, message: Any) -> None:
         """Apply a message another object sent with :meth:`send` (once, in a turn).
 
@@ -151,6 +143,18 @@ class Actor:
         object's undelivered message to the same target with the same key.
         """
         self._cell.send_message(kind, object_id, message, key)
+
+    def before_commit(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` once at the end of this turn, inside its transaction.
+
+        After every message of the turn, before the commit: for work that the turn's
+        messages together call for (one recomputation for many inputs). Asked for
+        several times in a turn (by equal callables), it runs once. If it raises, only
+        what it did is rolled back and it counts as a crash (the instance reloads
+        after the commit); the messages stay applied. A rolled-back message's request
+        goes with it.
+        """
+        self._cell.effect(("before", callback))
 
     def after_commit(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` after this message's changes are committed (output gate)."""

@@ -42,7 +42,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import trio
 
-from actors.actor import Actor
 from actors.errors import (
     ActorBrokenError,
     ActorClosedError,
@@ -54,6 +53,7 @@ from actors.messaging import Delivered, Incoming, Outgoing
 from storage import ObjectFile, ObjectRow, StorageError, read_record, wake_time, write_record
 
 if TYPE_CHECKING:
+    from actors.actor import Actor
     from actors.host import CellHost
     from actors.sockets import SocketSet
 
@@ -131,6 +131,8 @@ class Cell:
         #: True once the idle reaper released the page cache (reset by every turn).
         self.shrunk = False
         self.alarm_failures = 0
+        #: Set by a before_commit callback that raised during the current turn.
+        self.crashed_before_commit = False
         self.registry_alarm_known = False
         #: True until the first commit of a freshly created file (see ObjectStore.settle).
         self.unsettled = True
@@ -315,6 +317,7 @@ class Cell:
         outcomes: list[tuple[bool, Any]] = []
         wrote = crashed = False
         self._effects = effects
+        self.crashed_before_commit = False
         try:
             conn.execute("BEGIN")
             deleted = False
@@ -356,18 +359,8 @@ class Cell:
                 outcomes.append((True, result))
                 wrote = wrote or conn.total_changes != changes or len(effects) != mark
                 deleted = any(item[0] == "delete" for item in effects[mark:])
-            if not deleted and self.kind_class.end_turn is not Actor.end_turn:
-                mark, changes = len(effects), conn.total_changes
-                conn.execute("SAVEPOINT end_turn")
-                try:
-                    self.instance.end_turn()
-                except Exception:
-                    conn.execute("ROLLBACK TO end_turn")
-                    del effects[mark:]
-                    crashed = True
-                    log.exception("%s %r: end_turn crashed", self.kind, self.object_id)
-                conn.execute("RELEASE end_turn")
-                wrote = wrote or conn.total_changes != changes or len(effects) != mark
+            if not deleted:
+                wrote = self._before_commit(effects) or wrote
             record_changes = self._record_changes(effects, wrote, now)
             if record_changes:
                 write_record(conn, _encode_record(record_changes))
@@ -391,6 +384,7 @@ class Cell:
             return
         finally:
             self._effects = None
+        crashed = crashed or self.crashed_before_commit
         host.record_turn(len(batch))
         previous = self.record
         self.record = {**previous, **record_changes}
@@ -414,6 +408,31 @@ class Cell:
             self._restart()
         else:
             self.crashes = 0
+
+    def _before_commit(self, effects: list[tuple[Any, ...]]) -> bool:
+        """Run the turn's ``before_commit`` callbacks (each distinct one once); True if
+        they wrote. One that raises is rolled back alone and counts as a crash."""
+        callbacks: list[Any] = []
+        for item in effects:
+            if item[0] == "before" and item[1] not in callbacks:
+                callbacks.append(item[1])
+        if not callbacks:
+            return False
+        conn = self.conn
+        wrote = False
+        for callback in callbacks:
+            mark, changes = len(effects), conn.total_changes
+            conn.execute("SAVEPOINT before_commit")
+            try:
+                callback()
+            except Exception:
+                conn.execute("ROLLBACK TO before_commit")
+                del effects[mark:]
+                self.crashed_before_commit = True
+                log.exception("%s %r: before_commit callback crashed", self.kind, self.object_id)
+            conn.execute("RELEASE before_commit")
+            wrote = wrote or conn.total_changes != changes or len(effects) != mark
+        return wrote
 
     def _dispatch(self, message: Any, now: float) -> Any:
         if isinstance(message, AlarmDue):

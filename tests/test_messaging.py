@@ -212,7 +212,7 @@ def _only_file(root: Path, kind: str) -> Path:
 
 
 class Summer(Actor):
-    """Adds numbers; ``end_turn`` writes the total once per turn (and crashes on demand)."""
+    """Adds numbers; writes the total once per turn, before the commit (crashes on demand)."""
 
     kind = "summer"
     migrations = (
@@ -220,31 +220,25 @@ class Summer(Actor):
     )
     crash_end: ClassVar[bool] = False
 
-    def load(self) -> None:
-        """Nothing cached."""
-        self.pending = False
-
     def handle(self, message: Any) -> Any:
         """An int adds it; None answers (total rows written, last total)."""
         if message is None:
             rows = self.db.execute("SELECT turns, t FROM total").fetchall()
             return len(rows), (rows[-1][1] if rows else None)
         self.db.execute("INSERT INTO n (v) VALUES (?)", (message,))
-        self.pending = True
+        self.before_commit(self.write_total)
         return message
 
-    def end_turn(self) -> None:
+    def write_total(self) -> None:
         """One total row per turn that added something."""
-        if self.pending:
-            self.pending = False
-            if Summer.crash_end:
-                self.db.execute("INSERT INTO total (turns, t) VALUES (0, -1)")
-                raise RuntimeError("end_turn crashes on purpose")
-            total = self.db.execute("SELECT sum(v) FROM n").fetchone()[0]
-            self.db.execute("INSERT INTO total (turns, t) VALUES (1, ?)", (total,))
+        if Summer.crash_end:
+            self.db.execute("INSERT INTO total (turns, t) VALUES (0, -1)")
+            raise RuntimeError("before_commit crashes on purpose")
+        total = self.db.execute("SELECT sum(v) FROM n").fetchone()[0]
+        self.db.execute("INSERT INTO total (turns, t) VALUES (1, ?)", (total,))
 
 
-async def test_end_turn_runs_once_per_turn_inside_its_transaction(tmp_path: Path) -> None:
+async def test_before_commit_runs_once_per_turn_inside_its_transaction(tmp_path: Path) -> None:
     Summer.crash_end = False
     async with open_router(tmp_path, (Summer,), CONFIG) as router:
         await router.call("summer", "s", 0, create=True)
@@ -253,8 +247,8 @@ async def test_end_turn_runs_once_per_turn_inside_its_transaction(tmp_path: Path
                 nursery.start_soon(router.call, "summer", "s", n)
         rows, total = await router.call("summer", "s", None)
         assert total == 500 * 501 // 2
-        assert rows < 500  # the burst came in batches: one end_turn per batch
-        # A crashing end_turn: its own writes go, the message stays applied.
+        assert rows < 500  # the burst came in batches: one callback per batch
+        # A crashing callback: its own writes go, the message stays applied.
         Summer.crash_end = True
         assert await router.call("summer", "s", 7) == 7
         Summer.crash_end = False

@@ -296,7 +296,6 @@ class Task(Actor):
             (tree.Report(*r[:6]) for r in rows if not r[6]), (r[0] for r in rows if r[6])
         )
         self.state = None if row is None else _state_from_row(*row, len(self.family))
-        self.rollup_due = False
         rows = self.db.execute(
             f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY seq DESC LIMIT ?",
             (min(LATEST, self.history_cap),),
@@ -344,14 +343,12 @@ class Task(Actor):
             (report.child_id, report.seq, report.weight, report.status, report.progress,
              report.error),
         )  # fmt: skip
-        self.rollup_due = True  # once for the whole turn: end_turn
+        self.before_commit(self._roll_up_once)  # once for the whole turn
 
-    def end_turn(self) -> None:
+    def _roll_up_once(self) -> None:
         """Roll up once after a turn's children's reports (many reports, one event)."""
-        if self.rollup_due:
-            self.rollup_due = False
-            if self.state is not None:
-                self._roll_up()
+        if self.state is not None:
+            self._roll_up()
 
     def _detach(self, child_id: str) -> bool:
         if self.state is None:
