@@ -335,3 +335,15 @@ async def test_the_rpc_create_takes_the_tree_fields(world) -> None:
         "/rpc/tasks/getById", json={"json": {"taskId": "rpc-root"}}, headers=h["alice"]
     )
     assert got.json()["json"]["childCount"] == 1
+
+
+async def test_a_child_deleted_by_its_retention_leaves_its_parent(world) -> None:
+    _, http, h = world
+    await create(http, h["alice"], id="keeper")
+    await create(http, h["alice"], id="short", parentId="keeper", ttlSeconds=0.2)
+    await create(http, h["alice"], id="long", parentId="keeper")
+    await post(http, h["alice"], "updateProgress", taskId="long", progress=30)
+    await post(http, h["alice"], "complete", taskId="short")  # retention starts: 0.2 s
+    parent = await settled(http, h["alice"], "keeper", childCount=1)
+    assert parent["progress"] == 30  # the mean over the one child left
+    assert (await http.get("/tasks/short", headers=h["alice"])).status_code == 404

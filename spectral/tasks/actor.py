@@ -334,6 +334,9 @@ class Task(Actor):
         """A child's report (spectral/tasks/tree.py): keep it, then roll up."""
         if sender.kind != KIND or self.state is None:
             return
+        if "removed" in message:  # a child deleted itself (its retention ran out)
+            self._detach(str(message["removed"]))
+            return
         report = tree.Report.from_json(message)
         if not self.family.apply(report):
             return
@@ -655,6 +658,11 @@ class Task(Actor):
     def _remove(self, state: TaskState) -> bool:
         now = self.now()
         self.delete()
+        if state.parent_id is not None:
+            # A DELETE detached it already (synchronously, durably); a deletion by
+            # retention tells the parent here (sent from the deleting turn: a crash at
+            # that instant loses it, and the parent keeps counting its last report).
+            self.send(KIND, state.parent_id, {"removed": state.task_id})
         outgoing = wire.deleted_message(state.task_id, state.seq + 1, now)
         sockets = self.sockets
         published = TaskEvent(state.owner, state.task_id, state.seq + 1, "deleted", now, None, None)
