@@ -361,8 +361,8 @@ async def test_owners_are_isolated_and_readers_may_not_manage(
     assert (await client.put(path, headers=b, json={"name": "x"})).status_code == 404
     assert (await client.delete(path, headers=b)).status_code == 404
     assert (await client.get("/integrations", headers=b)).json() == {"integrations": []}
-    assert [i["id"] for i in (await client.get("/integrations", headers=a)).json()["integrations"]] \
-        == [mine["id"]]  # fmt: skip
+    listed = (await client.get("/integrations", headers=a)).json()["integrations"]
+    assert [i["id"] for i in listed] == [mine["id"]]
     assert len((await client.get("/integrations")).json()["integrations"]) == 1  # admin: all
     # A reader may not manage integrations; nor create another owner's.
     assert (await client.get("/integrations", headers=reader)).status_code == 403
@@ -393,8 +393,13 @@ async def test_update_the_mapping_and_delete(server: Any, client: httpx.AsyncCli
     assert updated.json()["statusMap"] == {"new": "initialized"}
     assert updated.json()["errorPath"] is None and "secret" not in updated.json()
     assert (await client.get(path)).json() == updated.json()
-    for body, field in (({}, "body"), ({"statusPath": None}, "statusPath"),
-                        ({"header": "X-Sig"}, "header"), ({"statusPath": "a..b"}, "statusPath")):  # fmt: skip
+    refusals = [
+        ({}, "body"),
+        ({"statusPath": None}, "statusPath"),
+        ({"header": "X-Sig"}, "header"),
+        ({"statusPath": "a..b"}, "statusPath"),
+    ]
+    for body, field in refusals:
         refused = await client.put(path, json=body)
         assert refused.status_code == 400, refused.text
         assert refused.json()["error"]["details"][0]["field"] == field
