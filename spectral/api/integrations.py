@@ -42,6 +42,7 @@ def _path(value: str) -> str:
 
 DottedPath = Annotated[
     str,
+    StringConstraints(max_length=paths.MAX_LENGTH, pattern=paths.PATTERN),
     AfterValidator(_path),
     Field(description="a dotted path into the payload, e.g. `data.object.id` or `items.0.id`"),
 ]
@@ -70,13 +71,16 @@ class CreateIntegration(Body):
     name: Name
     signing: Literal["standard-webhooks", "hmac-sha256"]
     header: HeaderName | None = Field(
-        None, description=f"hmac-sha256 only: the signature's header (default {DEFAULT_HEADER})"
+        None,
+        description="hmac-sha256: the signature's header (default "
+        f"{DEFAULT_HEADER}); ignored for standard-webhooks",
     )
     delivery_id_header: HeaderName | None = Field(
         None,
         alias="deliveryIdHeader",
         description="hmac-sha256 only: the delivery id's header, read if present "
-        f"(default {DEFAULT_DELIVERY_ID_HEADER}; else the body's digest is the id)",
+        f"(default {DEFAULT_DELIVERY_ID_HEADER}; else the body's digest is the id); ignored for "
+        "standard-webhooks",
     )
     external_id_path: DottedPath = Field(alias="externalIdPath")
     status_path: DottedPath = Field(alias="statusPath")
@@ -88,14 +92,20 @@ class CreateIntegration(Body):
 
 
 class UpdateIntegration(Body):
-    """``PUT /integrations/{id}``: any of the mapping's fields, ``name``, the headers."""
+    """``PUT /integrations/{id}``: any of the mapping's fields, ``name``, the headers.
 
-    name: Name | None = None
-    header: HeaderName | None = None
-    delivery_id_header: HeaderName | None = Field(None, alias="deliveryIdHeader")
-    external_id_path: DottedPath | None = Field(None, alias="externalIdPath")
-    status_path: DottedPath | None = Field(None, alias="statusPath")
-    status_map: StatusMap | None = Field(None, alias="statusMap")
+    Only ``progressPath`` and ``errorPath`` may be null (which clears them); a field
+    left out is left as it is.
+    """
+
+    # A default of None on a non-null type: absent is fine, an explicit null is a 400
+    # naming the field, and the document says so (no null in the type).
+    name: Name = None  # type: ignore[assignment]
+    header: HeaderName = None  # type: ignore[assignment]
+    delivery_id_header: HeaderName = Field(None, alias="deliveryIdHeader")  # type: ignore[assignment]
+    external_id_path: DottedPath = Field(None, alias="externalIdPath")  # type: ignore[assignment]
+    status_path: DottedPath = Field(None, alias="statusPath")  # type: ignore[assignment]
+    status_map: StatusMap = Field(None, alias="statusMap")  # type: ignore[assignment]
     progress_path: DottedPath | None = Field(None, alias="progressPath")
     error_path: DottedPath | None = Field(None, alias="errorPath")
 
@@ -124,26 +134,13 @@ _COLUMNS = {
     "progress_path": "progress_path",
     "error_path": "error_path",
 }
-_ALIASES = {
-    "delivery_id_header": "deliveryIdHeader",
-    "external_id_path": "externalIdPath",
-    "status_path": "statusPath",
-    "status_map": "statusMap",
-}
 _HMAC_ONLY = ("header", "delivery_id_header")
-_REQUIRED = ("name", "external_id_path", "status_path", "status_map")
 
 
 def _service(call: Call) -> IntegrationService:
     if call.state.integrations is None:
         raise ApiError(503, "UNAVAILABLE", "integrations are not running")
     return call.state.integrations
-
-
-def _invalid(field: str, message: str) -> ApiError:
-    return ApiError(
-        400, "VALIDATION_ERROR", f"{field}: {message}", [{"field": field, "message": message}]
-    )
 
 
 def _find(call: Call) -> Integration:
@@ -177,9 +174,7 @@ async def create_integration(call: Call, body: CreateIntegration) -> dict[str, A
         raise ApiError(403, "FORBIDDEN", "only an admin key may create another owner's integration")
     header, delivery_header = body.header, body.delivery_id_header
     if body.signing == STANDARD:
-        for name in _HMAC_ONLY:
-            if getattr(body, name) is not None:
-                raise _invalid(_ALIASES.get(name, name), "only for signing hmac-sha256")
+        header = delivery_header = None  # its headers are the standard's own
     else:
         assert body.signing == HMAC_SHA256
         header = header or DEFAULT_HEADER
@@ -207,15 +202,11 @@ async def update_integration(call: Call, body: UpdateIntegration) -> dict[str, A
     changes: dict[str, Any] = {
         _COLUMNS[name]: getattr(body, name) for name in body.model_fields_set if name in _COLUMNS
     }
-    for name in (*_REQUIRED, *_HMAC_ONLY):
-        if name in changes and changes[name] is None:
-            raise _invalid(_ALIASES.get(name, name), "may not be null")
     if integration.signing == STANDARD:
         for name in _HMAC_ONLY:
-            if name in changes:
-                raise _invalid(_ALIASES.get(name, name), "only for signing hmac-sha256")
+            changes.pop(name, None)  # its headers are the standard's own
     if not changes:
-        raise _invalid("body", "send at least one field to change")
+        return integration.public()
     if "status_map" in changes:
         changes["status_map"] = _steps(changes["status_map"])
     updated = _service(call).store.update(integration.id, changes)

@@ -13,7 +13,10 @@ from typing import Any
 #: Longest path accepted (characters) and most segments: deeper payloads are unheard of.
 MAX_LENGTH = 256
 MAX_SEGMENTS = 16
-_SEGMENT = re.compile(r"^[A-Za-z0-9_$@-]{1,64}$")
+_SEGMENT_TEXT = r"[A-Za-z0-9_$@-]{1,64}"
+_SEGMENT = re.compile(f"^{_SEGMENT_TEXT}$")
+#: The whole rule as one regular expression (with :data:`MAX_LENGTH`), for documents.
+PATTERN = rf"^{_SEGMENT_TEXT}(\.{_SEGMENT_TEXT}){{0,{MAX_SEGMENTS - 1}}}$"
 
 Path = tuple[str, ...]
 
