@@ -425,3 +425,23 @@ async def test_the_callback_route_takes_only_post(
     integration = await register(client, STANDARD)
     answer = await client.request(method, integration["callbackPath"])
     assert answer.status_code == 405
+
+
+async def test_the_sdk_manages_integrations(server: Any, client: httpx.AsyncClient) -> None:
+    from spectral.client import AsyncClient, NotFoundError
+
+    acme = (await key(client, "acme"))["X-API-Key"]
+    async with AsyncClient(server.url, acme) as sdk:
+        made = await sdk.create_integration(
+            "payments", "standard-webhooks", "data.object.id", "type", STATUS_MAP,
+            progressPath="data.object.progress",
+        )  # fmt: skip
+        assert made.secret.startswith("whsec_") and made.owner == "acme"
+        assert made.callback_path == f"/callbacks/{made.id}"
+        assert [i.id for i in (await sdk.list_integrations()).integrations] == [made.id]
+        assert (await sdk.get_integration(made.id)).progress_path == "data.object.progress"
+        changed = await sdk.update_integration(made.id, progressPath=None)
+        assert changed.progress_path is None
+        await sdk.delete_integration(made.id)
+        with pytest.raises(NotFoundError):
+            await sdk.get_integration(made.id)
