@@ -128,7 +128,12 @@ def test_hmac_hex_digests_with_or_without_the_prefix() -> None:
     assert verify.sign_hmac(secret, body) == digest
     for value in (digest, f"sha256={digest}", digest.upper(), f" {digest} "):
         verify.verify_hmac(secret, "X-Sig", {"x-sig": value}.get, body)
-    for headers in ({}, {"x-sig": ""}, {"x-sig": digest[:-1] + "0"}, {"x-sig": "sha1=" + digest}):
+    for headers in (
+        {},
+        {"x-sig": ""},
+        {"x-sig": digest[:-1] + ("1" if digest[-1] == "0" else "0")},
+        {"x-sig": "sha1=" + digest},
+    ):
         with pytest.raises(verify.SignatureError, match="X-Sig"):
             verify.verify_hmac(secret, "X-Sig", headers.get, body)
     with pytest.raises(verify.SignatureError):

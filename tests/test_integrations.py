@@ -7,14 +7,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import sqlite3
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import trio
 from standardwebhooks import Webhook
+
+from tests.conftest import ADMIN_HEADERS, SERVE_ENV, serve_argv
+from tests.procs import running
 
 STATUS_MAP = {
     "created": "initialized",
@@ -445,3 +451,43 @@ async def test_the_sdk_manages_integrations(server: Any, client: httpx.AsyncClie
         await sdk.delete_integration(made.id)
         with pytest.raises(NotFoundError):
             await sdk.get_integration(made.id)
+
+
+async def test_a_delivery_whose_registry_record_was_lost_is_still_applied_once(
+    tmp_path: Path,
+) -> None:
+    """The task records the delivery with the change: a retry after a crash between that
+    commit and the registry's record (simulated by deleting the record while the server
+    is down) is answered from the task's file, not applied again."""
+    data = tmp_path / "data"
+    async with running(serve_argv(data), env=SERVE_ENV) as server:
+        async with httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS) as http:
+            integration = await register(http, STANDARD)
+        secret = integration["secret"]
+        created = event("pay_c", "created")
+        assert (await post(server.url, integration, created,
+                           standard_headers(secret, created))).status_code == 200  # fmt: skip
+        running_body = event("pay_c", "running", progress=30)
+        running_headers = standard_headers(secret, running_body)
+        first = await post(server.url, integration, running_body, running_headers)
+        paid = event("pay_c", "paid")
+        paid_headers = standard_headers(secret, paid)
+        done = await post(server.url, integration, paid, paid_headers)
+        assert first.status_code == 200 and done.status_code == 200
+        server.terminate()
+        with trio.fail_after(30):
+            assert await server.wait() == 0
+    registry = sqlite3.connect(data / "registry.sqlite")
+    with registry:
+        assert registry.execute("DELETE FROM integration_deliveries").rowcount == 3
+    registry.close()
+    async with running(serve_argv(data), env=SERVE_ENV) as server:
+        for body, headers, answer in ((running_body, running_headers, first),
+                                      (paid, paid_headers, done)):  # fmt: skip
+            retry = {**headers, **standard_headers(secret, body, headers["webhook-id"])}
+            again = await post(server.url, integration, body, retry)
+            assert again.status_code == 200, again.text  # not a 409 for the processing one
+            assert again.json()["task"]["seq"] == answer.json()["task"]["seq"]
+        async with httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS) as http:
+            task = (await by_external_id(http, "pay_c", "admin")).json()
+        assert (task["status"], task["seq"]) == ("success", done.json()["task"]["seq"])

@@ -11,8 +11,10 @@ record (``replayed: true``) and not applied again; otherwise its payload is read
 (:mod:`spectral.integrations.mapping`), applied through the same task operations as
 the REST API (:mod:`spectral.api.procedures`: the task's actor, the external id
 reservation) acting as a service key of the integration's owner, and its answer
-recorded. Only applied (200) deliveries are recorded: a refused one changed nothing,
-so the provider's retry is judged afresh.
+recorded. The task's actor also records the delivery in the task's file with the
+change itself (the ``Idempotency-Key`` mechanism), so that a crash between the two
+commits cannot make a retry apply it twice. Only applied (200) deliveries are
+recorded: a refused one changed nothing, so the provider's retry is judged afresh.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from typing import Any
 import trio
 from pydantic import ValidationError
 
-from spectral.api import models, procedures
-from spectral.api.call import Call, Result
+from spectral.api import idempotency, models, procedures
+from spectral.api.call import Call, Once, Result
 from spectral.api.context import Principal
 from spectral.errors import ApiError
 from spectral.integrations import mapping, verify
@@ -105,17 +107,24 @@ class IntegrationService:
             if recorded is not None:
                 return Result({**recorded.answer, "replayed": True}, status=recorded.status)
             delivery = _read(integration, body)
-            answer = await self._apply(call, integration, delivery)
+            once = Once(
+                idempotency.task_key(integration.owner, f"callback:{integration.id}:{delivery_id}"),
+                verify.body_digest(body),
+            )
+            answer = await self._apply(call, integration, delivery, once)
             answer = {"deliveryId": delivery_id, **answer, "replayed": False}
             self.store.record(integration.id, delivery_id, 200, answer)
             return Result(answer)
 
     async def _apply(
-        self, call: Call, integration: Integration, delivery: Delivery
+        self, call: Call, integration: Integration, delivery: Delivery, once: Once
     ) -> dict[str, Any]:
         owner = integration.owner
+        # The task records the delivery with the change (as it does an Idempotency-Key),
+        # so a retry after a crash between that commit and the registry's record is
+        # answered from the task's file, not applied twice.
         acting = replace(
-            call, who=Principal(f"integration:{integration.id}", owner, "service"), once=None
+            call, who=Principal(f"integration:{integration.id}", owner, "service"), once=once
         )
         ids = call.state.external_ids
         assert ids is not None, "the server sets external_ids"
