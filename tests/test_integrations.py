@@ -491,3 +491,28 @@ async def test_a_delivery_whose_registry_record_was_lost_is_still_applied_once(
         async with httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS) as http:
             task = (await by_external_id(http, "pay_c", "admin")).json()
         assert (task["status"], task["seq"]) == ("success", done.json()["task"]["seq"])
+
+
+async def test_concurrent_copies_of_one_delivery_are_applied_once(
+    server: Any, client: httpx.AsyncClient
+) -> None:
+    integration = await register(client, STANDARD)
+    secret = integration["secret"]
+    created = event("pay_x", "created")
+    assert (await post(server.url, integration, created,
+                       standard_headers(secret, created))).status_code == 200  # fmt: skip
+    body = event("pay_x", "running", progress=20)
+    headers = standard_headers(secret, body)
+    answers: list[httpx.Response] = []
+
+    async def send() -> None:
+        answers.append(await post(server.url, integration, body, headers))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(8):
+            nursery.start_soon(send)
+    assert [a.status_code for a in answers] == [200] * 8
+    assert sorted(a.json()["replayed"] for a in answers) == [False] + [True] * 7
+    assert {a.json()["task"]["seq"] for a in answers} == {2}
+    task = (await by_external_id(client, "pay_x", "admin")).json()
+    assert (task["seq"], task["progress"]) == (2, 20)
