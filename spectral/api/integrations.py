@@ -8,6 +8,7 @@ may not manage them; another owner's integration is 404).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping as CollectionsMapping
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
@@ -105,7 +106,7 @@ class UpdateIntegration(Body):
     delivery_id_header: HeaderName = Field(None, alias="deliveryIdHeader")  # type: ignore[assignment]
     external_id_path: DottedPath = Field(None, alias="externalIdPath")  # type: ignore[assignment]
     status_path: DottedPath = Field(None, alias="statusPath")  # type: ignore[assignment]
-    status_map: StatusMap = Field(None, alias="statusMap")  # type: ignore[assignment]
+    status_map: StatusMap = Field(None, alias="statusMap")  # type: ignore[arg-type]
     progress_path: DottedPath | None = Field(None, alias="progressPath")
     error_path: DottedPath | None = Field(None, alias="errorPath")
 
@@ -153,7 +154,7 @@ def _find(call: Call) -> Integration:
     return integration
 
 
-def _steps(status_map: dict[str, str]) -> dict[str, Step]:
+def _steps(status_map: CollectionsMapping[str, str]) -> dict[str, Step]:
     return {status: Step(step) for status, step in status_map.items()}
 
 
