@@ -246,7 +246,7 @@ def _store() -> tuple[IntegrationStore, _Clock]:
 
 def test_the_store_keeps_integrations_per_owner() -> None:
     store, _ = _store()
-    made = store.create("a", "n", verify.STANDARD, None, None, MAPPING)
+    made = store.create("a", "n", verify.STANDARD, None, MAPPING)
     assert store.get(made.id) == made and store.get(made.id, "a") == made
     assert store.get(made.id, "b") is None
     assert store.list("a") == [made] and store.list("b") == [] and store.list(None) == [made]
@@ -265,7 +265,7 @@ def test_the_store_keeps_integrations_per_owner() -> None:
 
 def test_processed_deliveries_expire_and_are_cleaned_up() -> None:
     store, clock = _store()
-    made = store.create("a", "n", verify.HMAC_SHA256, "X-Sig", None, MAPPING)
+    made = store.create("a", "n", verify.HMAC_SHA256, "X-Sig", MAPPING)
     store.record(made.id, "d1", 200, {"n": 1})
     recorded = store.recorded(made.id, "d1")
     assert recorded is not None and (recorded.status, recorded.answer) == (200, {"n": 1})

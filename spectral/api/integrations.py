@@ -24,9 +24,8 @@ from spectral.integrations.service import IntegrationService
 from spectral.integrations.store import Integration
 from spectral.integrations.verify import HMAC_SHA256, STANDARD
 
-#: The HMAC header when none is named, and the delivery id header read if present.
+#: The HMAC header when none is named.
 DEFAULT_HEADER = "X-Signature"
-DEFAULT_DELIVERY_ID_HEADER = "X-Delivery-Id"
 #: Most provider statuses one integration maps.
 MAX_STATUSES = 100
 
@@ -76,13 +75,6 @@ class CreateIntegration(Body):
         description="hmac-sha256: the signature's header (default "
         f"{DEFAULT_HEADER}); ignored for standard-webhooks",
     )
-    delivery_id_header: HeaderName | None = Field(
-        None,
-        alias="deliveryIdHeader",
-        description="hmac-sha256 only: the delivery id's header, read if present "
-        f"(default {DEFAULT_DELIVERY_ID_HEADER}; else the body's digest is the id); ignored for "
-        "standard-webhooks",
-    )
     external_id_path: DottedPath = Field(alias="externalIdPath")
     status_path: DottedPath = Field(alias="statusPath")
     status_map: StatusMap = Field(alias="statusMap")
@@ -103,7 +95,6 @@ class UpdateIntegration(Body):
     # naming the field, and the document says so (no null in the type).
     name: Name = None  # type: ignore[assignment]
     header: HeaderName = None  # type: ignore[assignment]
-    delivery_id_header: HeaderName = Field(None, alias="deliveryIdHeader")  # type: ignore[assignment]
     external_id_path: DottedPath = Field(None, alias="externalIdPath")  # type: ignore[assignment]
     status_path: DottedPath = Field(None, alias="statusPath")  # type: ignore[assignment]
     status_map: StatusMap = Field(None, alias="statusMap")  # type: ignore[arg-type]
@@ -128,14 +119,13 @@ class CallbackBody(BaseModel):
 _COLUMNS = {
     "name": "name",
     "header": "header",
-    "delivery_id_header": "delivery_id_header",
     "external_id_path": "external_id_path",
     "status_path": "status_path",
     "status_map": "status_map",
     "progress_path": "progress_path",
     "error_path": "error_path",
 }
-_HMAC_ONLY = ("header", "delivery_id_header")
+_HMAC_ONLY = ("header",)
 
 
 def _service(call: Call) -> IntegrationService:
@@ -173,20 +163,17 @@ async def create_integration(call: Call, body: CreateIntegration) -> dict[str, A
     owner = body.owner or who.owner
     if owner != who.owner and not who.is_admin:
         raise ApiError(403, "FORBIDDEN", "only an admin key may create another owner's integration")
-    header, delivery_header = body.header, body.delivery_id_header
+    header = body.header
     if body.signing == STANDARD:
-        header = delivery_header = None  # its headers are the standard's own
+        header = None  # its headers are the standard's own
     else:
         assert body.signing == HMAC_SHA256
         header = header or DEFAULT_HEADER
-        delivery_header = delivery_header or DEFAULT_DELIVERY_ID_HEADER
     mapping = Mapping(
         body.external_id_path, body.status_path, _steps(body.status_map), body.progress_path,
         body.error_path,
     )  # fmt: skip
-    integration = _service(call).store.create(
-        owner, body.name, body.signing, header, delivery_header, mapping
-    )
+    integration = _service(call).store.create(owner, body.name, body.signing, header, mapping)
     return {**integration.public(), "secret": integration.secret}
 
 

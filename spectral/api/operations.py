@@ -452,11 +452,6 @@ CALLBACK_HEADERS = (
         "hmac-sha256 (this header, or the one the integration names): the hex HMAC-SHA256 "
         "of the raw body, optionally prefixed `sha256=`",
     ),
-    _header(
-        "X-Delivery-Id",
-        "hmac-sha256 (or the integration's `deliveryIdHeader`): the delivery's id, for "
-        "replays (without it, the body's digest is)",
-    ),
 )
 
 
@@ -491,8 +486,8 @@ def _integrations() -> list[Operation]:
             rest=(Rest("PUT", "/integrations/{id}", "integrations.update"),),
             errors=(400, *AUTH, 404, 413), parameters=one,
             description="Any of name, externalIdPath, statusPath, statusMap, progressPath, "
-            "errorPath (null clears these two) and, for hmac-sha256, header and "
-            "deliveryIdHeader. The secret never changes.",
+            "errorPath (null clears these two) and, for hmac-sha256, header. "
+            "The secret never changes.",
         ),
         Operation(
             "deleteIntegration", "integrations", "Delete an integration",

@@ -255,9 +255,6 @@ class Integration(Answer):
     name: str
     signing: Literal["standard-webhooks", "hmac-sha256"]
     header: str | None = Field(description="hmac-sha256: the signature's header")
-    delivery_id_header: str | None = Field(
-        alias="deliveryIdHeader", description="hmac-sha256: the delivery id's header"
-    )
     external_id_path: str = Field(alias="externalIdPath")
     status_path: str = Field(alias="statusPath")
     status_map: dict[str, Literal["initialized", "processing", "completed", "failed"]] = Field(

@@ -5,7 +5,7 @@ Theory of operation
 A callback names its integration in the path. The signature is checked against the
 raw body before anything else is looked at (401 otherwise, and nothing changes).
 The delivery's key is then the Standard Webhooks message id, or for HMAC the
-integration's delivery id header if sent, else the body's SHA-256. Under a lock of
+body's SHA-256 (only the body is signed). Under a lock of
 (integration, delivery key), a delivery processed before is answered from its
 record (``replayed: true``) and not applied again; otherwise its payload is read
 (:mod:`spectral.integrations.mapping`), applied through the same task operations as
@@ -85,8 +85,9 @@ class IntegrationService:
             else:
                 assert integration.header is not None
                 verify.verify_hmac(integration.secret, integration.header, header, body)
-                name = integration.delivery_id_header
-                found = (header(name.lower()) if name else None) or verify.body_digest(body)
+                # Only the body is signed: a delivery id header could be changed by whoever
+                # captured a signed body, so the body itself identifies the delivery.
+                found = verify.body_digest(body)
         except verify.SignatureError as error:
             raise ApiError(401, "SIGNATURE_INVALID", str(error)) from None
         if len(found) > MAX_DELIVERY_ID:

@@ -42,7 +42,7 @@ MIGRATIONS = (
             name TEXT NOT NULL,
             signing TEXT NOT NULL,
             header TEXT,
-            delivery_id_header TEXT,
+            delivery_id_header TEXT, -- unused: only the body is signed, it names a delivery
             external_id_path TEXT NOT NULL,
             status_path TEXT NOT NULL,
             status_map TEXT NOT NULL,
@@ -67,7 +67,7 @@ MIGRATIONS = (
 )
 
 _COLUMNS = (
-    "id, owner, name, signing, header, delivery_id_header, external_id_path, status_path,"
+    "id, owner, name, signing, header, external_id_path, status_path,"
     " status_map, progress_path, error_path, secret, created_at, updated_at"
 )
 #: Columns an update may change.
@@ -75,7 +75,6 @@ UPDATABLE = frozenset(
     {
         "name",
         "header",
-        "delivery_id_header",
         "external_id_path",
         "status_path",
         "status_map",
@@ -94,7 +93,6 @@ class Integration:
     name: str
     signing: str
     header: str | None
-    delivery_id_header: str | None
     mapping: Mapping
     secret: str
     created_at: float
@@ -109,7 +107,6 @@ class Integration:
             "name": self.name,
             "signing": self.signing,
             "header": self.header,
-            "deliveryIdHeader": self.delivery_id_header,
             "externalIdPath": mapping.external_id_path,
             "statusPath": mapping.status_path,
             "statusMap": {k: str(v) for k, v in mapping.status_map.items()},
@@ -136,7 +133,7 @@ def new_integration_id() -> str:
 
 
 def _row(row: Sequence[Any]) -> Integration:
-    (id_, owner, name, signing, header, delivery_header, external_id_path, status_path,
+    (id_, owner, name, signing, header, external_id_path, status_path,
      status_map, progress_path, error_path, secret, created_at, updated_at) = row  # fmt: skip
     mapping = Mapping(
         external_id_path,
@@ -145,9 +142,7 @@ def _row(row: Sequence[Any]) -> Integration:
         progress_path,
         error_path,
     )
-    return Integration(
-        id_, owner, name, signing, header, delivery_header, mapping, secret, created_at, updated_at
-    )
+    return Integration(id_, owner, name, signing, header, mapping, secret, created_at, updated_at)
 
 
 class IntegrationStore:
@@ -180,20 +175,19 @@ class IntegrationStore:
         name: str,
         signing: str,
         header: str | None,
-        delivery_id_header: str | None,
         mapping: Mapping,
     ) -> Integration:
         """Register an integration with a fresh secret."""
         now = self.clock()
         integration = Integration(
-            new_integration_id(), owner, name, signing, header, delivery_id_header, mapping,
+            new_integration_id(), owner, name, signing, header, mapping,
             new_secret(signing), now, now,
         )  # fmt: skip
         with self._transaction():
             self.conn.execute(
-                f"INSERT INTO integrations ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO integrations ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
-                    integration.id, owner, name, signing, header, delivery_id_header,
+                    integration.id, owner, name, signing, header,
                     mapping.external_id_path, mapping.status_path, _map_json(mapping.status_map),
                     mapping.progress_path, mapping.error_path, integration.secret, now, now,
                 ),
