@@ -34,6 +34,8 @@ from spectral.access.ratelimit import RateLimiter
 from spectral.api import idempotency
 from spectral.api.app import Application
 from spectral.front import Limits, Server
+from spectral.integrations import store as integration_store
+from spectral.integrations.service import IntegrationService
 from spectral.ops import metrics
 from spectral.ops.logs import RequestLog
 from spectral.rooms.actor import room_kind
@@ -141,6 +143,7 @@ async def serve(settings: Settings, out: TextIO = sys.stdout) -> None:
             idempotency.STREAM: idempotency.MIGRATIONS,
             webhook_store.STREAM: webhook_store.MIGRATIONS,
             task_index.STREAM: task_index.MIGRATIONS,
+            integration_store.STREAM: integration_store.MIGRATIONS,
         }
         events = EventBus()
         async with open_router(
@@ -158,6 +161,9 @@ async def serve(settings: Settings, out: TextIO = sys.stdout) -> None:
             )
             state.keepalive.interval = settings.ws_ping_interval
             webhooks = state.webhooks = WebhookService(router, events, settings)
+            state.integrations = IntegrationService(
+                integration_store.IntegrationStore(router.registry.conn)
+            )
             metrics.install(router)
             requests = state.requests = RequestLog(settings.log_level)
             app = Application(state)

@@ -18,6 +18,7 @@ from spectral.settings import Settings
 from spectral.tasks.events import EventBus
 
 if TYPE_CHECKING:
+    from spectral.integrations.service import IntegrationService
     from spectral.tasks.index import ExternalIds
     from spectral.webhooks.service import WebhookService
 
@@ -45,6 +46,8 @@ class ServerState:
     webhooks: WebhookService | None = None
     #: Reservations of tasks' external ids, unique per owner (set by ``serve``).
     external_ids: ExternalIds | None = None
+    #: Inbound integrations and their callbacks (set by ``serve``).
+    integrations: IntegrationService | None = None
 
     def uptime(self) -> float:
         """Seconds since the server started."""

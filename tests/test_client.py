@@ -82,6 +82,10 @@ def _sample_call(build: Any) -> calls.Call:
         "delete_webhook": ("w",),
         "deliveries": ("w",),
         "redeliver": ("w", "d"),
+        "create_integration": ("n", "standard-webhooks", "id", "status", {"s": "completed"}),
+        "get_integration": ("i",),
+        "update_integration": ("i",),
+        "delete_integration": ("i",),
         "create_key": ("o", "reader"),
         "revoke_key": ("k",),
     }

@@ -82,3 +82,33 @@ async def test_notify_user_reaches_the_listener(server: Server) -> None:
     finally:
         listener.kill()
         await listener.wait()
+
+
+async def test_provider_callbacks_drive_a_task_the_watcher_follows(server: Server) -> None:
+    env = {**os.environ, "SPECTRAL_URL": server.url, "SPECTRAL_API_KEY": ADMIN_KEY}
+    done = await trio.to_thread.run_sync(
+        lambda: subprocess.run(
+            [sys.executable, str(ROOT / "examples" / "provider_callbacks.py"), "pay_7"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line for line in lines if line.startswith("provider:")] == [
+        "provider: payment.created -> initialized",
+        "provider: payment.processing -> processing",
+        "provider: payment.processing -> processing",
+        "provider: payment.succeeded -> completed",
+    ]
+    # The watcher saw every change, in order, from the creation to the end.
+    seen = [line.split()[3:] for line in lines if line.startswith("watcher:")]
+    assert seen[1:] == [["progress", "30%"], ["progress", "70%"], ["complete", "100%"]]
+    assert lines[-1].endswith(": success 100.0")
+    async with httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS) as http:
+        task = (await http.get("/tasks/by-external-id/pay_7")).json()
+        assert (task["status"], task["owner"]) == ("success", "admin")
+        assert (await http.get("/integrations")).json() == {"integrations": []}  # cleaned up

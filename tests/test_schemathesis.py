@@ -88,3 +88,19 @@ async def test_schemathesis_reports_an_answer_the_document_does_not_allow(
     report = result.stdout.decode(errors="replace")
     assert result.returncode != 0, report
     assert "Response violates schema" in report and "notAField" in report, report
+
+
+async def test_every_check_agrees_with_the_document_on_integrations_and_callbacks(
+    server: Server, tmp_path: Path
+) -> None:
+    """``--checks all`` on the integration routes: a schema-valid registration is accepted,
+    an invalid one refused, and a callback without a valid signature is the documented 401
+    (the stateful phase follows the links from a registration to its callback)."""
+    result = await _schemathesis(
+        f"{server.url}/openapi.json", tmp_path,
+        "--checks", "all", "--include-path-regex", "^/(integrations|callbacks)",
+    )  # fmt: skip
+    report = result.stdout.decode(errors="replace")
+    assert result.returncode == 0, report
+    assert "6 selected" in report and "Stateful" in report, report
+    assert "Traceback" not in server.output, server.output

@@ -125,7 +125,7 @@ class Application:
         operation, rest = match.operation, match.rest
         assert rest is not None
         served.route = rest.path
-        if operation.access == "public":
+        if operation.access in ("public", "signed"):
             who = Principal("-", "-", "reader")
         else:
             scope = None

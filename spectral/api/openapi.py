@@ -269,7 +269,7 @@ def _operation(route: Route, components: dict[str, Any]) -> dict[str, Any]:
         item["description"] = operation.description
     elif route.rpc_get:
         item["description"] = 'oRPC\'s GET form of a read (an `RPCLink` with `method: "GET"`).'
-    if operation.access == "public":
+    if operation.access in ("public", "signed"):
         item["security"] = []
     elif operation.access == "token":
         item["security"] = [{"apiKey": []}, {"bearer": []}, {"watchToken": []}]
@@ -289,7 +289,15 @@ def _operation(route: Route, components: dict[str, Any]) -> dict[str, Any]:
         item["requestBody"] = _request_body(route)
     responses: dict[str, Any] = {str(route.status): _success(route)}
     prefix = "Rpc" if route.rpc else ""
+    own = operation.error_text or {}
     for status in sorted(route.errors):
+        if status in own:
+            envelope = {"$ref": REF.format(model="ErrorEnvelope")}
+            responses[str(status)] = {
+                "description": own[status],
+                "content": {"application/json": {"schema": envelope}},
+            }
+            continue
         responses[str(status)] = {"$ref": f"#/components/responses/{prefix}Error{status}"}
     item["responses"] = responses
     return item

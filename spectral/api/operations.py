@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from spectral.api import admin, models, ops, procedures, rpc_procedures, schemas, sse
 from spectral.api import dashboard as dashboard_api
+from spectral.api import integrations as integration_api
 from spectral.api import rooms as room_api
 from spectral.api import webhooks as webhook_api
 from spectral.api.call import Call
@@ -65,6 +66,10 @@ TAGS = {
         '(docs/api.md, "Authentication and isolation").'
     ),
     "webhooks": 'Signed, durable webhooks for task events (docs/api.md, "Webhooks").',
+    "integrations": (
+        "Inbound provider callbacks that drive tasks by external id "
+        '(docs/api.md, "Provider callbacks").'
+    ),
     "rooms": (
         "Broadcast rooms; subscribe with the WebSocket `/rooms/{roomId}/subscribe` "
         '(docs/api.md, "Rooms").'
@@ -166,14 +171,17 @@ class Operation:
     #: Takes an ``Idempotency-Key`` (its answer is recorded and replayed).
     mutating: bool = False
     #: ``key`` (an API key), ``token`` (an API key or a watch token for the path's task),
-    #: or ``public`` (no credential).
-    access: Literal["key", "token", "public"] = "key"
+    #: ``public`` (no credential), or ``signed`` (no API key: ``run`` verifies the
+    #: request's own signature, a provider callback's).
+    access: Literal["key", "token", "public", "signed"] = "key"
     description: str = ""
     answer_text: str = "success"
     media_type: str = "application/json"
     #: Path and header parameters, for the document.
     parameters: tuple[dict[str, Any], ...] = ()
     links: dict[str, Any] | None = None
+    #: Error statuses whose meaning here differs from :data:`ERROR_TEXT`'s.
+    error_text: dict[int, str] | None = None
 
 
 def _events() -> dict[str, Any]:
@@ -424,6 +432,106 @@ def _webhooks() -> list[Operation]:
     ]  # fmt: skip
 
 
+INTEGRATION_ID = path_parameter("id", "the integration's id")
+_CREATED_INTEGRATION = "$response.body#/id"
+#: From a registered integration to what may be done with it.
+INTEGRATION_LINKS = {
+    "get": {"operationId": "integrations.get", "parameters": {"id": _CREATED_INTEGRATION}},
+    "delete": {"operationId": "integrations.delete", "parameters": {"id": _CREATED_INTEGRATION}},
+    "callback": {
+        "operationId": "callbacks.receive",
+        "parameters": {"integrationId": _CREATED_INTEGRATION},
+    },
+}
+
+
+def _header(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": False, "description": description,
+            "schema": {"type": "string"}}  # fmt: skip
+
+
+#: The callback's signature headers (which ones count depends on the integration).
+CALLBACK_HEADERS = (
+    path_parameter("integrationId", "the integration's id (`callbackPath` holds it)"),
+    _header("webhook-id", "standard-webhooks: the message id (a replay repeats it)"),
+    _header("webhook-timestamp", "standard-webhooks: unix seconds, within 5 minutes of now"),
+    _header(
+        "webhook-signature",
+        'standard-webhooks: space-separated `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`',
+    ),
+    _header(
+        "X-Signature",
+        "hmac-sha256 (this header, or the one the integration names): the hex HMAC-SHA256 "
+        "of the raw body, optionally prefixed `sha256=`",
+    ),
+)
+
+
+def _integrations() -> list[Operation]:
+    one = (INTEGRATION_ID,)
+    api = integration_api
+    return [
+        Operation(
+            "listIntegrations", "integrations", "The owner's inbound integrations",
+            api.list_integrations, api.ListQuery, schemas.IntegrationList,
+            rest=(Rest("GET", "/integrations", "integrations.list", source="query"),),
+            errors=(400, *AUTH),
+        ),
+        Operation(
+            "createIntegration", "integrations", "Register a provider's callbacks",
+            api.create_integration, api.CreateIntegration, schemas.CreatedIntegration,
+            rest=(Rest("POST", "/integrations", "integrations.create"),), status=201,
+            errors=(400, *AUTH, 413), answer_text="created; `secret` is shown only here",
+            links=INTEGRATION_LINKS,
+            description="The provider posts to `callbackPath`, signed with `secret`. Paths "
+            "are dotted (`data.object.id`, `items.0.id`); a malformed one is 400 naming it.",
+        ),
+        Operation(
+            "getIntegration", "integrations", "One integration", api.get_integration, None,
+            schemas.Integration,
+            rest=(Rest("GET", "/integrations/{id}", "integrations.get", source="none"),),
+            errors=(*AUTH, 404), parameters=one,
+        ),
+        Operation(
+            "updateIntegration", "integrations", "Change an integration's name or mapping",
+            api.update_integration, api.UpdateIntegration, schemas.Integration,
+            rest=(Rest("PUT", "/integrations/{id}", "integrations.update"),),
+            errors=(400, *AUTH, 404, 413), parameters=one,
+            description="Any of name, externalIdPath, statusPath, statusMap, progressPath, "
+            "errorPath (null clears these two) and, for hmac-sha256, header. "
+            "The secret never changes.",
+        ),
+        Operation(
+            "deleteIntegration", "integrations", "Delete an integration",
+            api.delete_integration, None, schemas.Success,
+            rest=(Rest("DELETE", "/integrations/{id}", "integrations.delete", source="none"),),
+            errors=(*AUTH, 404), parameters=one,
+        ),
+        Operation(
+            "callback", "integrations", "A provider's signed callback (no API key)",
+            api.callback, api.CallbackBody, schemas.CallbackOutcome,
+            rest=(Rest("POST", "/callbacks/{integrationId}", "callbacks.receive",
+                       source="raw"),),
+            access="signed", errors=(400, 401, 404, 409, 413, 422, 503),
+            parameters=CALLBACK_HEADERS,
+            answer_text="applied (or, `replayed`, the answer the same delivery got before)",
+            error_text={
+                400: "the body is not JSON, or a mapped path is missing or holds a wrong "
+                "value (the message names the path)",
+                401: "a missing or bad signature, or a timestamp outside the tolerance: "
+                "nothing changed",
+                404: "unknown integration, or (not `initialized`) no task of the owner has "
+                "the external id",
+                409: "`TASK_TERMINAL`: the task has ended (a `processing` after the end)",
+                422: "`CALLBACK_STATUS_UNMAPPED`: the provider status is not in the statusMap",
+            },
+            description="Verified against the raw body; the task is found by (the "
+            "integration's owner, the external id) and the mapped step applied. A delivery "
+            "with the id of one processed before is answered as then, not applied again.",
+        ),
+    ]  # fmt: skip
+
+
 def _access() -> list[Operation]:
     return [
         Operation(
@@ -504,6 +612,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *_watch(),
     *_rooms(),
     *_webhooks(),
+    *_integrations(),
     *_access(),
     *_operations(),
 )

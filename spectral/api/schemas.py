@@ -253,6 +253,60 @@ class WebhookList(Answer):
     webhooks: list[Webhook]
 
 
+class Integration(Answer):
+    """An inbound integration, never its secret (docs/api.md, "Provider callbacks")."""
+
+    id: str
+    owner: str
+    name: str
+    signing: Literal["standard-webhooks", "hmac-sha256"]
+    header: str | None = Field(description="hmac-sha256: the signature's header")
+    external_id_path: str = Field(alias="externalIdPath")
+    status_path: str = Field(alias="statusPath")
+    status_map: dict[str, Literal["initialized", "processing", "completed", "failed"]] = Field(
+        alias="statusMap"
+    )
+    progress_path: str | None = Field(alias="progressPath")
+    error_path: str | None = Field(alias="errorPath")
+    callback_path: str = Field(
+        alias="callbackPath", description="where the provider posts: `/callbacks/{id}`"
+    )
+    created_at: Timestamp = Field(alias="createdAt")
+    updated_at: Timestamp = Field(alias="updatedAt")
+
+
+class CreatedIntegration(Integration):
+    """``POST /integrations``: the integration with its secret, shown only here."""
+
+    secret: str = Field(
+        description="standard-webhooks: a `whsec_` secret; hmac-sha256: the HMAC key (hex)"
+    )
+
+
+class IntegrationList(Answer):
+    """``GET /integrations``."""
+
+    integrations: list[Integration]
+
+
+class CallbackOutcome(Answer):
+    """``POST /callbacks/{integrationId}``: what the delivery did (a replay: the same)."""
+
+    success: Literal[True]
+    delivery_id: str = Field(alias="deliveryId")
+    integration_id: str = Field(alias="integrationId")
+    external_id: str = Field(alias="externalId")
+    provider_status: str = Field(alias="providerStatus")
+    step: Literal["initialized", "processing", "completed", "failed"]
+    applied: bool = Field(
+        description="false when it changed nothing (initialized: the task existed; "
+        "completed/failed: the task had already ended so)"
+    )
+    task_id: str = Field(alias="taskId")
+    task: Task
+    replayed: bool = Field(description="true when this delivery was processed before")
+
+
 class Attempt(Answer):
     """One delivery attempt."""
 
@@ -419,6 +473,10 @@ RESPONSE_MODELS: tuple[type[Answer], ...] = (
     WebhookList,
     DeliveryList,
     Redelivered,
+    Integration,
+    CreatedIntegration,
+    IntegrationList,
+    CallbackOutcome,
     RpcCreated,
     RpcMutation,
     RpcDeleted,

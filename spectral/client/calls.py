@@ -74,6 +74,11 @@ OPERATIONS: dict[str, str] = {
     "delete_webhook": "deleteWebhook",
     "deliveries": "deliveries",
     "redeliver": "redeliver",
+    "list_integrations": "listIntegrations",
+    "create_integration": "createIntegration",
+    "get_integration": "getIntegration",
+    "update_integration": "updateIntegration",
+    "delete_integration": "deleteIntegration",
     "create_watch_token": "watchToken",
     "whoami": "whoami",
     "create_key": "createKey",
@@ -93,6 +98,7 @@ NOT_METHODS: dict[str, str] = {
     "reference": "a page for people",
     "referenceAsset": "a script of that page",
     "dashboard": "the dashboard, a page for people",
+    "callback": "the provider's side: signed with the integration's secret, not a key",
 }
 
 
@@ -407,6 +413,65 @@ def redeliver(webhook_id: str, delivery_id: str) -> Call[schemas.Redelivered]:
     """``POST /webhooks/{id}/deliveries/{deliveryId}/redeliver``."""
     path = f"/webhooks/{_segment(webhook_id)}/deliveries/{_segment(delivery_id)}/redeliver"
     return Call("POST", path, read=schemas.Redelivered.model_validate)
+
+
+# -- integrations (provider callbacks) ---------------------------------------------------
+
+
+def list_integrations(owner: str | None = None) -> Call[schemas.IntegrationList]:
+    """``GET /integrations`` (``owner``: admins)."""
+    return Call(
+        "GET",
+        "/integrations",
+        params=_drop_none({"owner": owner}),
+        read=schemas.IntegrationList.model_validate,
+    )
+
+
+def create_integration(
+    name: str,
+    signing: str,
+    external_id_path: str,
+    status_path: str,
+    status_map: Mapping[str, str],
+    **fields: Any,
+) -> Call[schemas.CreatedIntegration]:
+    """``POST /integrations`` (other fields as docs/api.md names them, e.g.
+    ``progressPath="data.progress"``); the answer holds the secret, shown once, and the
+    ``callbackPath`` the provider posts to."""
+    body = {
+        "name": name,
+        "signing": signing,
+        "externalIdPath": external_id_path,
+        "statusPath": status_path,
+        "statusMap": dict(status_map),
+        **fields,
+    }
+    return Call("POST", "/integrations", body, read=schemas.CreatedIntegration.model_validate)
+
+
+def get_integration(integration_id: str) -> Call[schemas.Integration]:
+    """``GET /integrations/{id}``."""
+    return Call(
+        "GET",
+        f"/integrations/{_segment(integration_id)}",
+        read=schemas.Integration.model_validate,
+    )
+
+
+def update_integration(integration_id: str, **fields: Any) -> Call[schemas.Integration]:
+    """``PUT /integrations/{id}`` (fields as docs/api.md names them, e.g. ``statusMap``)."""
+    return Call(
+        "PUT",
+        f"/integrations/{_segment(integration_id)}",
+        fields,
+        read=schemas.Integration.model_validate,
+    )
+
+
+def delete_integration(integration_id: str) -> Call[None]:
+    """``DELETE /integrations/{id}``."""
+    return Call("DELETE", f"/integrations/{_segment(integration_id)}", read=lambda _: None)
 
 
 # -- access ------------------------------------------------------------------------------
