@@ -134,15 +134,25 @@ class Actor:
             raise TypeError(f"unknown record fields: {sorted(unknown)}")
         self._cell.effect(("record", fields, durable))
 
-    def send(self, kind: str, object_id: str, message: Any, *, key: str | None = None) -> None:
+    def send(
+        self,
+        kind: str,
+        object_id: str,
+        message: Any,
+        *,
+        key: str | None = None,
+        create: bool = False,
+    ) -> None:
         """Send a durable message to another object when this turn commits.
 
         The message (JSON-serialisable) is written to this object's file with the
         turn's changes and delivered at least once, in order, and applied once by the
         target's :meth:`receive` (actors/messaging.py). With ``key``, it replaces this
-        object's undelivered message to the same target with the same key.
+        object's undelivered message to the same target with the same key. With
+        ``create``, a target that does not exist yet is activated for it (its
+        ``receive`` may create it; if it writes nothing, nothing is left behind).
         """
-        self._cell.send_message(kind, object_id, message, key)
+        self._cell.send_message(kind, object_id, message, key, create)
 
     def before_commit(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` once at the end of this turn, inside its transaction.

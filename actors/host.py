@@ -136,7 +136,9 @@ class ActorCell(Protocol):
         """The alarm as of this point of the turn."""
         ...
 
-    def send_message(self, kind: str, object_id: str, message: Any, key: str | None) -> None:
+    def send_message(
+        self, kind: str, object_id: str, message: Any, key: str | None, create: bool = False
+    ) -> None:
         """Write a durable message to the outbox with the current message's changes."""
         ...
 

@@ -151,10 +151,14 @@ class Cell:
         if alarm_at is not None:
             self.host.schedule_alarm(self.kind, self.object_id, float(alarm_at))
         unsent = self.conn.execute(
-            "SELECT seq, target_kind, target_id, key, body FROM _outbox ORDER BY seq"
+            "SELECT seq, target_kind, target_id, key, body, create_target FROM _outbox ORDER BY seq"
         ).fetchall()
         if unsent:
-            messages = [Outgoing(seq, k, i, key, orjson.loads(b)) for seq, k, i, key, b in unsent]
+            incarnation = float(self.record.get("incarnation") or 0.0)
+            messages = [
+                Outgoing(seq, incarnation, k, i, key, orjson.loads(b), bool(create))
+                for seq, k, i, key, b, create in unsent
+            ]
             self.host.post_messages(self.key, messages)
 
     @property
@@ -215,7 +219,9 @@ class Cell:
             raise RuntimeError("record, alarm, after_commit and delete work only inside a turn")
         self._effects.append(item)
 
-    def send_message(self, kind: str, object_id: str, message: Any, key: str | None) -> None:
+    def send_message(
+        self, kind: str, object_id: str, message: Any, key: str | None, create: bool = False
+    ) -> None:
         """Write a durable message to the outbox with the current message's changes."""
         if self._effects is None:
             raise RuntimeError("send works only inside a turn")
@@ -226,13 +232,23 @@ class Cell:
                 (kind, object_id, key),
             )
         cursor = self.conn.execute(
-            "INSERT INTO _outbox (target_kind, target_id, key, body) VALUES (?, ?, ?, ?)",
-            (kind, object_id, key, body),
+            "INSERT INTO _outbox (target_kind, target_id, key, body, create_target)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (kind, object_id, key, body, int(create)),
         )
         seq = cursor.lastrowid
         assert seq is not None
+        incarnation = self.record.get("incarnation")
+        if incarnation is None:
+            for item in self._effects:
+                if item[0] == "incarnation":
+                    incarnation = item[1]
+            if incarnation is None:  # this object's first message: a new outbox history
+                incarnation = self.host.clock()
+                self._effects.append(("incarnation", incarnation))
         # What a redelivery from the file would carry, not the caller's live object.
-        self._effects.append(("sent", Outgoing(seq, kind, object_id, key, orjson.loads(body))))
+        outgoing = Outgoing(seq, incarnation, kind, object_id, key, orjson.loads(body), create)
+        self._effects.append(("sent", outgoing))
         if self.record.get("send_at") is None:
             self._effects.append(("send_at", self.host.clock()))
 
@@ -450,6 +466,8 @@ class Cell:
         if isinstance(message, Incoming):
             return self._receive(message)
         if isinstance(message, Delivered):
+            if message.incarnation != self.record.get("incarnation"):
+                return None  # acknowledges an earlier incarnation's rows, not these
             self.conn.execute("DELETE FROM _outbox WHERE seq <= ?", (message.through,))
             if self.conn.execute("SELECT 1 FROM _outbox LIMIT 1").fetchone() is None:
                 self.effect(("send_at", None))
@@ -460,17 +478,25 @@ class Cell:
         """Apply a durable message once: the inbox keeps the last seq per sender."""
         sender = message.sender
         row = self.conn.execute(
-            "SELECT seq FROM _inbox WHERE sender_kind = ? AND sender_id = ?",
+            "SELECT incarnation, seq FROM _inbox WHERE sender_kind = ? AND sender_id = ?",
             (sender.kind, sender.id),
         ).fetchone()
-        if row is not None and row[0] >= message.seq:
-            return False  # delivered again after a crash or a lost acknowledgement
-        self.conn.execute(
-            "INSERT INTO _inbox (sender_kind, sender_id, seq) VALUES (?, ?, ?)"
-            " ON CONFLICT (sender_kind, sender_id) DO UPDATE SET seq = excluded.seq",
-            (sender.kind, sender.id, message.seq),
-        )
+        if row is not None and (row[0], row[1]) >= (message.incarnation, message.seq):
+            # Delivered again after a crash or a lost acknowledgement, or from an
+            # earlier incarnation of the sender (deleted and made again since).
+            return False
+        changes, effects = self.conn.total_changes, len(self._effects or ())
         self.instance.receive(sender, message.body)
+        if not self.created and (
+            self.conn.total_changes == changes and len(self._effects or ()) == effects
+        ):
+            return False  # activated for it (create), created nothing: leave no trace
+        self.conn.execute(
+            "INSERT INTO _inbox (sender_kind, sender_id, incarnation, seq) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (sender_kind, sender_id)"
+            " DO UPDATE SET incarnation = excluded.incarnation, seq = excluded.seq",
+            (sender.kind, sender.id, message.incarnation, message.seq),
+        )
         return True
 
     def _retry_alarm(self, now: float) -> None:
@@ -488,8 +514,8 @@ class Cell:
                 changes.update(item[1])
             elif item[0] == "alarm":
                 changes["alarm_at"] = item[1]
-            elif item[0] == "send_at":
-                changes["send_at"] = item[1]
+            elif item[0] in ("send_at", "incarnation"):
+                changes[item[0]] = item[1]
         created_at = changes.pop("created_at", None)
         changes = {k: v for k, v in changes.items() if self.record.get(k) != v}
         if not (changes or wrote):

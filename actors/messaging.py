@@ -59,15 +59,29 @@ class Address:
     id: str
 
 
+#: A message's place in its sender's history: (incarnation, seq). An object deleted and
+#: made again under the same id starts a new outbox (seq 1 again) under a later
+#: incarnation (the time of its first send), so stamps only grow per (kind, id).
+Stamp = tuple[float, int]
+
+
 @dataclass(frozen=True, slots=True)
 class Outgoing:
     """One committed row of a sender's outbox."""
 
     seq: int
+    incarnation: float
     target_kind: str
     target_id: str
     key: str | None
     body: Any
+    #: Deliver even if the target does not exist yet (its ``receive`` may create it).
+    create: bool = False
+
+    @property
+    def stamp(self) -> Stamp:
+        """(incarnation, seq)."""
+        return (self.incarnation, self.seq)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +89,17 @@ class Incoming:
     """Internal message: a durable message delivered to its target."""
 
     sender: Address
+    incarnation: float
     seq: int
     body: Any
 
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
-    """Internal message: the sender's outbox rows up to ``through`` reached their targets."""
+    """Internal message: the sender's outbox rows up to ``through`` reached their targets
+    (ignored by another incarnation of the sender: its rows are not these)."""
 
+    incarnation: float
     through: int
 
 
@@ -93,8 +110,8 @@ class _Queue:
 
     def __init__(self) -> None:
         self.messages: deque[Outgoing] = deque()
-        self.posted = 0  # the highest seq posted
-        self.acked = 0  # the highest seq delivered (or dropped)
+        self.posted: Stamp = (0.0, 0)  # the highest stamp posted
+        self.acked: Stamp = (0.0, 0)  # the highest stamp delivered (or dropped)
         self.running = False
         self.changed = trio.Event()
 
@@ -103,13 +120,14 @@ class Courier:
     """Delivers outbox rows, one task per sender with messages waiting.
 
     Args:
-        deliver: ``await deliver(target_kind, target_id, Incoming)``: the router's call.
+        deliver: ``await deliver(target_kind, target_id, Incoming, create)``: the router's
+            call.
         acknowledge: ``await acknowledge(sender, Delivered)``: the router's call too.
     """
 
     def __init__(
         self,
-        deliver: Callable[[str, str, Incoming], Awaitable[Any]],
+        deliver: Callable[[str, str, Incoming, bool], Awaitable[Any]],
         acknowledge: Callable[[Key, Delivered], Awaitable[Any]],
     ) -> None:
         self._deliver = deliver
@@ -141,7 +159,7 @@ class Courier:
         if queue is None:
             queue = self._queues[sender] = _Queue()
         for message in messages:
-            if message.seq <= queue.posted:
+            if message.stamp <= queue.posted:
                 continue  # already queued (an activation re-read what memory holds)
             if message.key is not None:
                 twin = (message.target_kind, message.target_id, message.key)
@@ -149,7 +167,7 @@ class Courier:
                     if (old.target_kind, old.target_id, old.key) == twin:
                         queue.messages.remove(old)
             queue.messages.append(message)
-            queue.posted = message.seq
+            queue.posted = message.stamp
         if queue.messages and not queue.running and self._nursery is not None:
             queue.running = True
             self._nursery.start_soon(self._drain, sender, queue)
@@ -163,8 +181,8 @@ class Courier:
         while queue.acked < target and self._queues.get(sender) is queue:
             await queue.changed.wait()
 
-    def _progress(self, queue: _Queue, seq: int) -> None:
-        queue.acked = max(queue.acked, seq)
+    def _progress(self, queue: _Queue, stamp: Stamp) -> None:
+        queue.acked = max(queue.acked, stamp)
         queue.changed.set()
         queue.changed = trio.Event()
 
@@ -176,10 +194,11 @@ class Courier:
                     return  # the router is closing: the rows wait in the sender's file
                 if queue.messages and queue.messages[0] is message:
                     queue.messages.popleft()
-                self._progress(queue, message.seq)
+                self._progress(queue, message.stamp)
                 if not queue.messages:
                     try:
-                        await self._acknowledge(sender, Delivered(message.seq))
+                        delivered = Delivered(message.incarnation, message.seq)
+                        await self._acknowledge(sender, delivered)
                     except ObjectNotFoundError:
                         pass  # the sender was deleted: its outbox went with it
                     except RouterClosedError:
@@ -197,10 +216,12 @@ class Courier:
     async def _send_one(self, sender: Key, message: Outgoing) -> bool:
         """Deliver one message until applied, found applied, or dropped; False on shutdown."""
         delay = RETRY_BASE
-        incoming = Incoming(Address(*sender), message.seq, message.body)
+        incoming = Incoming(Address(*sender), message.incarnation, message.seq, message.body)
         while True:
             try:
-                await self._deliver(message.target_kind, message.target_id, incoming)
+                await self._deliver(
+                    message.target_kind, message.target_id, incoming, message.create
+                )
             except RouterClosedError:
                 return False
             except ObjectNotFoundError:

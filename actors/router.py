@@ -473,8 +473,10 @@ class Router:
     async def _fire_alarm(self, kind: str, object_id: str) -> Any:
         return await self.call(kind, object_id, ALARM_DUE)
 
-    async def _deliver_message(self, kind: str, object_id: str, message: Incoming) -> Any:
-        return await self.call(kind, object_id, message)
+    async def _deliver_message(
+        self, kind: str, object_id: str, message: Incoming, create: bool
+    ) -> Any:
+        return await self.call(kind, object_id, message, create=create)
 
     async def _acknowledge_messages(self, sender: Key, message: Delivered) -> Any:
         return await self.call(sender[0], sender[1], message)

@@ -53,11 +53,13 @@ CREATE TABLE IF NOT EXISTS _outbox (
     target_kind TEXT NOT NULL,
     target_id TEXT NOT NULL,
     key TEXT,
-    body TEXT NOT NULL
+    body TEXT NOT NULL,
+    create_target INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS _inbox (
     sender_kind TEXT NOT NULL,
     sender_id TEXT NOT NULL,
+    incarnation REAL NOT NULL,
     seq INTEGER NOT NULL,
     PRIMARY KEY (sender_kind, sender_id)
 ) WITHOUT ROWID;

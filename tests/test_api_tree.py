@@ -347,3 +347,29 @@ async def test_a_child_deleted_by_its_retention_leaves_its_parent(world) -> None
     parent = await settled(http, h["alice"], "keeper", childCount=1)
     assert parent["progress"] == 30  # the mean over the one child left
     assert (await http.get("/tasks/short", headers=h["alice"])).status_code == 404
+
+
+async def test_a_child_made_again_under_its_id_counts_again(world) -> None:
+    _, http, h = world
+    await create(http, h["alice"], id="again")
+    await create(http, h["alice"], id="again-c", parentId="again")
+    await post(http, h["alice"], "complete", taskId="again-c")
+    await settled(http, h["alice"], "again", progress=100)
+    assert (await http.delete("/tasks/again-c", headers=h["alice"])).status_code == 200
+    await create(http, h["alice"], id="again-c", parentId="again")  # a new epoch, seq 1
+    parent = await get(http, h["alice"], "again")
+    assert parent["childCount"] == 1
+    await post(http, h["alice"], "updateProgress", taskId="again-c", progress=10)
+    await settled(http, h["alice"], "again", progress=10)
+
+
+async def test_a_phase_id_another_task_holds_is_refused_up_front(world) -> None:
+    _, http, h = world
+    # A phase id another task already holds is refused before anything is made.
+    await create(http, h["alice"], id="taken:x")
+    clash = await http.post(
+        "/tasks/create", json={"id": "taken", "phases": [{"id": "x"}]}, headers=h["alice"]
+    )
+    assert clash.status_code == 409
+    assert clash.json()["error"]["details"][0]["field"] == "phases.0.id"
+    assert (await http.get("/tasks/taken", headers=h["alice"])).status_code == 404

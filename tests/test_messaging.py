@@ -95,6 +95,23 @@ class Sink(Actor):
         )
 
 
+class Mortal(Actor):
+    """Sends ``("send", n)`` to sink ``s``; ``("die", 0)`` deletes it."""
+
+    kind = "mortal"
+    migrations = (Migration(1, "CREATE TABLE t (n INTEGER)"),)
+
+    def handle(self, message: Any) -> Any:
+        """Send or die."""
+        verb, n = message
+        if verb == "die":
+            self.delete()
+            return None
+        self.db.execute("INSERT INTO t (n) VALUES (?)", (n,))
+        self.send("sink", "s", {"n": n})
+        return n
+
+
 KINDS = (Sender, Sink)
 CONFIG = RouterConfig(crash_backoff=0.001, crash_limit=1000)
 
@@ -138,12 +155,34 @@ async def test_a_keyed_burst_coalesces_and_ends_exact(tmp_path: Path) -> None:
 async def test_a_message_delivered_twice_is_applied_once(tmp_path: Path) -> None:
     async with open_router(tmp_path, KINDS, CONFIG) as router:
         await router.call("sink", "s", None, create=True)
-        message = Incoming(Address("sender", "x"), 7, {"amount": 1})
+        message = Incoming(Address("sender", "x"), 1.0, 7, {"amount": 1})
         assert await router.call("sink", "s", message) is True
         assert await router.call("sink", "s", message) is False
-        older = Incoming(Address("sender", "x"), 3, {"amount": 2})
+        older = Incoming(Address("sender", "x"), 1.0, 3, {"amount": 2})
         assert await router.call("sink", "s", older) is False
-        assert await router.call("sink", "s", Seen()) == [("x", {"amount": 1})]
+        # A later incarnation of the sender (deleted, made again) starts at seq 1 again;
+        # an earlier one's straggler is refused.
+        reborn = Incoming(Address("sender", "x"), 2.0, 1, {"amount": 3})
+        assert await router.call("sink", "s", reborn) is True
+        ghost = Incoming(Address("sender", "x"), 1.0, 9, {"amount": 4})
+        assert await router.call("sink", "s", ghost) is False
+        seen = await router.call("sink", "s", Seen())
+        assert seen == [("x", {"amount": 1}), ("x", {"amount": 3})]
+
+
+async def test_a_sender_deleted_and_made_again_is_heard(tmp_path: Path) -> None:
+    async with open_router(tmp_path, (*KINDS, Mortal), CONFIG) as router:
+        await router.call("sink", "s", None, create=True)
+        for n in range(1, 4):
+            await router.call("mortal", "m", ("send", n), create=True)
+        await router.delivered("mortal", "m")
+        await router.call("mortal", "m", ("die", 0))
+        # Made again: a new file, its outbox's seqs start at 1 again.
+        for n in range(11, 13):
+            await router.call("mortal", "m", ("send", n), create=True)
+        await router.delivered("mortal", "m")
+        seen = await router.call("sink", "s", Seen())
+        assert [body["n"] for _, body in seen] == [1, 2, 3, 11, 12]
 
 
 async def test_a_missing_or_refusing_target_drops_the_message(tmp_path: Path) -> None:
@@ -152,11 +191,11 @@ async def test_a_missing_or_refusing_target_drops_the_message(tmp_path: Path) ->
         await router.delivered("sender", "a")
         assert router.courier.dropped == 1
         await router.call("sink", "s", None, create=True)
-        message = Incoming(Address("sender", "y"), 1, {"refuse": True})
+        message = Incoming(Address("sender", "y"), 1.0, 1, {"refuse": True})
         with pytest.raises(Refusal):
             await router.call("sink", "s", message)
         # The refusal rolled the inbox back too: the same seq is applied when valid.
-        assert await router.call("sink", "s", Incoming(message.sender, 1, {"ok": 1})) is True
+        assert await router.call("sink", "s", Incoming(message.sender, 1.0, 1, {"ok": 1})) is True
 
 
 async def test_a_crashing_target_gets_the_message_again(tmp_path: Path) -> None:

@@ -36,6 +36,12 @@ def test_a_stale_or_removed_childs_report_is_ignored() -> None:
     assert not family.apply(child("a", 9, progress=70))
     assert len(family) == 0
     assert rollup(parent(), family) is None
+    # The same id made again (another epoch) is another child, from its seq 1.
+    assert family.apply(replace(child("a", 1, progress=20), epoch="again"))
+    assert not family.remove("a", epoch="")  # the old epoch's removal leaves it
+    assert family.children["a"].progress == 20
+    assert family.apply(replace(child("a", 2, progress=30), epoch="again"))
+    assert not family.apply(replace(child("a", 1, progress=5), epoch="again"))
 
 
 def test_failure_policies() -> None:
@@ -74,7 +80,7 @@ def test_a_child_reports_creation_and_moves_only() -> None:
     assert not reports_change(created, replace(logged, status=created.status))
     moved, _ = sm.apply(created, sm.Progress(progress=5), 2.0)
     assert reports_change(created, moved)
-    assert report_of(moved) == Report("c", 2, 2.0, "in-progress", 5.0, None)
+    assert report_of(moved) == Report("c", 2, 2.0, "in-progress", 5.0, None, "e")
     assert Report.from_json(report_of(moved).to_json()) == report_of(moved)
     root, _ = sm.apply(None, sm.Create(task_id="r", owner="o", epoch="e"), 1.0)
     assert not reports_change(None, root)

@@ -4,11 +4,13 @@ still wait in the child's ``_outbox``); after a restart the parent converges on 
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 
 import httpx
 import trio
+import trio.lowlevel
 
 from tests.conftest import ADMIN_HEADERS, SERVE_ENV, serve_argv
 from tests.procs import running
@@ -87,3 +89,46 @@ async def test_the_parent_converges_after_kill_9_between_the_two_commits(tmp_pat
     print(f"kill landed in the window in {windows} of {CYCLES} cycles")
     # The kill landed in the window (reports committed, not yet applied) at least once.
     assert windows >= 1, "no cycle killed the server between a child's and its parent's commit"
+
+
+async def test_phases_are_made_after_kill_9_during_their_parents_create(tmp_path: Path) -> None:
+    """The parent's creation sends one durable message per phase; killed while the
+    children are being made, the server makes the rest after its restart."""
+    data = tmp_path / "data"
+    phases = [{"id": f"s{n}", "weight": n + 1} for n in range(100)]
+    windows = 0
+    for cycle in range(3):
+        parent = f"wf{cycle}"
+        async with (
+            running(serve_argv(data), env=SERVE_ENV) as server,
+            httpx.AsyncClient(base_url=server.url, timeout=30, headers=ADMIN_HEADERS) as http,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(_create_quietly, http, {"id": parent, "phases": phases})
+            with trio.fail_after(30):
+                while (await http.get(f"/tasks/{parent}")).status_code != 200:
+                    pass  # the GET itself yields
+            server.kill()  # the parent is committed; its children are being made
+            await server.wait()
+        windows += unapplied_reports(data) > 0
+        async with (
+            running(serve_argv(data), env=SERVE_ENV) as server,
+            httpx.AsyncClient(base_url=server.url, timeout=30, headers=ADMIN_HEADERS) as http,
+        ):
+            with trio.fail_after(60):
+                while True:
+                    task = (await http.get(f"/tasks/{parent}")).json()
+                    if task["childCount"] == len(phases):
+                        break
+                    await trio.sleep(0.05)
+            listed = await http.get("/tasks", params={"parentId": parent, "limit": 100})
+            assert listed.json()["pagination"]["total"] == len(phases)
+            for phase in (phases[0], phases[-1]):
+                child = (await http.get(f"/tasks/{parent}:{phase['id']}")).json()
+                assert (child["parentId"], child["weight"]) == (parent, phase["weight"])
+    assert windows >= 1, "no kill landed while the phases were being made"
+
+
+async def _create_quietly(http: httpx.AsyncClient, body: dict[str, object]) -> None:
+    with contextlib.suppress(httpx.HTTPError):
+        await http.post("/tasks/create", json=body)

@@ -75,6 +75,14 @@ async def create(call: Call, body: models.CreateTask) -> Result:
     require_write(call.who)
     depth = 1 if body.parent_id is None else await _child_depth(call, body.parent_id)
     phase_ids = _phase_ids(body, depth)
+    for index, child_id in enumerate(phase_ids):
+        if not _is_phase_of(call, child_id, body.task_id):
+            raise ApiError(
+                409,
+                "TASK_EXISTS",
+                f"phases.{index}.id: task {child_id!r} already exists",
+                [{"field": f"phases.{index}.id", "message": "a task with this id exists"}],
+            )
     command = sm.Create(
         task_id=body.task_id,
         owner=call.who.owner,
@@ -91,6 +99,7 @@ async def create(call: Call, body: models.CreateTask) -> Result:
         on_child_failure=body.on_child_failure,
         complete_with_children=body.complete_with_children,
         depth=depth,
+        phases=tuple({"id": p.id, "weight": p.weight, "name": p.name} for p in body.phases or ()),
     )
     if body.external_id is None:
         result: Mutation = await call_task(call, body.task_id, mutate(command, call), create=True)
@@ -99,8 +108,13 @@ async def create(call: Call, body: models.CreateTask) -> Result:
     task = result.task
     if body.parent_id is not None:
         await _counted(call, body.task_id)
-    if body.phases and result.replayed_at is None:
-        await _create_phases(call, body, phase_ids, command.epoch, depth + 1)
+    if phase_ids:
+        # The parent's creation sent one durable message per phase; each child creates
+        # itself on receipt and reports back. Answer once they have (bounded).
+        with trio.move_on_after(PARENT_WAIT):
+            await call.state.router.delivered(KIND, body.task_id)
+            for child_id in phase_ids:
+                await call.state.router.delivered(KIND, child_id)
         task = await call_task(call, body.task_id, Read(None))
     payload = {"success": True, "taskId": body.task_id, "task": task}
     return Result(payload, replayed_at=result.replayed_at)
@@ -149,24 +163,13 @@ def _phase_ids(body: models.CreateTask, depth: int) -> list[str]:
     return ids
 
 
-async def _create_phases(
-    call: Call, body: models.CreateTask, ids: list[str], epoch: str, depth: int
-) -> None:
-    """One child per phase, in order; each counted by the parent before the answer."""
-    assert body.phases is not None
-    for child_id, phase in zip(ids, body.phases, strict=True):
-        command = sm.Create(
-            task_id=child_id,
-            owner=call.who.owner,
-            epoch=secrets.token_hex(8),
-            metadata={} if phase.name is None else {"name": phase.name},
-            parent_id=body.task_id,
-            weight=phase.weight,
-            depth=depth,
-        )
-        await call_task(call, child_id, Mutate(command, None, None), create=True)
-    for child_id in ids:
-        await _counted(call, child_id)
+def _is_phase_of(call: Call, child_id: str, task_id: str) -> bool:
+    """True unless a task ``child_id`` exists that is not a child of ``task_id`` of the
+    caller's owner (the registry's row: creations are listed before their answers)."""
+    row = call.state.router.registry.get(KIND, child_id)
+    if row is None or row.summary is None:
+        return True
+    return row.owner == call.who.owner and row.summary.get("parentId") == task_id
 
 
 async def _counted(call: Call, child_id: str) -> None:

@@ -22,6 +22,7 @@ another owner answers exactly like a missing one.
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 from collections import deque
 from dataclasses import dataclass
@@ -114,6 +115,7 @@ MIGRATIONS = (
             status TEXT NOT NULL,
             progress REAL NOT NULL,
             error TEXT,
+            epoch TEXT NOT NULL DEFAULT '',
             removed INTEGER NOT NULL DEFAULT 0
         ) WITHOUT ROWID;
         """,
@@ -290,10 +292,11 @@ class Task(Actor):
             "SELECT state, metadata, tags, external_id, tree FROM task WHERE id = 1"
         ).fetchone()
         rows = self.db.execute(
-            "SELECT id, seq, weight, status, progress, error, removed FROM children"
+            "SELECT id, seq, weight, status, progress, error, epoch, removed FROM children"
         ).fetchall()
         self.family = tree.Family(
-            (tree.Report(*r[:6]) for r in rows if not r[6]), (r[0] for r in rows if r[6])
+            (tree.Report(*r[:7]) for r in rows if not r[7]),
+            ((r[0], r[6] or None) for r in rows if r[7]),
         )
         self.state = None if row is None else _state_from_row(*row, len(self.family))
         rows = self.db.execute(
@@ -332,19 +335,36 @@ class Task(Actor):
 
     def receive(self, sender: Address, message: Any) -> None:
         """A child's report (spectral/tasks/tree.py): keep it, then roll up."""
-        if sender.kind != KIND or self.state is None:
+        if sender.kind != KIND:
+            return
+        if "create" in message:  # a phase: its parent made it (see _spawn)
+            if self.state is not None:
+                raise TaskRejected(TaskExistsError(f"task {self.id!r} already exists"))
+            spec = message["create"]
+            command = Create(
+                task_id=self.id,
+                owner=spec["owner"],
+                epoch=secrets.token_hex(8),
+                metadata={} if spec.get("name") is None else {"name": spec["name"]},
+                parent_id=sender.id,
+                weight=spec["weight"],
+                depth=spec["depth"],
+            )
+            self._mutate(command, None)
+            return
+        if self.state is None:
             return
         if "removed" in message:  # a child deleted itself (its retention ran out)
-            self._detach(str(message["removed"]))
+            self._detach(str(message["removed"]), message.get("epoch"))
             return
         report = tree.Report.from_json(message)
         if not self.family.apply(report):
             return
         self.db.execute(
-            "INSERT OR REPLACE INTO children (id, seq, weight, status, progress, error)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO children (id, seq, weight, status, progress, error, epoch)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (report.child_id, report.seq, report.weight, report.status, report.progress,
-             report.error),
+             report.error, report.epoch),
         )  # fmt: skip
         self.before_commit(self._roll_up_once)  # once for the whole turn
 
@@ -353,17 +373,22 @@ class Task(Actor):
         if self.state is not None:
             self._roll_up()
 
-    def _detach(self, child_id: str) -> bool:
+    def _detach(self, child_id: str, epoch: str | None = None) -> bool:
+        """Remove a child (of ``epoch``, if given) from the mean for good."""
         if self.state is None:
             return False
-        known = self.family.remove(child_id)
+        removed = self.family.remove(child_id, epoch)
+        if child_id in self.family.children:
+            return False  # another epoch of the child (made again since): it stays
+        gone = self.family.removed.get(child_id)
         self.db.execute(
-            "INSERT INTO children (id, seq, weight, status, progress, removed)"
-            " VALUES (?, 0, 0, '', 0, 1) ON CONFLICT (id) DO UPDATE SET removed = 1",
-            (child_id,),
+            "INSERT INTO children (id, seq, weight, status, progress, epoch, removed)"
+            " VALUES (?, 0, 0, '', 0, ?, 1)"
+            " ON CONFLICT (id) DO UPDATE SET removed = 1, epoch = excluded.epoch",
+            (child_id, gone or ""),
         )
         self._roll_up()
-        return known
+        return removed
 
     def _roll_up(self) -> None:
         """Count the children and apply what they imply (a command, or only the count)."""
@@ -419,6 +444,8 @@ class Task(Actor):
         metadata_changed = previous is None or new.metadata is not previous.metadata
         self._write(new, [event], metadata_changed=metadata_changed)
         self._report(previous, new)
+        if isinstance(command, Create) and command.phases:
+            self._spawn(new, command.phases)
         self.set_alarm(_next_alarm(new))
         changes = self._changes([(command, new, event)], now)
         [(task, event_body, _, _)] = changes
@@ -479,6 +506,19 @@ class Task(Actor):
         self.state = state
         self.recent.extend(body for _, body, _, _ in changes)
         return result
+
+    def _spawn(self, state: TaskState, phases: Any) -> None:
+        """Make one child per phase: durable messages from this creation's turn, so a
+        crash right after it still makes them (each child creates itself on receipt)."""
+        for phase in phases:
+            spec = {
+                "owner": state.owner,
+                "weight": phase.get("weight", 1),
+                "name": phase.get("name"),
+                "depth": state.depth + 1,
+            }
+            child_id = f"{state.task_id}:{phase['id']}"
+            self.send(KIND, child_id, {"create": spec}, create=True)
 
     def _not_computed(self, command: Command) -> None:
         """Refuse progress on a task whose children compute it."""
@@ -662,7 +702,8 @@ class Task(Actor):
             # A DELETE detached it already (synchronously, durably); a deletion by
             # retention tells the parent here (sent from the deleting turn: a crash at
             # that instant loses it, and the parent keeps counting its last report).
-            self.send(KIND, state.parent_id, {"removed": state.task_id})
+            body = {"removed": state.task_id, "epoch": state.epoch}
+            self.send(KIND, state.parent_id, body)
         outgoing = wire.deleted_message(state.task_id, state.seq + 1, now)
         sockets = self.sockets
         published = TaskEvent(state.owner, state.task_id, state.seq + 1, "deleted", now, None, None)

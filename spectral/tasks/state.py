@@ -221,6 +221,9 @@ class Create:
     on_child_failure: str = "fail"
     complete_with_children: bool = False
     depth: int = 1
+    #: Children to make, one per phase: ``{"id", "weight", "name"?}`` (the actor sends
+    #: them; they are not part of the state).
+    phases: Sequence[Mapping[str, Any]] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

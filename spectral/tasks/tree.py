@@ -44,6 +44,8 @@ class Report:
     status: str
     progress: float
     error: str | None = None
+    #: The child's epoch: a task deleted and made again under its id is another child.
+    epoch: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The message body."""
@@ -54,6 +56,7 @@ class Report:
             "status": self.status,
             "progress": self.progress,
             "error": self.error,
+            "epoch": self.epoch,
         }
 
     @classmethod
@@ -66,13 +69,20 @@ class Report:
             status=str(body["status"]),
             progress=float(body["progress"]),
             error=body.get("error"),
+            epoch=str(body.get("epoch", "")),
         )
 
 
 def report_of(state: TaskState) -> Report:
     """What ``state`` tells its parent."""
     return Report(
-        state.task_id, state.seq, state.weight, state.status.value, state.progress, state.error
+        state.task_id,
+        state.seq,
+        state.weight,
+        state.status.value,
+        state.progress,
+        state.error,
+        state.epoch,
     )
 
 
@@ -89,29 +99,52 @@ def with_child_count(state: TaskState, count: int) -> TaskState:
 
 
 class Family:
-    """A parent's children: their last reports, and the ones removed from it."""
+    """A parent's children: their last reports, and the ones removed from it (by id, with
+    the epoch removed: None when it was removed before it ever reported)."""
 
-    def __init__(self, reports: Iterable[Report] = (), removed: Iterable[str] = ()) -> None:
+    def __init__(
+        self, reports: Iterable[Report] = (), removed: Iterable[tuple[str, str | None]] = ()
+    ) -> None:
         self.children: dict[str, Report] = {r.child_id: r for r in reports}
-        self.removed: set[str] = set(removed)
+        self.removed: dict[str, str | None] = dict(removed)
 
     def __len__(self) -> int:
         return len(self.children)
 
     def apply(self, report: Report) -> bool:
-        """Take a report; False if it is stale or its child was removed."""
-        if report.child_id in self.removed:
+        """Take a report; False if it is stale or its child was removed.
+
+        A report of another epoch than the removed (or known) child's is a new task
+        made under the same id: it is taken, from its seq 1.
+        """
+        child_id = report.child_id
+        if child_id in self.removed:
+            gone = self.removed[child_id]
+            if gone is None or gone == report.epoch:
+                return False
+            del self.removed[child_id]
+        known = self.children.get(child_id)
+        if known is not None and known.epoch == report.epoch and known.seq >= report.seq:
             return False
-        known = self.children.get(report.child_id)
-        if known is not None and known.seq >= report.seq:
-            return False
-        self.children[report.child_id] = report
+        self.children[child_id] = report
         return True
 
-    def remove(self, child_id: str) -> bool:
-        """Forget a child for good (its later reports are ignored); False if unknown."""
-        self.removed.add(child_id)
-        return self.children.pop(child_id, None) is not None
+    def remove(self, child_id: str, epoch: str | None = None) -> bool:
+        """Forget a child (its epoch's later reports are ignored); True if it was counted.
+
+        With ``epoch``, only that epoch of the child is removed: a child made again
+        since (another epoch) stays. A child not reported yet is remembered as removed
+        with ``epoch`` (None: whatever it reports).
+        """
+        known = self.children.get(child_id)
+        if known is None:
+            self.removed.setdefault(child_id, epoch)
+            return False
+        if epoch is not None and known.epoch != epoch:
+            return False
+        del self.children[child_id]
+        self.removed[child_id] = known.epoch
+        return True
 
     def progress(self, ignore_failures: bool) -> float | None:
         """The weighted mean of the children's progress (None without children)."""
