@@ -421,7 +421,7 @@ async def build_dataset(data_dir: Path, count: int) -> None:
     from spectral.tasks.actor import Mutate, Task
     from spectral.tasks.state import Create
 
-    marker = data_dir / f"dataset-{count}-tags"
+    marker = data_dir / f"dataset-{count}-tree"
     if marker.exists():
         return
     log(f"building {count} tasks in {data_dir} (once; reused later)")
@@ -435,7 +435,13 @@ async def build_dataset(data_dir: Path, count: int) -> None:
                 # Tags for the listing's filters: each shard-K on 10 % of the tasks, "all"
                 # on every one (the worst case of a tag filter), "rare" on 0.1 %.
                 tags = (f"shard-{n % 10}", "all", *(("rare",) if n % 1000 == 0 else ()))
-                command = Create(task_id=f"t{n:07d}", owner="admin", epoch="e", tags=tags)
+                # A tree: the first 1,000 tasks are parents; one task in ten after them
+                # is a child of one of them (about 100 children each).
+                parent = f"t{n % 1000:07d}" if n >= 1000 and n % 10 == 5 else None
+                command = Create(
+                    task_id=f"t{n:07d}", owner="admin", epoch="e", tags=tags,
+                    parent_id=parent, depth=2 if parent else 1,
+                )  # fmt: skip
                 await router.call("task", f"t{n:07d}", Mutate(command), create=True)
                 if n % 10_000 == 0:
                     log(f"  {n}")
@@ -475,6 +481,12 @@ async def listing(server: Server, quick: bool) -> dict[str, Any]:
         "tag_on_every_task": lambda n: ("GET", f"/tasks?page={1 + n % 50}&tag=all", None),
         "tag_and_created": lambda n: ("GET", f"/tasks?tag=shard-{n % 10}{window}", None),
         "created": lambda n: ("GET", f"/tasks?page={1 + n % 50}{window}", None),
+        "parent": lambda n: ("GET", f"/tasks?page={1 + n % 5}&parentId=t{n % 1000:07d}", None),
+        "parent_and_status": lambda n: (
+            "GET",
+            f"/tasks?parentId=t{n % 1000:07d}&status=pending",
+            None,
+        ),
     }
     for name, make_variant in variants.items():
         concurrent[name] = await closed_loop(server.url, 4, seconds, make_variant)
