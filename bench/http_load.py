@@ -21,6 +21,7 @@ import base64
 import json
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -424,6 +425,7 @@ async def build_dataset(data_dir: Path, count: int) -> None:
     marker = data_dir / f"dataset-{count}-tree"
     if marker.exists():
         return
+    shutil.rmtree(data_dir, ignore_errors=True)  # an older dataset: rebuilt from scratch
     log(f"building {count} tasks in {data_dir} (once; reused later)")
     # Set-up, not measured: no fsyncs (the live cap's evictions checkpoint every WAL).
     config = RouterConfig(max_live=1000, synchronous="OFF")
