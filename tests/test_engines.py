@@ -1,0 +1,64 @@
+"""The private PostgreSQL and Redis of tests/engines.py: reachable from trio, restartable."""
+
+from __future__ import annotations
+
+import coredis
+import psycopg
+import pytest
+import trio
+
+from tests.engines import Postgres, Redis
+
+
+
+def _pg_select(url: str, value: int) -> int:
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        row = conn.execute("SELECT %s::int + 1", (value,)).fetchone()
+        assert row is not None
+        return row[0]
+
+
+async def test_postgres_from_trio(postgres: Postgres) -> None:
+    with trio.fail_after(30):
+        assert await trio.to_thread.run_sync(_pg_select, postgres.url, 41) == 42
+
+
+async def test_postgres_data_survives_a_restart(postgres: Postgres, pg_url: str) -> None:
+    def write(conn_url: str) -> None:
+        with psycopg.connect(conn_url) as conn:
+            conn.execute("CREATE TABLE kept (v int)")
+            conn.execute("INSERT INTO kept VALUES (7)")
+
+    def read(conn_url: str) -> int:
+        with psycopg.connect(conn_url) as conn:
+            row = conn.execute("SELECT v FROM kept").fetchone()
+            assert row is not None
+            return row[0]
+
+    with trio.fail_after(120):
+        await trio.to_thread.run_sync(write, pg_url)
+        async with postgres.stopped():
+            with pytest.raises(psycopg.OperationalError):
+                await trio.to_thread.run_sync(read, pg_url)
+        assert await trio.to_thread.run_sync(read, pg_url) == 7
+
+
+async def test_redis_from_trio(redis: Redis) -> None:
+    with trio.fail_after(30):
+        client = coredis.Redis.from_url(redis.url, decode_responses=True)
+        async with client:
+            await client.set("greeting", "hello")
+            assert await client.get("greeting") == "hello"
+
+
+async def test_redis_restart_forgets_and_answers(redis: Redis) -> None:
+    with trio.fail_after(120):
+        client = coredis.Redis.from_url(redis.url, decode_responses=True)
+        async with client:
+            await client.set("volatile", "1")
+        await redis.arestart()
+        client = coredis.Redis.from_url(redis.url, decode_responses=True)
+        async with client:
+            assert await client.get("volatile") is None  # --save '': nothing survives
+            await client.set("volatile", "2")
+            assert await client.get("volatile") == "2"
