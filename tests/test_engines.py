@@ -10,7 +10,6 @@ import trio
 from tests.engines import Postgres, Redis
 
 
-
 def _pg_select(url: str, value: int) -> int:
     with psycopg.connect(url, connect_timeout=5) as conn:
         row = conn.execute("SELECT %s::int + 1", (value,)).fetchone()
