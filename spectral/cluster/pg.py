@@ -22,6 +22,7 @@ of connections stays bounded.
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -157,10 +158,9 @@ class PoolStatistics:
 
 
 def _cancel_quietly(conn: psycopg.Connection) -> None:
-    try:
+    # Best effort: its own thread closes the connection anyway.
+    with contextlib.suppress(Exception):
         conn.cancel_safe(timeout=CANCEL_TIMEOUT)
-    except Exception:  # best effort: its own thread closes the connection anyway
-        pass
 
 
 @asynccontextmanager
