@@ -63,10 +63,10 @@ async def test_cancelled_call_leaves_the_pool_usable(db: Database, pg_url: str) 
                     raise AssertionError("not cancelled")
 
             nursery.start_soon(sleeper)
-            await _until(lambda: _active(pg_url) == 1, "query running")
+            await _until(lambda: _active(pg_url, "spectral-cancel") == 1)
             scope.cancel()
         # The server-side query is cancelled, and every later call works (size 2: both slots).
-        await _until(lambda: _active(pg_url) == 0, "query cancelled")
+        await _until(lambda: _active(pg_url, "spectral-cancel") == 0)
         for _ in range(4):
             assert await db.run(lambda c: c.execute("SELECT 1").fetchone()) == (1,)
         await _until(lambda: db.statistics().busy == 0)
