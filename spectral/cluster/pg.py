@@ -41,6 +41,16 @@ DEFAULT_POOL_SIZE = 4
 #: Seconds to wait for a TCP connect: an unreachable server must fail fast, not hang a
 #: renewal (which then times out anyway under the caller's fail_after).
 CONNECT_TIMEOUT = 3
+#: libpq TCP settings: a peer that vanished (host down, partition) breaks the connection
+#: in about 10 s instead of the kernel's 2 hours, so abandoned threads end and free their
+#: pool slot. A stopped-but-connected server (SIGSTOP) is not detected by these.
+TCP_OPTIONS = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
 #: Seconds the server-side cancel request of an abandoned query may take.
 CANCEL_TIMEOUT = 5.0
 
@@ -125,7 +135,9 @@ class Database:
             if not conn.closed and not conn.broken:
                 return conn
         try:
-            return psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+            return psycopg.connect(
+                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT, **TCP_OPTIONS
+            )
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailableError(str(exc)) from exc
 
