@@ -145,7 +145,9 @@ class Membership:
     async def join(self) -> NodeRef:
         """Join as a new incarnation (epoch + 1) and take a fresh lease."""
         sent_at = trio.current_time()
-        node = await self.db.run(lambda c: join_tx(c, self.node_id, self.rpc_addr, self.ttl))
+        node = await self.db.run(
+            lambda c: join_tx(c, self.node_id, self.rpc_addr, self.ttl), transaction=False
+        )
         self.node = node
         self._set(Lease(self._lease.ttl, self._lease.margin).renewed(sent_at))
         return node
@@ -161,7 +163,9 @@ class Membership:
         extended: bool | None = None
         with trio.move_on_after(self.interval):
             try:
-                extended = await self.db.run(lambda c: renew_tx(c, node, self.ttl))
+                extended = await self.db.run(
+                    lambda c: renew_tx(c, node, self.ttl), transaction=False
+                )
             except (DatabaseUnavailableError, psycopg.Error) as exc:
                 log.warning("node %s: lease renewal failed: %s", node.node_id, exc)
         if extended is None:

@@ -7,9 +7,11 @@ statement that checks the node's membership is current (epoch and unexpired leas
 a node whose lease lapsed cannot obtain a token; tokens only ever grow. Commits check
 their token (``check``) so a node that lost its lease can never commit.
 
-The ``*_tx`` functions take a connection inside a transaction, so the create path can
-insert the placement and the registry row in one transaction (one thread hop); the
-:class:`Placements` methods run each alone.
+The ``*_tx`` functions take a connection, so the create path can insert the placement
+and the registry row in one transaction (one thread hop). The :class:`Placements`
+methods run each alone in autocommit: each decision is one atomic statement (the
+follow-up SELECT only explains a refusal), so BEGIN and COMMIT would only add two round
+trips.
 """
 
 from __future__ import annotations
@@ -121,14 +123,14 @@ def check_tx(conn: psycopg.Connection, kind: str, id: str, token: int) -> bool:
 
 
 class Placements:
-    """Placement operations, each one transaction in one thread hop."""
+    """Placement operations, each one thread hop in autocommit."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
 
     async def place(self, kind: str, id: str, node: NodeRef) -> Placed:
         """Create-time arbiter: see :func:`place_tx`."""
-        return await self.db.run(lambda c: place_tx(c, kind, id, node))
+        return await self.db.run(lambda c: place_tx(c, kind, id, node), transaction=False)
 
     async def home_of(self, kind: str, id: str) -> Home | None:
         """The home node of (kind, id), or None (one autocommit statement)."""
@@ -136,7 +138,7 @@ class Placements:
 
     async def activate(self, kind: str, id: str, node: NodeRef) -> int:
         """Take the next fencing token: see :func:`activate_tx`."""
-        return await self.db.run(lambda c: activate_tx(c, kind, id, node))
+        return await self.db.run(lambda c: activate_tx(c, kind, id, node), transaction=False)
 
     async def check(self, kind: str, id: str, token: int) -> bool:
         """Whether ``token`` is current: see :func:`check_tx` (one autocommit statement)."""
