@@ -123,7 +123,11 @@ class Database:
             with call.lock:
                 call.done = True
                 abandoned = call.abandoned
-            healthy = not conn.closed and conn.info.transaction_status == pq.TransactionStatus.IDLE
+            healthy = (
+                not conn.closed
+                and not conn.broken
+                and conn.info.transaction_status == pq.TransactionStatus.IDLE
+            )
             if healthy and not abandoned and not self._closed:
                 self._idle.append(conn)
             else:
