@@ -144,6 +144,23 @@ async def test_only_the_current_home_activates_and_tokens_only_grow(db: Database
         assert not await placements.check("task", "x", 3)
 
 
+async def test_concurrent_activations_get_distinct_growing_tokens(db: Database) -> None:
+    with trio.fail_after(60):
+        node = await member(db, "a").join()
+        placements = Placements(db)
+        await placements.place("task", "busy", node)
+        tokens: list[int] = []
+
+        async def activate() -> None:
+            tokens.append(await placements.activate("task", "busy", node))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(50):
+                nursery.start_soon(activate)
+        assert sorted(tokens) == list(range(1, 51))  # no token handed out twice
+        assert await placements.check("task", "busy", 50)
+
+
 async def test_self_fencing_when_postgres_stops_and_recovery(
     postgres: Postgres, db: Database
 ) -> None:
