@@ -261,20 +261,24 @@ class Redis(Engine):
 
 def start_postgres() -> Postgres:
     """A new private PostgreSQL, started (callers :meth:`Engine.close` it)."""
-    engine = Postgres(Path(tempfile.mkdtemp(prefix="spectral-pg-")), free_port())
-    try:
-        engine.init()
-        engine.start()
-    except BaseException:
-        engine.close()
-        raise
-    return engine
+    return _started(Postgres, "spectral-pg-")
 
 
 def start_redis() -> Redis:
     """A new private Redis, started (callers :meth:`Engine.close` it)."""
-    engine = Redis(Path(tempfile.mkdtemp(prefix="spectral-redis-")), free_port())
+    return _started(Redis, "spectral-redis-")
+
+
+def _started(cls: type[E], prefix: str) -> E:
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     try:
+        engine = cls(root, free_port())
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    try:
+        if isinstance(engine, Postgres):
+            engine.init()
         engine.start()
     except BaseException:
         engine.close()

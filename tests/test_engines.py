@@ -7,6 +7,7 @@ import psycopg
 import pytest
 import trio
 
+from tests import engines
 from tests.engines import Postgres, Redis
 
 
@@ -60,3 +61,14 @@ async def test_redis_restart_forgets_and_the_client_reconnects(redis: Redis) -> 
             assert await client.get("volatile") is None
             await client.set("volatile", "2")
             assert await client.get("volatile") == "2"
+
+
+def test_a_missing_engine_fails_instead_of_skipping(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engines.glob, "glob", lambda _pattern: [])
+    monkeypatch.setattr(engines.shutil, "which", lambda _name: None)
+    with pytest.raises(pytest.fail.Exception, match="initdb was not found"):  # noqa: SIM117
+        with engines._session_engine(engines.start_postgres):
+            raise AssertionError("started without initdb")
+    with pytest.raises(pytest.fail.Exception, match="redis-server was not found"):  # noqa: SIM117
+        with engines._session_engine(engines.start_redis):
+            raise AssertionError("started without redis-server")
