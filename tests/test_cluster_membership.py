@@ -47,12 +47,14 @@ def test_membership_rejects_a_margin_that_cannot_work() -> None:
 
 @pytest.fixture
 async def db(pg_url: str) -> AsyncIterator[Database]:
+    """A pool on a fresh, migrated database."""
     async with open_database(pg_url, size=4) as database:
         await database.run(schema.migrate)
         yield database
 
 
 def member(db: Database, node_id: str) -> Membership:
+    """A membership with the tests' short lease."""
     return Membership(
         db, node_id, f"127.0.0.1:{node_id}", ttl=TTL, interval=INTERVAL, margin=MARGIN
     )

@@ -17,6 +17,7 @@ from tests.engines import Postgres
 
 @pytest.fixture
 async def db(pg_url: str) -> AsyncIterator[Database]:
+    """A pool of 2 on a fresh database."""
     async with open_database(pg_url, size=2) as database:
         yield database
 
@@ -54,12 +55,17 @@ async def test_run_is_one_transaction(db: Database) -> None:
 
 async def test_cancelled_call_leaves_the_pool_usable(db: Database, pg_url: str) -> None:
     with trio.fail_after(60):
+        await db.run(lambda c: c.execute("CREATE TABLE t (v int)"))
         async with trio.open_nursery() as nursery:
             scope = trio.CancelScope()
 
+            def write_then_sleep(conn: psycopg.Connection) -> None:
+                conn.execute("INSERT INTO t VALUES (1)")
+                conn.execute("SELECT pg_sleep(600) -- spectral-cancel")
+
             async def sleeper() -> None:
                 with scope:
-                    await db.run(lambda c: c.execute("SELECT pg_sleep(600) -- spectral-cancel"))
+                    await db.run(write_then_sleep)
                     raise AssertionError("not cancelled")
 
             nursery.start_soon(sleeper)
@@ -70,6 +76,8 @@ async def test_cancelled_call_leaves_the_pool_usable(db: Database, pg_url: str) 
         for _ in range(4):
             assert await db.run(lambda c: c.execute("SELECT 1").fetchone()) == (1,)
         await _until(lambda: db.statistics().busy == 0)
+        # The cancelled transaction's write was rolled back.
+        assert await db.run(lambda c: c.execute("SELECT count(*) FROM t").fetchone()) == (0,)
 
 
 async def test_unreachable_server_is_an_error_not_a_hang(postgres: Postgres, db: Database) -> None:
