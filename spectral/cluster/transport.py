@@ -1,0 +1,503 @@
+"""The node-to-node transport: pooled persistent TCP carrying length-prefixed JSON frames.
+
+Theory of operation
+-------------------
+Forwarding a request to a task's home node must cost little: httpx on trio spent
+~1.5-2 ms of CPU per hop, framed TCP ~0.1 ms (shared/CLUSTER.md §3.4). The frames and
+messages are :mod:`spectral.cluster.frames`; this module moves them over trio streams.
+
+Server (:func:`serve_transport`): one task per connection reads request frames and
+starts ``await handler(op, body)`` for each in the connection's nursery, at most
+``max_in_flight`` at once (then it stops reading: TCP pushes back). Answers go through
+one writer task per connection, which writes whatever answers are ready in one
+``send_all``. A handler that raises becomes an error frame (an ``ApiError`` keeps its
+code, message and status; anything else is ``500 INTERNAL``), never a dead connection.
+:meth:`TransportServer.shutdown` stops accepting, stops reading, tells every client
+``goaway`` with the last request it took, finishes those, then closes.
+
+Client (:func:`open_transport_client`): up to ``pool_size`` connections, opened on
+demand and used round-robin; calls are multiplexed on each by id. As on the server,
+one writer task per connection writes the frames callers queue, so a cancelled caller
+never leaves half a frame on the wire; its late answer is dropped. When a connection
+breaks, every call waiting on it fails with :class:`TransportError` and the next call
+opens a new one. The reader and writer tasks live in the nursery of
+:func:`open_transport_client`, so they end with the ``async with`` block.
+
+Errors: :class:`TransportError` = the hop failed, the call may or may not have run
+(``unprocessed`` is true when it certainly did not: no connection, or after the
+server's goaway); :class:`RemoteError` = the handler answered an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from functools import partial
+from typing import Any
+
+import trio
+
+from spectral.cluster.frames import (
+    MAX_FRAME,
+    NEED_DATA,
+    Call,
+    Failed,
+    FrameDecoder,
+    FrameError,
+    FrameTooLargeError,
+    GoAway,
+    Ok,
+    call_frame,
+    failed_frame,
+    goaway_frame,
+    ok_frame,
+    parse_reply,
+    parse_request,
+    request_id,
+)
+from spectral.errors import ApiError
+
+log = logging.getLogger("spectral.cluster.transport")
+
+#: What a node serves: ``await handler(op, body)`` returns the answer's body (JSON).
+Handler = Callable[[str, Any], Awaitable[Any]]
+
+#: Bytes asked of the socket per read.
+READ_SIZE = 65536
+#: Requests one connection may have running at once on the server (then reading pauses).
+MAX_IN_FLIGHT = 256
+#: Seconds one write may block before the connection is dropped (a peer not reading).
+WRITE_TIMEOUT = 30.0
+#: Seconds to open a connection (loopback or LAN: anything slower is a dead node).
+CONNECT_TIMEOUT = 5.0
+#: Default seconds a call waits for its answer.
+CALL_TIMEOUT = 30.0
+
+
+class TransportError(Exception):
+    """The hop to the other node failed: no connection, connection lost, or no answer
+    in time. The call may have run unless ``unprocessed`` is true; the caller decides
+    whether to retry (mutations carry an Idempotency-Key)."""
+
+    def __init__(self, message: str, *, unprocessed: bool = False) -> None:
+        super().__init__(message)
+        self.unprocessed = unprocessed
+
+
+class TransportTimeoutError(TransportError):
+    """No answer within the call's timeout (the call may still run on the server)."""
+
+
+class RemoteError(Exception):
+    """The remote handler answered an error (an API error's code, message, status)."""
+
+    def __init__(self, code: str, message: str, status: int, details: Any = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+        self.details = details
+
+    def to_api_error(self) -> ApiError:
+        """The same error as this node answers it."""
+        return ApiError(self.status, self.code, self.message, self.details)
+
+
+async def _write_loop(
+    stream: trio.abc.Stream, frames: trio.MemoryReceiveChannel[bytes], write_timeout: float
+) -> None:
+    """Write queued frames until the channel closes, coalescing whatever is ready."""
+    async with frames:
+        async for frame in frames:
+            batch = [frame]
+            while True:
+                try:
+                    batch.append(frames.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            with trio.fail_after(write_timeout):
+                await stream.send_all(batch[0] if len(batch) == 1 else b"".join(batch))
+
+
+# -- server ---------------------------------------------------------------------------
+
+
+class TransportServer:
+    """A running transport server: its ``port``, and :meth:`shutdown`."""
+
+    def __init__(self, handler: Handler, *, max_in_flight: int, max_frame: int) -> None:
+        self.handler = handler
+        self.max_in_flight = max_in_flight
+        self.max_frame = max_frame
+        self.port = 0
+        self.closing = False
+        #: The read scope of every open connection (cancelled by :meth:`shutdown`).
+        self._reading: set[trio.CancelScope] = set()
+        self._accepting = trio.CancelScope()
+
+    def shutdown(self) -> None:
+        """Stop accepting and reading; finish the requests taken, then close (graceful)."""
+        self.closing = True
+        self._accepting.cancel()
+        for scope in list(self._reading):
+            scope.cancel()
+
+    async def serve(self, host: str, port: int, *, task_status: trio.TaskStatus[Any]) -> None:
+        """Accept connections until :meth:`shutdown`, then wait for them to finish."""
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        self.port = listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as connections:
+            with self._accepting:
+                async with trio.open_nursery() as acceptor:
+                    serve = partial(trio.serve_listeners, handler_nursery=connections)
+                    await acceptor.start(serve, self._serve_connection, listeners)
+                    task_status.started(self)
+
+    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+        if self.closing:  # accepted as the shutdown began: it ran nothing
+            await stream.send_all(goaway_frame(-1))
+            return
+        send, receive = trio.open_memory_channel[bytes](self.max_in_flight + 1)
+        reading = trio.CancelScope()
+        self._reading.add(reading)
+        last_id = -1
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write_until_closed, stream, receive, reading)
+                async with send, trio.open_nursery() as handlers:
+                    with reading:
+                        last_id = await self._read_loop(stream, send, handlers)
+                    if self.closing:
+                        await self._send(send, goaway_frame(last_id))
+        finally:
+            self._reading.discard(reading)
+
+    async def _write_until_closed(
+        self,
+        stream: trio.abc.Stream,
+        frames: trio.MemoryReceiveChannel[bytes],
+        reading: trio.CancelScope,
+    ) -> None:
+        try:
+            await _write_loop(stream, frames, WRITE_TIMEOUT)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+            # The peer is gone: stop reading; running handlers finish, answers are dropped.
+            reading.cancel()
+
+    async def _read_loop(
+        self, stream: trio.abc.Stream, send: trio.MemorySendChannel[bytes], handlers: trio.Nursery
+    ) -> int:
+        """Start a handler per request until end of stream; the last request id taken."""
+        decoder = FrameDecoder(self.max_frame)
+        limit = trio.Semaphore(self.max_in_flight)
+        last_id = -1
+        while True:
+            try:
+                data = await stream.receive_some(READ_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return last_id
+            if not data:
+                return last_id
+            decoder.feed(data)
+            while True:
+                try:
+                    value = decoder.next_frame()
+                except FrameError as exc:  # the stream lost its framing
+                    log.warning("transport: closing a connection: %s", exc)
+                    return last_id
+                if value is NEED_DATA:
+                    break
+                try:
+                    call = parse_request(value)
+                except FrameError as exc:
+                    call_id = request_id(value)
+                    if call_id is None:
+                        log.warning("transport: closing a connection: %s", exc)
+                        return last_id
+                    failed = Failed(call_id, "BAD_FRAME", str(exc), 400)
+                    await self._send(send, failed_frame(failed))
+                    continue
+                await limit.acquire()
+                last_id = call.id
+                handlers.start_soon(self._run_handler, call, send, limit)
+
+    async def _run_handler(
+        self, call: Call, send: trio.MemorySendChannel[bytes], limit: trio.Semaphore
+    ) -> None:
+        try:
+            frame = await self._answer(call)
+            await self._send(send, frame)
+        finally:
+            limit.release()
+
+    async def _answer(self, call: Call) -> bytes:
+        try:
+            body = await self.handler(call.op, call.body)
+            return ok_frame(call.id, body, self.max_frame)
+        except ApiError as exc:
+            failed = Failed(call.id, exc.code, exc.message, exc.status, exc.details)
+        except FrameTooLargeError as exc:
+            failed = Failed(call.id, "FRAME_TOO_LARGE", f"answer to {call.op}: {exc}", 500)
+        except Exception:
+            log.exception("transport: handler of %r failed", call.op)
+            failed = Failed(call.id, "INTERNAL", f"internal error in {call.op}", 500)
+        return failed_frame(failed)
+
+    @staticmethod
+    async def _send(send: trio.MemorySendChannel[bytes], frame: bytes) -> None:
+        # The writer may be gone with its peer: then nobody waits for this answer.
+        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await send.send(frame)
+
+
+async def serve_transport(
+    handler: Handler,
+    host: str,
+    port: int,
+    *,
+    max_in_flight: int = MAX_IN_FLIGHT,
+    max_frame: int = MAX_FRAME,
+    task_status: trio.TaskStatus[TransportServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``handler`` on ``host:port`` (0: any free port) until shut down.
+
+    ``task_status.started`` gets the :class:`TransportServer` (its ``port``, its
+    ``shutdown()``); this returns once a shutdown has finished every request taken.
+    Cancelling it stops everything at once.
+    """
+    server = TransportServer(handler, max_in_flight=max_in_flight, max_frame=max_frame)
+    await server.serve(host, port, task_status=task_status)
+
+
+# -- client ---------------------------------------------------------------------------
+
+
+class _Pending:
+    """One call's reply slot."""
+
+    __slots__ = ("done", "error", "value")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.value: Any = None
+        self.error: Exception | None = None
+
+    def resolve(self, value: Any = None, error: Exception | None = None) -> None:
+        if not self.done.is_set():
+            self.value, self.error = value, error
+            self.done.set()
+
+
+class _Connection:
+    """One client connection: its pending calls by id, its writer's queue, its reader."""
+
+    def __init__(self, stream: trio.SocketStream, max_frame: int) -> None:
+        self.stream = stream
+        self.max_frame = max_frame
+        self.pending: dict[int, _Pending] = {}
+        self.next_id = 0
+        self.send, self.receive = trio.open_memory_channel[bytes](math.inf)
+        #: Why it can take no more calls (broken, closed, or the server's goaway).
+        self.close_reason: TransportError | None = None
+
+    async def run(self) -> None:
+        """Read answers and write requests until the connection ends; then fail the rest."""
+        reason = TransportError("connection to the node lost")
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write)
+                try:
+                    await self._read()
+                    reason = TransportError("connection closed by the node")
+                except FrameError as exc:
+                    reason = TransportError(f"bad frame from the node: {exc}")
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+                nursery.cancel_scope.cancel()
+        finally:
+            self.close(reason)
+            await trio.aclose_forcefully(self.stream)
+
+    def close(self, reason: TransportError) -> None:
+        """Take no more calls, fail every waiting one with ``reason``."""
+        if self.close_reason is None:
+            self.close_reason = reason
+        self.send.close()
+        for pending in self.pending.values():
+            pending.resolve(error=reason)
+
+    async def _write(self) -> None:
+        try:
+            await _write_loop(self.stream, self.receive, WRITE_TIMEOUT)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+            self.close(TransportError("connection to the node lost while writing"))
+            await trio.aclose_forcefully(self.stream)  # ends the reader too
+
+    async def _read(self) -> None:
+        decoder = FrameDecoder(self.max_frame)
+        while True:
+            data = await self.stream.receive_some(READ_SIZE)
+            if not data:
+                return
+            decoder.feed(data)
+            while (value := decoder.next_frame()) is not NEED_DATA:
+                reply = parse_reply(value)
+                if isinstance(reply, GoAway):
+                    self._go_away(reply.last_id)
+                    continue
+                pending = self.pending.get(reply.id)
+                if pending is None:
+                    continue  # its caller was cancelled or timed out
+                if isinstance(reply, Ok):
+                    pending.resolve(reply.body)
+                else:
+                    error = RemoteError(reply.code, reply.message, reply.status, reply.details)
+                    pending.resolve(error=error)
+
+    def _go_away(self, last_id: int) -> None:
+        self.close_reason = TransportError("the node is shutting down", unprocessed=True)
+        self.send.close()
+        for call_id, pending in self.pending.items():
+            if call_id > last_id:
+                pending.resolve(error=self.close_reason)
+
+    def submit(self, op: str, body: Any) -> tuple[int, _Pending]:
+        """Queue one request (never blocks); its id and reply slot."""
+        if self.close_reason is not None:
+            raise self.close_reason
+        call_id = self.next_id
+        frame = call_frame(call_id, op, body, self.max_frame)
+        self.next_id += 1
+        pending = self.pending[call_id] = _Pending()
+        self.send.send_nowait(frame)
+        return call_id, pending
+
+
+class TransportClient:
+    """Calls to one node over up to ``pool_size`` persistent connections.
+
+    Use :func:`open_transport_client`, whose nursery runs the connections' tasks.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        pool_size: int = 2,
+        max_frame: int = MAX_FRAME,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        call_timeout: float = CALL_TIMEOUT,
+        nursery: trio.Nursery | None = None,
+    ) -> None:
+        if pool_size < 1:
+            raise ValueError("pool_size must be at least 1")
+        self.host, self.port = host, port
+        self.max_frame = max_frame
+        self.connect_timeout = connect_timeout
+        self.call_timeout = call_timeout
+        self._nursery = nursery
+        self._slots: list[_Connection | None] = [None] * pool_size
+        self._locks = [trio.Lock() for _ in range(pool_size)]
+        self._turn = 0
+        self._closed = False
+        #: Connections opened so far (reconnections included).
+        self.connects = 0
+
+    # A timeout argument, not the caller's own scope: expiry is a TransportTimeoutError.
+    async def call(self, op: str, body: Any = None, *, timeout: float | None = None) -> Any:  # noqa: ASYNC109
+        """Run ``op`` on the node and return its answer's body.
+
+        Args:
+            op: the operation's name.
+            body: its JSON argument.
+            timeout: seconds to wait for the answer (default ``call_timeout``).
+
+        Raises:
+            RemoteError: the node's handler answered an error.
+            TransportError: no answer (connection failed or lost, node shutting down,
+                timeout: :class:`TransportTimeoutError`).
+            FrameTooLargeError: the request is larger than ``max_frame``.
+        """
+        for attempt in range(2):
+            connection = await self._connection()
+            try:
+                return await self._call_on(connection, op, body, timeout)
+            except TransportError as exc:
+                # Sent after the server's goaway: it never ran, so one more try is safe.
+                if not exc.unprocessed or attempt or self._closed:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _call_on(
+        self,
+        connection: _Connection,
+        op: str,
+        body: Any,
+        timeout: float | None,  # noqa: ASYNC109
+    ) -> Any:
+        call_id, pending = connection.submit(op, body)
+        try:
+            with trio.move_on_after(self.call_timeout if timeout is None else timeout):
+                await pending.done.wait()
+        finally:
+            connection.pending.pop(call_id, None)
+        if not pending.done.is_set():
+            raise TransportTimeoutError(f"no answer to {op!r} from {self.host}:{self.port} in time")
+        if pending.error is not None:
+            raise pending.error
+        return pending.value
+
+    async def _connection(self) -> _Connection:
+        if self._closed:
+            raise TransportError("transport client closed", unprocessed=True)
+        slot = self._turn % len(self._slots)
+        self._turn += 1
+        connection = self._slots[slot]
+        if connection is not None and connection.close_reason is None:
+            return connection
+        async with self._locks[slot]:
+            connection = self._slots[slot]
+            if connection is None or connection.close_reason is not None:
+                connection = self._slots[slot] = await self._connect()
+            return connection
+
+    async def _connect(self) -> _Connection:
+        if self._nursery is None:
+            raise RuntimeError("use open_transport_client(): the client needs a nursery")
+        try:
+            with trio.fail_after(self.connect_timeout):
+                stream = await trio.open_tcp_stream(self.host, self.port)
+        except (OSError, trio.TooSlowError) as exc:
+            raise TransportError(
+                f"cannot connect to {self.host}:{self.port}: {exc}", unprocessed=True
+            ) from None
+        connection = _Connection(stream, self.max_frame)
+        self._nursery.start_soon(connection.run)
+        self.connects += 1
+        return connection
+
+    async def aclose(self) -> None:
+        """Close every connection; waiting calls fail with :class:`TransportError`."""
+        self._closed = True
+        for connection in self._slots:
+            if connection is not None:
+                connection.close(TransportError("transport client closed"))
+                await trio.aclose_forcefully(connection.stream)
+        self._slots = [None] * len(self._slots)
+
+
+@asynccontextmanager
+async def open_transport_client(
+    host: str, port: int, **options: Any
+) -> AsyncIterator[TransportClient]:
+    """A :class:`TransportClient` whose connections live in this block's nursery."""
+    async with trio.open_nursery() as nursery:
+        client = TransportClient(host, port, nursery=nursery, **options)
+        try:
+            yield client
+        finally:
+            await client.aclose()
+            nursery.cancel_scope.cancel()
