@@ -159,80 +159,15 @@ class TransportServer:
         if self.closing:  # accepted as the shutdown began: it ran nothing
             await stream.send_all(goaway_frame(-1))
             return
-        send, receive = trio.open_memory_channel[bytes](self.max_in_flight + 1)
-        reading = trio.CancelScope()
-        self._reading.add(reading)
-        last_id = -1
+        connection = _Served(self, stream)
+        self._reading.add(connection.reading)
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write_until_closed, stream, receive, reading)
-                async with send, trio.open_nursery() as handlers:
-                    with reading:
-                        last_id = await self._read_loop(stream, send, handlers)
-                    if self.closing:
-                        await self._send(send, goaway_frame(last_id))
+            await connection.run()
         finally:
-            self._reading.discard(reading)
+            self._reading.discard(connection.reading)
 
-    async def _write_until_closed(
-        self,
-        stream: trio.abc.Stream,
-        frames: trio.MemoryReceiveChannel[bytes],
-        reading: trio.CancelScope,
-    ) -> None:
-        try:
-            await _write_loop(stream, frames, WRITE_TIMEOUT)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
-            # The peer is gone: stop reading; running handlers finish, answers are dropped.
-            reading.cancel()
-
-    async def _read_loop(
-        self, stream: trio.abc.Stream, send: trio.MemorySendChannel[bytes], handlers: trio.Nursery
-    ) -> int:
-        """Start a handler per request until end of stream; the last request id taken."""
-        decoder = FrameDecoder(self.max_frame)
-        limit = trio.Semaphore(self.max_in_flight)
-        last_id = -1
-        while True:
-            try:
-                data = await stream.receive_some(READ_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return last_id
-            if not data:
-                return last_id
-            decoder.feed(data)
-            while True:
-                try:
-                    value = decoder.next_frame()
-                except FrameError as exc:  # the stream lost its framing
-                    log.warning("transport: closing a connection: %s", exc)
-                    return last_id
-                if value is NEED_DATA:
-                    break
-                try:
-                    call = parse_request(value)
-                except FrameError as exc:
-                    call_id = request_id(value)
-                    if call_id is None:
-                        log.warning("transport: closing a connection: %s", exc)
-                        return last_id
-                    failed = Failed(call_id, "BAD_FRAME", str(exc), 400)
-                    await self._send(send, failed_frame(failed))
-                    continue
-                await limit.acquire()
-                last_id = call.id
-                handlers.start_soon(self._run_handler, call, send, limit)
-
-    async def _run_handler(
-        self, call: Call, send: trio.MemorySendChannel[bytes], limit: trio.Semaphore
-    ) -> None:
-        try:
-            frame = await self._answer(call)
-            await self._send(send, frame)
-        finally:
-            limit.release()
-
-    async def _answer(self, call: Call) -> bytes:
+    async def answer(self, call: Call) -> bytes:
+        """The frame answering one request (an error frame if the handler raised)."""
         try:
             body = await self.handler(call.op, call.body)
             return ok_frame(call.id, body, self.max_frame)
@@ -245,11 +180,78 @@ class TransportServer:
             failed = Failed(call.id, "INTERNAL", f"internal error in {call.op}", 500)
         return failed_frame(failed)
 
-    @staticmethod
-    async def _send(send: trio.MemorySendChannel[bytes], frame: bytes) -> None:
+
+class _Served:
+    """One accepted connection: a reader starting handlers, a writer sending answers."""
+
+    def __init__(self, server: TransportServer, stream: trio.SocketStream) -> None:
+        self.server = server
+        self.stream = stream
+        self.send, self.receive = trio.open_memory_channel[bytes](server.max_in_flight + 1)
+        #: Cancelled by a shutdown: no more requests are read.
+        self.reading = trio.CancelScope()
+        #: The id of the last request whose handler was started.
+        self.last_id = -1
+        self._limit = trio.Semaphore(server.max_in_flight)
+
+    async def run(self) -> None:
+        """Serve until end of stream or shutdown; answer every request taken; return."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._write)
+            async with self.send, trio.open_nursery() as handlers:
+                with self.reading:
+                    await self._read(handlers)
+                if self.server.closing:
+                    await self._queue(goaway_frame(self.last_id))
+
+    async def _write(self) -> None:
+        try:
+            await _write_loop(self.stream, self.receive, WRITE_TIMEOUT)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+            # The peer is gone: stop reading; running handlers finish, answers are dropped.
+            self.reading.cancel()
+
+    async def _read(self, handlers: trio.Nursery) -> None:
+        decoder = FrameDecoder(self.server.max_frame)
+        while True:
+            try:
+                data = await self.stream.receive_some(READ_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            if not data:
+                return
+            decoder.feed(data)
+            while True:
+                try:
+                    value = decoder.next_frame()
+                except FrameError as exc:  # the stream lost its framing
+                    log.warning("transport: closing a connection: %s", exc)
+                    return
+                if value is NEED_DATA:
+                    break
+                try:
+                    call = parse_request(value)
+                except FrameError as exc:
+                    call_id = request_id(value)
+                    if call_id is None:
+                        log.warning("transport: closing a connection: %s", exc)
+                        return
+                    await self._queue(failed_frame(Failed(call_id, "BAD_FRAME", str(exc), 400)))
+                    continue
+                await self._limit.acquire()
+                self.last_id = call.id
+                handlers.start_soon(self._handle, call)
+
+    async def _handle(self, call: Call) -> None:
+        try:
+            await self._queue(await self.server.answer(call))
+        finally:
+            self._limit.release()
+
+    async def _queue(self, frame: bytes) -> None:
         # The writer may be gone with its peer: then nobody waits for this answer.
         with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await send.send(frame)
+            await self.send.send(frame)
 
 
 async def serve_transport(
