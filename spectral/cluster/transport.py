@@ -31,9 +31,8 @@ server's goaway); :class:`RemoteError` = the handler answered an error.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
@@ -105,20 +104,58 @@ class RemoteError(Exception):
         return ApiError(self.status, self.code, self.message, self.details)
 
 
-async def _write_loop(
-    stream: trio.abc.Stream, frames: trio.MemoryReceiveChannel[bytes], write_timeout: float
-) -> None:
-    """Write queued frames until the channel closes, coalescing whatever is ready."""
-    async with frames:
-        async for frame in frames:
-            batch = [frame]
-            while True:
-                try:
-                    batch.append(frames.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            with trio.fail_after(write_timeout):
-                await stream.send_all(batch[0] if len(batch) == 1 else b"".join(batch))
+class _FrameWriter:
+    """Writes frames to a stream from many tasks without a writer task of its own.
+
+    The first task to write while nobody is writing becomes the writer: it sends its
+    frame and then, in one ``send_all``, whatever other tasks queued meanwhile, until
+    nothing is queued; those tasks return at once. (A writer task instead cost two more
+    scheduler passes per call: 430 µs round trips, not 2xx µs; see docs/cluster.md.)
+    A write that fails or takes over ``WRITE_TIMEOUT`` breaks the writer: ``on_broken``
+    runs once and later frames are dropped (their callers learn it from the connection).
+    ``shield``: a cancelled writer still finishes its write, so a cancelled caller never
+    leaves half a frame on the wire (the client); a server only cancels writes when it
+    stops, and then the connection goes too.
+    """
+
+    def __init__(
+        self, stream: trio.abc.Stream, on_broken: Callable[[], None], *, shield: bool
+    ) -> None:
+        self.stream = stream
+        self.on_broken = on_broken
+        self.shield = shield
+        self.broken = False
+        self._queued: list[bytes] = []
+        self._writing = False
+
+    async def write(self, frame: bytes) -> None:
+        """Send ``frame`` (now, or by the task already writing); never raises I/O errors."""
+        if self.broken:
+            return
+        self._queued.append(frame)
+        if self._writing:
+            return
+        self._writing = True
+        try:
+            while self._queued and not self.broken:
+                queued = self._queued
+                data = queued[0] if len(queued) == 1 else b"".join(queued)
+                queued.clear()
+                deadline = trio.current_time() + WRITE_TIMEOUT
+                with trio.CancelScope(deadline=deadline, shield=self.shield) as scope:
+                    await self.stream.send_all(data)
+                if scope.cancelled_caught:
+                    self._break()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._break()
+        finally:
+            self._writing = False
+
+    def _break(self) -> None:
+        if not self.broken:
+            self.broken = True
+            self._queued.clear()
+            self.on_broken()
 
 
 # -- server ---------------------------------------------------------------------------
@@ -187,29 +224,21 @@ class _Served:
     def __init__(self, server: TransportServer, stream: trio.SocketStream) -> None:
         self.server = server
         self.stream = stream
-        self.send, self.receive = trio.open_memory_channel[bytes](server.max_in_flight + 1)
-        #: Cancelled by a shutdown: no more requests are read.
+        #: Cancelled by a shutdown, or when the peer is gone: no more requests are read.
         self.reading = trio.CancelScope()
+        # The peer is gone: stop reading; running handlers finish, answers are dropped.
+        self.writer = _FrameWriter(stream, self.reading.cancel, shield=False)
         #: The id of the last request whose handler was started.
         self.last_id = -1
         self._limit = trio.Semaphore(server.max_in_flight)
 
     async def run(self) -> None:
         """Serve until end of stream or shutdown; answer every request taken; return."""
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._write)
-            async with self.send, trio.open_nursery() as handlers:
-                with self.reading:
-                    await self._read(handlers)
-                if self.server.closing:
-                    await self._queue(goaway_frame(self.last_id))
-
-    async def _write(self) -> None:
-        try:
-            await _write_loop(self.stream, self.receive, WRITE_TIMEOUT)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
-            # The peer is gone: stop reading; running handlers finish, answers are dropped.
-            self.reading.cancel()
+        async with trio.open_nursery() as handlers:
+            with self.reading:
+                await self._read(handlers)
+            if self.server.closing:
+                await self.writer.write(goaway_frame(self.last_id))
 
     async def _read(self, handlers: trio.Nursery) -> None:
         decoder = FrameDecoder(self.server.max_frame)
@@ -236,7 +265,9 @@ class _Served:
                     if call_id is None:
                         log.warning("transport: closing a connection: %s", exc)
                         return
-                    await self._queue(failed_frame(Failed(call_id, "BAD_FRAME", str(exc), 400)))
+                    await self.writer.write(
+                        failed_frame(Failed(call_id, "BAD_FRAME", str(exc), 400))
+                    )
                     continue
                 await self._limit.acquire()
                 self.last_id = call.id
@@ -244,14 +275,9 @@ class _Served:
 
     async def _handle(self, call: Call) -> None:
         try:
-            await self._queue(await self.server.answer(call))
+            await self.writer.write(await self.server.answer(call))
         finally:
             self._limit.release()
-
-    async def _queue(self, frame: bytes) -> None:
-        # The writer may be gone with its peer: then nobody waits for this answer.
-        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await self.send.send(frame)
 
 
 async def serve_transport(
@@ -300,7 +326,8 @@ class _Connection:
         self.max_frame = max_frame
         self.pending: dict[int, _Pending] = {}
         self.next_id = 0
-        self.send, self.receive = trio.open_memory_channel[bytes](math.inf)
+        self._scope = trio.CancelScope()
+        self.writer = _FrameWriter(stream, self._write_failed, shield=True)
         #: Why it can take no more calls (broken, closed, or the server's goaway).
         self.close_reason: TransportError | None = None
 
@@ -308,16 +335,13 @@ class _Connection:
         """Read answers and write requests until the connection ends; then fail the rest."""
         reason = TransportError("connection to the node lost")
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write)
-                try:
-                    await self._read()
-                    reason = TransportError("connection closed by the node")
-                except FrameError as exc:
-                    reason = TransportError(f"bad frame from the node: {exc}")
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass
-                nursery.cancel_scope.cancel()
+            with self._scope:
+                await self._read()
+                reason = TransportError("connection closed by the node")
+        except FrameError as exc:
+            reason = TransportError(f"bad frame from the node: {exc}")
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
         finally:
             self.close(reason)
             await trio.aclose_forcefully(self.stream)
@@ -326,16 +350,12 @@ class _Connection:
         """Take no more calls, fail every waiting one with ``reason``."""
         if self.close_reason is None:
             self.close_reason = reason
-        self.send.close()
+        self._scope.cancel()
         for pending in self.pending.values():
             pending.resolve(error=reason)
 
-    async def _write(self) -> None:
-        try:
-            await _write_loop(self.stream, self.receive, WRITE_TIMEOUT)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
-            self.close(TransportError("connection to the node lost while writing"))
-            await trio.aclose_forcefully(self.stream)  # ends the reader too
+    def _write_failed(self) -> None:
+        self.close(TransportError("connection to the node lost while writing"))
 
     async def _read(self) -> None:
         decoder = FrameDecoder(self.max_frame)
@@ -360,21 +380,19 @@ class _Connection:
 
     def _go_away(self, last_id: int) -> None:
         self.close_reason = TransportError("the node is shutting down", unprocessed=True)
-        self.send.close()
         for call_id, pending in self.pending.items():
             if call_id > last_id:
                 pending.resolve(error=self.close_reason)
 
-    def submit(self, op: str, body: Any) -> tuple[int, _Pending]:
-        """Queue one request (never blocks); its id and reply slot."""
+    def prepare(self, op: str, body: Any) -> tuple[int, bytes, _Pending]:
+        """A new request: its id, its frame, its reply slot (registered)."""
         if self.close_reason is not None:
             raise self.close_reason
         call_id = self.next_id
         frame = call_frame(call_id, op, body, self.max_frame)
         self.next_id += 1
         pending = self.pending[call_id] = _Pending()
-        self.send.send_nowait(frame)
-        return call_id, pending
+        return call_id, frame, pending
 
 
 class TransportClient:
@@ -440,8 +458,9 @@ class TransportClient:
         body: Any,
         timeout: float | None,  # noqa: ASYNC109
     ) -> Any:
-        call_id, pending = connection.submit(op, body)
+        call_id, frame, pending = connection.prepare(op, body)
         try:
+            await connection.writer.write(frame)
             with trio.move_on_after(self.call_timeout if timeout is None else timeout):
                 await pending.done.wait()
         finally:
