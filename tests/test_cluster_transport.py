@@ -335,3 +335,33 @@ async def test_client_closed_fails_waiting_calls() -> None:
             assert len(failure) == 1
             with pytest.raises(TransportError):
                 await client.call("echo")
+
+
+async def test_large_frames_from_many_callers_stay_framed() -> None:
+    """Frames larger than the socket buffers, written by concurrent callers."""
+    bodies = [chr(ord("a") + index) * (1024 * 1024 + index) for index in range(12)]
+    results: dict[int, Any] = {}
+
+    async def one(client: TransportClient, index: int) -> None:
+        results[index] = await client.call("echo", bodies[index])
+
+    with trio.fail_after(DEADLINE):
+        async with serving(Node()) as server, client_of(server, pool_size=1) as client:
+            async with trio.open_nursery() as nursery:
+                for index in range(len(bodies)):
+                    nursery.start_soon(one, client, index)
+            assert client.connects == 1
+    assert results == dict(enumerate(bodies))
+
+
+async def test_call_cancelled_while_writing_a_large_frame() -> None:
+    """The cancelled caller's frame is still written whole, so the stream stays framed."""
+    with trio.fail_after(DEADLINE):
+        async with serving(Node()) as server, client_of(server, pool_size=1) as client:
+            assert await client.call("echo", 0) == 0
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await client.call("echo", "z" * (8 * 1024 * 1024))
+            assert scope.cancelled_caught
+            assert await client.call("echo", 1) == 1
+            assert client.connects == 1
