@@ -365,3 +365,51 @@ async def test_call_cancelled_while_writing_a_large_frame() -> None:
             assert scope.cancelled_caught
             assert await client.call("echo", 1) == 1
             assert client.connects == 1
+
+
+async def test_answers_json_cannot_carry_are_errors() -> None:
+    async def odd(op: str, body: Any) -> Any:
+        if op == "set":
+            return {1, 2}
+        raise ApiError(409, "CONFLICT", "no", details=object())
+
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(partial(serve_transport, odd, HOST, 0))
+            async with client_of(server, pool_size=1) as client:
+                with pytest.raises(RemoteError) as caught:
+                    await client.call("set")
+                assert (caught.value.status, caught.value.code) == (500, "INTERNAL")
+                with pytest.raises(RemoteError) as caught:
+                    await client.call("details")
+                assert (caught.value.status, caught.value.code) == (409, "CONFLICT")
+                assert caught.value.details is None
+                assert client.connects == 1
+            nursery.cancel_scope.cancel()
+
+
+async def test_rolling_restart_calls_reach_the_new_server() -> None:
+    """Calls made while the old server drains are never lost: refused before they ran
+    (goaway), they go to the new server on the same port."""
+    old = Node()
+    with trio.fail_after(DEADLINE):
+        async with open_transport_client(HOST, 1, pool_size=1) as client:
+            answers: list[Any] = []
+            async with trio.open_nursery() as nursery:
+                server = await nursery.start(partial(serve_transport, old, HOST, 0))
+                client.port = server.port
+
+                async def in_flight() -> None:
+                    answers.append(await client.call("hold", "old"))
+
+                nursery.start_soon(in_flight)
+                await old.held.wait()
+                server.shutdown()
+                await trio.testing.wait_all_tasks_blocked()  # its listener is closed
+                async with serving(Node(), port=server.port):
+                    assert await client.call("echo", "new") == "new"
+                    old.release.set()
+                    while not answers:
+                        await trio.sleep(0.001)
+            assert answers == ["old"]
+            assert client.connects == 2

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from functools import partial
 from typing import Any
 
@@ -256,12 +256,15 @@ class TransportServer:
 
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
         if self.closing:  # accepted as the shutdown began: it ran nothing
-            await stream.send_all(goaway_frame(-1))
+            with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await stream.send_all(goaway_frame(-1))
             return
         connection = _Served(self, stream)
         self._reading.add(connection.reading)
         try:
             await connection.run()
+        except Exception:  # one connection's failure never stops the server
+            log.exception("transport: connection failed")
         finally:
             self._reading.discard(connection.reading)
 
@@ -277,7 +280,10 @@ class TransportServer:
         except Exception:
             log.exception("transport: handler of %r failed", call.op)
             failed = Failed(call.id, "INTERNAL", f"internal error in {call.op}", 500)
-        return failed_frame(failed)
+        try:
+            return failed_frame(failed)
+        except (TypeError, FrameError):  # details that JSON cannot carry: send the rest
+            return failed_frame(Failed(call.id, failed.code, failed.message, failed.status))
 
 
 class _Served:
@@ -453,8 +459,8 @@ class _Connection:
 
     def prepare(self, op: str, body: Any) -> tuple[int, bytes, _Pending]:
         """A new request: its id, its frame, its reply slot (registered)."""
-        if self.close_reason is not None:
-            raise self.close_reason
+        if self.close_reason is not None:  # nothing was sent
+            raise TransportError(str(self.close_reason), unprocessed=True)
         call_id = self.next_id
         frame = call_frame(call_id, op, body, self.max_frame)
         self.next_id += 1
@@ -534,8 +540,11 @@ class TransportClient:
             connection.pending.pop(call_id, None)
         if not pending.done.is_set():
             raise TransportTimeoutError(f"no answer to {op!r} from {self.host}:{self.port} in time")
-        if pending.error is not None:
-            raise pending.error
+        error = pending.error
+        if isinstance(error, TransportError):  # shared by every call on the connection
+            raise type(error)(str(error), unprocessed=error.unprocessed)
+        if error is not None:
+            raise error
         return pending.value
 
     async def _connection(self) -> _Connection:
