@@ -413,3 +413,29 @@ async def test_rolling_restart_calls_reach_the_new_server() -> None:
                         await trio.sleep(0.001)
             assert answers == ["old"]
             assert client.connects == 2
+
+
+async def test_in_flight_requests_are_bounded_per_connection() -> None:
+    running, peak, release = 0, 0, trio.Event()
+
+    async def gated(op: str, body: Any) -> Any:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await release.wait()
+        running -= 1
+        return body
+
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            start = partial(serve_transport, gated, HOST, 0, max_in_flight=2)
+            server = await nursery.start(start)
+            async with client_of(server, pool_size=1) as client:
+                async with trio.open_nursery() as calls:
+                    for index in range(5):
+                        calls.start_soon(client.call, "gated", index)
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert running == 2  # the other three wait, unread
+                    release.set()
+                assert peak == 2
+            nursery.cancel_scope.cancel()
