@@ -12,7 +12,10 @@ that echoes its JSON body:
   latency, and the CPU µs per call of the client process and of the server process
   (from getrusage and /proc/PID/stat), the cost the forwarding node would pay.
 
-``--serve transport|http`` runs only a server (what the subprocess does).
+``raw_echo_floor`` is the floor under both: bytes echoed by a bare trio socket loop,
+one round trip at a time (no framing, no JSON, no multiplexing).
+
+``--serve transport|http|raw`` runs only a server (what the subprocess does).
 """
 
 from __future__ import annotations
@@ -71,7 +74,16 @@ class EchoApp:
 
 async def serve(kind: str) -> None:
     """Serve one route on a free port, print it, run until killed."""
-    if kind == "transport":
+    if kind == "raw":
+
+        async def bounce(stream: trio.SocketStream) -> None:
+            while data := await stream.receive_some(65536):
+                await stream.send_all(data)
+
+        listeners = await trio.open_tcp_listeners(0, host=HOST)
+        print(f"PORT {listeners[0].socket.getsockname()[1]}", flush=True)
+        await trio.serve_listeners(bounce, listeners)
+    elif kind == "transport":
         async with trio.open_nursery() as nursery:
             server = await nursery.start(serve_transport, echo, HOST, 0)
             print(f"PORT {server.port}", flush=True)
@@ -83,9 +95,10 @@ async def serve(kind: str) -> None:
 
 
 def pin(cpu: int) -> bool:
-    """Pin this process to one CPU if the machine has it; whether it did."""
+    """Pin this process to one CPU if the machine has it; whether it did. (A child
+    inherits its parent's mask, so this asks the machine, not the current mask.)"""
     try:
-        if cpu in os.sched_getaffinity(0) and len(os.sched_getaffinity(0)) > 1:
+        if cpu < (os.cpu_count() or 1):
             os.sched_setaffinity(0, {cpu})
             return True
     except (AttributeError, OSError):
@@ -175,6 +188,23 @@ def _transport_call(client: TransportClient) -> Any:
     return call
 
 
+async def bench_raw(port: int, pid: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Sequential round trips of a framed body over a bare socket (the floor)."""
+    stream = await trio.open_tcp_stream(HOST, port)
+    payload = orjson.dumps(BODY)
+    samples = []
+    for index in range(500 + args.calls):
+        start = time.perf_counter()
+        await stream.send_all(payload)
+        received = 0
+        while received < len(payload):
+            received += len(await stream.receive_some(65536))
+        if index >= 500:
+            samples.append(time.perf_counter() - start)
+    await stream.aclose()
+    return {"sequential": {"calls": args.calls, **quantiles(samples)}}
+
+
 async def bench_httpx(port: int, pid: int, args: argparse.Namespace) -> dict[str, Any]:
     """Figures for httpx.AsyncClient with a keep-alive pool."""
     limits = httpx.Limits(max_connections=max(LEVELS), max_keepalive_connections=max(LEVELS))
@@ -192,7 +222,7 @@ async def bench_httpx(port: int, pid: int, args: argparse.Namespace) -> dict[str
 def main() -> None:
     """Run the benchmark (or one server with --serve) and print JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--serve", choices=["transport", "http"])
+    parser.add_argument("--serve", choices=["transport", "http", "raw"])
     parser.add_argument("--cpu", type=int)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--calls", type=int, default=5000)
@@ -211,7 +241,8 @@ def main() -> None:
         "seconds_per_level": args.seconds,
     }  # fmt: skip
     for name, kind, run in [("transport", "transport", bench_transport),
-                            ("httpx_to_front", "http", bench_httpx)]:  # fmt: skip
+                            ("httpx_to_front", "http", bench_httpx),
+                            ("raw_echo_floor", "raw", bench_raw)]:  # fmt: skip
         process, port = start_server(kind, 0 if pinned else None)
         try:
             out[name] = trio.run(run, port, process.pid, args)
