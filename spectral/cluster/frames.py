@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 import orjson
 
@@ -190,15 +190,14 @@ def goaway_frame(last_id: int) -> bytes:
     return encode_frame({"goaway": last_id})
 
 
-def _is_id(value: Any) -> bool:
+def _is_id(value: object) -> TypeGuard[int]:
     return type(value) is int and value >= 0
 
 
 def request_id(value: Any) -> int | None:
     """The id of a request frame, if it has a usable one (to answer a malformed request)."""
-    if isinstance(value, dict) and _is_id(value.get("id")):
-        return value["id"]
-    return None
+    call_id = value.get("id") if isinstance(value, dict) else None
+    return call_id if _is_id(call_id) else None
 
 
 def parse_request(value: Any) -> Call:
@@ -207,12 +206,13 @@ def parse_request(value: Any) -> Call:
     Raises:
         FrameDecodeError: not ``{"id": int >= 0, "op": str, "body"?: any}``.
     """
-    if not isinstance(value, dict) or not _is_id(value.get("id")):
+    call_id = request_id(value)
+    if call_id is None:
         raise FrameDecodeError("a request needs an integer id >= 0")
     op = value.get("op")
     if not isinstance(op, str):
         raise FrameDecodeError("a request needs a string op")
-    return Call(value["id"], op, value.get("body"))
+    return Call(call_id, op, value.get("body"))
 
 
 def parse_reply(value: Any) -> Reply:

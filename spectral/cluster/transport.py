@@ -8,20 +8,25 @@ messages are :mod:`spectral.cluster.frames`; this module moves them over trio st
 
 Server (:func:`serve_transport`): one task per connection reads request frames and
 starts ``await handler(op, body)`` for each in the connection's nursery, at most
-``max_in_flight`` at once (then it stops reading: TCP pushes back). Answers go through
-one writer task per connection, which writes whatever answers are ready in one
-``send_all``. A handler that raises becomes an error frame (an ``ApiError`` keeps its
+``max_in_flight`` at once (then it stops reading: TCP pushes back). Each handler's
+task writes its answer itself (:class:`_FrameWriter`: answers that are ready together
+go out in one write). A handler that raises becomes an error frame (an ``ApiError`` keeps its
 code, message and status; anything else is ``500 INTERNAL``), never a dead connection.
 :meth:`TransportServer.shutdown` stops accepting, stops reading, tells every client
 ``goaway`` with the last request it took, finishes those, then closes.
 
 Client (:func:`open_transport_client`): up to ``pool_size`` connections, opened on
-demand and used round-robin; calls are multiplexed on each by id. As on the server,
-one writer task per connection writes the frames callers queue, so a cancelled caller
-never leaves half a frame on the wire; its late answer is dropped. When a connection
-breaks, every call waiting on it fails with :class:`TransportError` and the next call
-opens a new one. The reader and writer tasks live in the nursery of
-:func:`open_transport_client`, so they end with the ``async with`` block.
+demand and used round-robin; calls are multiplexed on each by id. Callers write their
+own frames (shielded, so a cancelled caller never leaves half a frame on the wire); one
+reader task per connection hands each answer to its caller, and drops the late answer
+of a call that was cancelled or timed out. When a connection breaks, every call waiting
+on it fails with :class:`TransportError` and the next call opens a new one. The reader
+tasks live in the nursery of :func:`open_transport_client`, so they end with the
+``async with`` block.
+
+Both sides read and write the socket without blocking first and wait only when they
+would block: trio's ``receive_some``/``send_all`` yield to the scheduler once more even
+when the bytes are ready, and that pass was a third of a round trip (docs/cluster.md).
 
 Errors: :class:`TransportError` = the hop failed, the call may or may not have run
 (``unprocessed`` is true when it certainly did not: no connection, or after the
@@ -120,7 +125,7 @@ class _FrameReader:
         self.stream = stream
         self._streak = 0
 
-    async def receive(self) -> bytes:
+    async def receive(self) -> bytes | bytearray:
         """The next bytes (b"" at end of stream); waits only when none are ready.
 
         Raises:
@@ -391,7 +396,7 @@ class _Pending:
 
 
 class _Connection:
-    """One client connection: its pending calls by id, its writer's queue, its reader."""
+    """One client connection: its pending calls by id, its writer, its reader task."""
 
     def __init__(self, stream: trio.SocketStream, max_frame: int) -> None:
         self.stream = stream
