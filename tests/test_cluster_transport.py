@@ -439,3 +439,25 @@ async def test_in_flight_requests_are_bounded_per_connection() -> None:
                     release.set()
                 assert peak == 2
             nursery.cancel_scope.cancel()
+
+
+async def test_timeout_covers_a_write_the_peer_never_reads() -> None:
+    """A node that accepts but never reads: the call's timeout bounds the blocked write
+    (the connection breaks: half a frame may be on the wire)."""
+    accepted: list[trio.SocketStream] = []
+    listeners = await trio.open_tcp_listeners(0, host=HOST)
+    port = listeners[0].socket.getsockname()[1]
+
+    async def never_read(stream: trio.SocketStream) -> None:
+        accepted.append(stream)
+        await trio.sleep_forever()
+
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.serve_listeners, never_read, listeners)
+            async with open_transport_client(HOST, port, pool_size=1) as client:
+                with pytest.raises(TransportError, match="lost while writing"):
+                    await client.call("echo", "x" * (15 * 1024 * 1024), timeout=0.2)
+                assert client.connects == 1
+            nursery.cancel_scope.cancel()
+    assert len(accepted) == 1

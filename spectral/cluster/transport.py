@@ -36,6 +36,7 @@ server's goaway); :class:`RemoteError` = the handler answered an error.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
@@ -178,8 +179,12 @@ class _FrameWriter:
         self._queued: list[bytes] = []
         self._writing = False
 
-    async def write(self, frame: bytes) -> None:
-        """Send ``frame`` (now, or by the task already writing); never raises I/O errors."""
+    async def write(self, frame: bytes, deadline: float = math.inf) -> None:
+        """Send ``frame`` (now, or by the task already writing); never raises I/O errors.
+
+        A write still blocked at ``deadline`` (the caller's) or after ``WRITE_TIMEOUT``
+        breaks the writer: half a frame may be on the wire.
+        """
         if self.broken:
             return
         self._queued.append(frame)
@@ -194,8 +199,8 @@ class _FrameWriter:
                 data = self._write_now(data)
                 if not data:
                     continue
-                deadline = trio.current_time() + WRITE_TIMEOUT
-                with trio.CancelScope(deadline=deadline, shield=self.shield) as scope:
+                limit = min(deadline, trio.current_time() + WRITE_TIMEOUT)
+                with trio.CancelScope(deadline=limit, shield=self.shield) as scope:
                     await self.stream.send_all(data)
                 if scope.cancelled_caught:
                     self._break()
@@ -538,8 +543,11 @@ class TransportClient:
     ) -> Any:
         call_id, frame, pending = connection.prepare(op, body)
         try:
-            await connection.writer.write(frame)
-            with trio.move_on_after(self.call_timeout if timeout is None else timeout):
+            # One deadline for the whole call, the write included (a peer that stops
+            # reading must not hold a call for WRITE_TIMEOUT).
+            deadline = trio.current_time() + (self.call_timeout if timeout is None else timeout)
+            await connection.writer.write(frame, deadline)
+            with trio.move_on_at(deadline):
                 await pending.done.wait()
         finally:
             connection.pending.pop(call_id, None)
