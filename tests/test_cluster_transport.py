@@ -26,7 +26,9 @@ from spectral.cluster.frames import (
     parse_reply,
 )
 from spectral.cluster.transport import (
+    ClientStatistics,
     RemoteError,
+    ServerStatistics,
     TransportClient,
     TransportError,
     TransportServer,
@@ -436,8 +438,12 @@ async def test_in_flight_requests_are_bounded_per_connection() -> None:
                         calls.start_soon(client.call, "gated", index)
                     await trio.testing.wait_all_tasks_blocked()
                     assert running == 2  # the other three wait, unread
+                    assert server.statistics() == ServerStatistics(1, 2, 0)
+                    assert client.statistics() == ClientStatistics(1, 5, 1)
                     release.set()
                 assert peak == 2
+                assert server.statistics() == ServerStatistics(1, 0, 5)
+                assert client.statistics() == ClientStatistics(1, 0, 1)
             nursery.cancel_scope.cancel()
 
 

@@ -40,6 +40,7 @@ import math
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -233,6 +234,27 @@ class _FrameWriter:
 # -- server ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class ServerStatistics:
+    """What a :class:`TransportServer` holds now (for /health and metrics)."""
+
+    connections: int
+    running: int
+    answered: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClientStatistics:
+    """What a :class:`TransportClient` holds now (for /health and metrics)."""
+
+    #: Live connections (neither broken nor draining).
+    connections: int
+    #: Calls waiting for their answer.
+    waiting: int
+    #: Connections opened so far, reconnections included.
+    connects: int
+
+
 class TransportServer:
     """A running transport server: its ``port``, and :meth:`shutdown`."""
 
@@ -242,16 +264,23 @@ class TransportServer:
         self.max_frame = max_frame
         self.port = 0
         self.closing = False
-        #: The read scope of every open connection (cancelled by :meth:`shutdown`).
-        self._reading: set[trio.CancelScope] = set()
+        #: Every open connection (their reading is cancelled by :meth:`shutdown`).
+        self._connections: set[_Served] = set()
+        #: Requests answered so far.
+        self.answered = 0
         self._accepting = trio.CancelScope()
 
     def shutdown(self) -> None:
         """Stop accepting and reading; finish the requests taken, then close (graceful)."""
         self.closing = True
         self._accepting.cancel()
-        for scope in list(self._reading):
-            scope.cancel()
+        for connection in list(self._connections):
+            connection.reading.cancel()
+
+    def statistics(self) -> ServerStatistics:
+        """Open connections, requests running, requests answered."""
+        running = sum(connection.running for connection in self._connections)
+        return ServerStatistics(len(self._connections), running, self.answered)
 
     async def serve(self, host: str, port: int, *, task_status: trio.TaskStatus[Any]) -> None:
         """Accept connections until :meth:`shutdown`, then wait for them to finish."""
@@ -270,13 +299,13 @@ class TransportServer:
                 await stream.send_all(goaway_frame(-1))
             return
         connection = _Served(self, stream)
-        self._reading.add(connection.reading)
+        self._connections.add(connection)
         try:
             await connection.run()
         except Exception:  # one connection's failure never stops the server
             log.exception("transport: connection failed")
         finally:
-            self._reading.discard(connection.reading)
+            self._connections.discard(connection)
 
     async def answer(self, call: Call) -> bytes:
         """The frame answering one request (an error frame if the handler raised)."""
@@ -355,9 +384,15 @@ class _Served:
                 self.last_id = call.id
                 handlers.start_soon(self._handle, call)
 
+    @property
+    def running(self) -> int:
+        """Requests whose handler is running."""
+        return self.server.max_in_flight - self._limit.value
+
     async def _handle(self, call: Call) -> None:
         try:
             await self.writer.write(await self.server.answer(call))
+            self.server.answered += 1
         finally:
             self._limit.release()
 
@@ -588,6 +623,12 @@ class TransportClient:
         self._nursery.start_soon(connection.run)
         self.connects += 1
         return connection
+
+    def statistics(self) -> ClientStatistics:
+        """Live connections, calls waiting, connections opened so far."""
+        live = [c for c in self._slots if c is not None and c.close_reason is None]
+        waiting = sum(len(c.pending) for c in self._slots if c is not None)
+        return ClientStatistics(len(live), waiting, self.connects)
 
     async def aclose(self) -> None:
         """Close every connection; waiting calls fail with :class:`TransportError`."""
