@@ -6,6 +6,7 @@ tests wait on events (never on sleeps) to reach the state they check.
 
 from __future__ import annotations
 
+import socket
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -105,6 +106,8 @@ async def test_concurrent_calls_on_one_connection_reach_their_callers() -> None:
                 for index in range(count):
                     nursery.start_soon(one, client, index)
             assert client.connects == 1
+            stream = client._slots[0].stream  # type: ignore[union-attr]
+            assert stream.socket.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
     assert results == {i: {"n": i, "pad": "y" * (i % 7)} for i in range(count)}
 
 
