@@ -122,10 +122,11 @@ def _keep_alive(stream: trio.SocketStream) -> None:
     """Have the kernel probe an idle connection, so a peer gone without a FIN (power
     loss, partition) fails the connection instead of the next call's timeout."""
     sock = stream.socket
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for name, value in KEEPALIVE.items():
-        if hasattr(socket, name):  # Linux names; other systems keep their defaults
-            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+    with suppress(OSError):  # a connection already reset fails on its first read instead
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in KEEPALIVE.items():
+            if hasattr(socket, name):  # Linux names; other systems keep their defaults
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
 
 
 def _fileno(stream: trio.abc.Stream) -> int:
@@ -175,13 +176,13 @@ class _FrameWriter:
 
     The first task to write while nobody is writing becomes the writer: it sends its
     frame and then, in one ``send_all``, whatever other tasks queued meanwhile, until
-    nothing is queued; those tasks return at once. (A writer task instead cost two more
-    scheduler passes per call: 430 µs round trips, not 2xx µs; see docs/cluster.md.)
+    nothing is queued; those tasks return at once. (A writer task per connection cost
+    more scheduler passes: round trips of 430 µs instead of 350; see docs/cluster.md.)
     A write that fails or takes over ``WRITE_TIMEOUT`` breaks the writer: ``on_broken``
     runs once and later frames are dropped (their callers learn it from the connection).
     ``shield``: a cancelled writer still finishes its write, so a cancelled caller never
-    leaves half a frame on the wire (the client); a server only cancels writes when it
-    stops, and then the connection goes too.
+    leaves half a frame on the wire (the client). The server writes only from its
+    handlers' nursery, which is cancelled only by a hard stop that drops the connection.
     """
 
     def __init__(
@@ -388,9 +389,10 @@ class _Served:
                     if call_id is None:
                         log.warning("transport: closing a connection: %s", exc)
                         return
-                    await self.writer.write(
-                        failed_frame(Failed(call_id, "BAD_FRAME", str(exc), 400))
-                    )
+                    failed = failed_frame(Failed(call_id, "BAD_FRAME", str(exc), 400))
+                    # Written from the handlers' nursery, like every answer: a shutdown
+                    # cancels this reader, and must not cut a frame in half.
+                    handlers.start_soon(self.writer.write, failed)
                     continue
                 try:
                     self._limit.acquire_nowait()  # no scheduler pass when under the limit
