@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spectral.cluster.frames import (
     NEED_DATA,
@@ -471,3 +473,54 @@ async def test_timeout_covers_a_write_the_peer_never_reads() -> None:
                 assert client.connects == 1
             nursery.cancel_scope.cancel()
     assert len(accepted) == 1
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["echo", "hold", "fail", "crash"]), st.booleans()),
+        min_size=1,
+        max_size=25,
+    ),
+    st.integers(1, 3),
+)
+async def test_random_calls_and_cancellations(plan: list[tuple[str, bool]], pool: int) -> None:
+    """Any mix of calls, some cancelled while in flight: every other call gets exactly
+    its own answer, and the connections keep working."""
+    node = Node()
+    outcomes: dict[int, Any] = {}
+    scopes: dict[int, trio.CancelScope] = {}
+
+    async def one(client: TransportClient, index: int, op: str) -> None:
+        with trio.CancelScope() as scope:
+            scopes[index] = scope
+            try:
+                outcomes[index] = ("ok", await client.call(op, index))
+            except RemoteError as exc:
+                outcomes[index] = ("error", exc.code)
+        if scope.cancelled_caught:
+            outcomes[index] = ("cancelled", None)
+
+    expected = {"echo": ("ok", None), "hold": ("ok", None), "fail": ("error", "TASK_NOT_FOUND"),
+                "crash": ("error", "INTERNAL")}  # fmt: skip
+    with trio.fail_after(DEADLINE):
+        async with serving(node) as server, client_of(server, pool_size=pool) as client:
+            async with trio.open_nursery() as nursery:
+                for index, (op, _) in enumerate(plan):
+                    nursery.start_soon(one, client, index, op)
+                await trio.testing.wait_all_tasks_blocked()
+                for index, (_, cancel) in enumerate(plan):
+                    if cancel:
+                        scopes[index].cancel()
+                await trio.testing.wait_all_tasks_blocked()
+                node.release.set()
+            for index, (op, cancel) in enumerate(plan):
+                kind, value = outcomes[index]
+                if kind == "cancelled":
+                    assert cancel
+                    continue
+                want_kind, want_value = expected[op]
+                assert kind == want_kind
+                assert value == (index if kind == "ok" else want_value)
+            assert await client.call("echo", "after") == "after"
+            assert client.connects <= pool
