@@ -55,6 +55,7 @@ class Node:
         self.held = trio.Event()
         self.release = trio.Event()
         self.finished: list[Any] = []
+        self.any_finished = trio.Event()
 
     async def __call__(self, op: str, body: Any) -> Any:
         if op == "echo":
@@ -75,6 +76,7 @@ class Node:
             self.held.set()
             await self.release.wait()
             self.finished.append(body)
+            self.any_finished.set()
             return body
         raise ApiError(400, "UNKNOWN_OP", op)
 
@@ -165,9 +167,10 @@ async def test_cancelled_call_leaves_the_connection_working() -> None:
                     scope.cancel()
             assert await client.call("echo", "during") == "during"
             node.release.set()
-            # The late answer to the cancelled call arrives and is dropped.
-            while node.finished != ["cancelled"]:
-                await trio.sleep(0.001)
+            # The late answer to the cancelled call is sent, arrives and is dropped.
+            await node.any_finished.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            assert node.finished == ["cancelled"]
             assert await client.call("echo", "after") == "after"
             assert client.connects == 1
 
@@ -417,8 +420,7 @@ async def test_rolling_restart_calls_reach_the_new_server() -> None:
                 async with serving(Node(), port=server.port):
                     assert await client.call("echo", "new") == "new"
                     old.release.set()
-                    while not answers:
-                        await trio.sleep(0.001)
+            # The nursery waited for the old server's drain, which answered the held call.
             assert answers == ["old"]
             assert client.connects == 2
 
