@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -92,14 +93,20 @@ class RedisServer:
         return int(reply.rsplit(b":", 1)[1].strip())
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A fresh redis-server for one test, killed afterwards."""
-    directory = tmp_path / "redis"
-    directory.mkdir()
+@contextmanager
+def running_redis(directory: Path) -> Iterator[RedisServer]:
+    """A fresh redis-server in ``directory`` (created), killed on exit."""
+    directory.mkdir(parents=True, exist_ok=True)
     server = RedisServer(directory)
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh redis-server for one test (import this fixture, or use :func:`running_redis`)."""
+    with running_redis(tmp_path / "redis") as server:
+        yield server
