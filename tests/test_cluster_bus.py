@@ -305,3 +305,17 @@ async def test_resync_failure_is_retried(redis: RedisServer) -> None:
             home.publish(bus, "task:a", 2)
             await got.wait_for(2)
     assert seqs(got.got) == [1, 2] and home.calls == [("task:a", 0)]
+
+
+async def test_open_while_redis_is_down_subscribes_when_it_starts(redis: RedisServer) -> None:
+    home = History()
+    redis.stop()
+    async with open_bus(redis.url, home.resync) as bus:
+        got = Recorder()
+        async with bus.subscription("task:a", got):
+            assert not bus.statistics().connected
+            redis.start()
+            await subscribed(redis, "task:a")
+            home.publish(bus, "task:a", 1)
+            await got.wait_for(1)
+    assert seqs(got.got) == [1]

@@ -52,6 +52,8 @@ BUFFER_SIZE = 10_000
 #: Reconnect back-off: first retry, doubling up to the cap.
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 2.0
+#: How long a (re)subscription of every channel may take to be acknowledged.
+SUBSCRIBE_TIMEOUT = 10.0
 #: Errors that mean "Redis is unreachable right now": reconnect, never crash the node.
 TRANSIENT = (RedisConnectionError, OSError, TimeoutError)
 
@@ -74,6 +76,8 @@ class _Channel:
     name: str
     tracker: GapTracker
     subscribers: list[OnMessage] = field(default_factory=list)
+    #: Set once the first subscriber's SUBSCRIBE was answered (or will be, on reconnect).
+    ready: trio.Event = field(default_factory=trio.Event)
 
 
 class Bus:
@@ -198,7 +202,12 @@ class Bus:
         state.subscribers.append(on_message)
         try:
             if first:
-                await self._redis_subscribe(channel)
+                try:
+                    await self._redis_subscribe(channel)
+                finally:
+                    state.ready.set()
+            else:
+                await state.ready.wait()
             yield
         finally:
             state.subscribers.remove(on_message)
@@ -236,7 +245,9 @@ class Bus:
                 async with (
                     _client(self.url) as client,
                     client.pubsub(
-                        retry_policy=NoRetryPolicy(), ignore_subscribe_messages=True
+                        retry_policy=NoRetryPolicy(),
+                        ignore_subscribe_messages=True,
+                        subscription_timeout=SUBSCRIBE_TIMEOUT,
                     ) as pubsub,
                     # ignore_subscribe_messages: acks still resolve coredis's waiters.
                 ):
