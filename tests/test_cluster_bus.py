@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spectral.cluster.bus import Bus, open_bus
-from spectral.cluster.gaps import Envelope, GapTracker, decode, encode
+from spectral.cluster.gaps import Envelope, GapTracker, Step, decode, encode
 from tests.redis_fixture import RedisServer, running_redis
 
 
@@ -319,3 +321,49 @@ async def test_open_while_redis_is_down_subscribes_when_it_starts(redis: RedisSe
             home.publish(bus, "task:a", 1)
             await got.wait_for(1)
     assert seqs(got.got) == [1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["deliver", "drop", "twice", "old", "lost", "answer"]),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_tracker_property_every_message_once_in_order(actions: list[str]) -> None:
+    """Whatever the bus loses or repeats, what is delivered is 1..N once, in order."""
+    tracker = GapTracker(last=0, epoch="e1")
+    out: list[int] = []
+    asked: list[int] = []  # resync requests not answered yet
+    published = 0
+
+    def apply(step: Step) -> None:
+        out.extend(seqs(step.deliver))
+        if step.resync_after is not None:
+            asked.append(step.resync_after)
+
+    def answer() -> None:
+        after = asked.pop(0)  # the home node answers up to its latest seq
+        apply(tracker.filled([env(s) for s in range(after + 1, published + 1)]))
+
+    for action in actions:
+        if action == "answer":
+            if asked:
+                answer()
+            continue
+        if action == "lost":
+            apply(tracker.lost())
+            continue
+        published += 1
+        if action in ("deliver", "twice"):
+            apply(tracker.receive(env(published)))
+        if action == "twice":
+            apply(tracker.receive(env(published)))
+        if action == "old":
+            apply(tracker.receive(env(published)))
+            apply(tracker.receive(env(max(1, published - 3))))
+    apply(tracker.lost())  # the end: a reconnect asks for whatever the last drops hid
+    while asked:
+        answer()
+    assert out == list(range(1, published + 1))
