@@ -41,8 +41,9 @@ log = logging.getLogger("spectral.cluster.bus")
 
 #: A local subscriber's callback: called in order with every message of its channel.
 OnMessage = Callable[[Envelope], None]
-#: The owner's gap filler: ``(channel, after_seq)`` -> the messages after ``after_seq``.
-Resync = Callable[[str, int], Awaitable[Sequence[Envelope]]]
+#: The owner's gap filler: ``(channel, after_seq)`` -> (the messages after ``after_seq``,
+#: the home node's latest seq when it read them); see :meth:`GapTracker.filled`.
+Resync = Callable[[str, int], Awaitable[tuple[Sequence[Envelope], int]]]
 
 #: PUBLISHes per pipelined round trip: batches of 100 kept p99 in single milliseconds in
 #: CLUSTER.md's measurements, while one-by-one publishing tops out near 4k msgs/s.
@@ -306,14 +307,14 @@ class Bus:
         delay = BACKOFF_MIN
         while self._channels.get(channel) is state:
             try:
-                missing = await self._resync(channel, after_seq)
+                missing, latest = await self._resync(channel, after_seq)
             except Exception:
                 log.exception("bus resync failed, retrying", extra={"channel": channel})
                 state.tracker.failed()
                 await trio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
                 continue
-            self._apply(state, state.tracker.filled(list(missing)))
+            self._apply(state, state.tracker.filled(list(missing), latest))
             return
 
 

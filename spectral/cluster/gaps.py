@@ -9,8 +9,9 @@ channel's ``seq`` (1, 2, 3, ... per ``epoch``), so a :class:`GapTracker` can tel
 - ``seq > last + 1``, or a *marker* (the publisher dropped messages up to ``seq``), or
   a lost connection: a gap. The tracker answers "resync after ``last``" and buffers
   the live messages that follow until :meth:`GapTracker.filled` hands it the missing
-  range, fetched by the owner from the home node. The home node's answer is
-  authoritative: whatever it does not hold is skipped, so a resync never loops.
+  range, fetched by the owner from the home node, with the home node's latest seq. Up
+  to that seq the answer is authoritative (what the home node no longer holds is
+  skipped), so a resync never loops; buffered messages past it are checked again.
 
 A new ``epoch`` (the task was deleted and created again) restarts the count at 0.
 No trio, no Redis, no clock here: tests drive it with plain values.
@@ -99,25 +100,38 @@ class GapTracker:
         self.resyncing = True
         return Step(resync_after=self.last)
 
-    def filled(self, missing: list[Envelope]) -> Step:
-        """The resync's answer (messages after ``resync_after``); then the buffered ones."""
+    def filled(self, missing: list[Envelope], latest: int) -> Step:
+        """The resync's answer, then the buffered live messages; may ask again.
+
+        Args:
+            missing: the home node's messages after ``resync_after`` (any order).
+            latest: the home node's latest seq when it read them. Up to ``latest`` the
+                answer is authoritative: a seq it lacks (trimmed history) is skipped.
+                Buffered messages past ``latest`` go through :meth:`receive` again, so
+                a loss after the home node read its history is still asked for.
+        """
         out: list[Envelope] = []
         self.resyncing = False
-        for envelope in sorted(missing, key=lambda e: e.seq):
+        pending, self.pending = self.pending, []
+        held = [e for e in pending if e.seq <= latest]  # ours too, if the answer lacks them
+        for envelope in sorted([*missing, *held], key=lambda e: e.seq):
             if self.last is None or envelope.seq > self.last:
                 self.last = envelope.seq
                 out.append(envelope)
-        pending, self.pending = self.pending, []
+        if self.last is None or latest > self.last:
+            self.last = latest
+        pending = [e for e in pending if e.seq > latest]
+        again, self.again = self.again, False
+        resync_after = None
         for envelope in pending:
-            if self.last is None or envelope.seq > self.last:
-                self.last = envelope.seq  # authoritative answer: a jump here is accepted
-                out.append(envelope)
-        if self.again and self.last is not None:
-            self.again = False
+            step = self.receive(envelope)
+            out.extend(step.deliver)
+            if step.resync_after is not None:
+                resync_after = step.resync_after
+        if resync_after is None and again:
             self.resyncing = True
-            return Step(deliver=tuple(out), resync_after=self.last)
-        self.again = False
-        return Step(deliver=tuple(out))
+            resync_after = self.last
+        return Step(deliver=tuple(out), resync_after=resync_after)
 
     def failed(self) -> None:
         """The resync could not be answered: stay resyncing; the owner asks again."""
