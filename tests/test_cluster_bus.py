@@ -375,3 +375,13 @@ def test_tracker_property_every_message_once_in_order(actions: list[str]) -> Non
     while asked:
         answer()
     assert out == list(range(1, published + 1))
+
+
+async def test_the_blocks_own_error_is_not_wrapped(redis: RedisServer) -> None:
+    home = History()
+    with pytest.raises(KeyError):
+        async with (
+            open_bus(redis.url, home.resync) as bus,
+            bus.subscription("task:a", Recorder()),
+        ):
+            raise KeyError("mine")

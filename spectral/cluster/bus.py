@@ -333,13 +333,23 @@ async def open_bus(url: str, resync: Resync, **options: Any) -> AsyncIterator[Bu
         url: ``redis://host:port/db``.
         resync: the owner's gap filler (see :data:`Resync`).
         **options: ``buffer_size``, ``batch`` (see :class:`Bus`).
+
+    Raises:
+        Whatever the block raises, as itself (not inside an ExceptionGroup); an
+        unexpected Redis reply error from the bus's own tasks.
     """
     bus = Bus(url, resync, **options)
-    async with trio.open_nursery() as nursery:
-        bus._nursery = nursery
-        await nursery.start(bus._serve_writer)
-        await nursery.start(bus._serve_subscriber)
-        try:
-            yield bus
-        finally:
-            nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            bus._nursery = nursery
+            await nursery.start(bus._serve_writer)
+            await nursery.start(bus._serve_subscriber)
+            try:
+                yield bus
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # Keep the caller's own exception (raised in the block) out of our nursery's group.
+        if len(group.exceptions) == 1 and not isinstance(group.exceptions[0], BaseExceptionGroup):
+            raise group.exceptions[0] from None
+        raise
