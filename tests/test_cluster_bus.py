@@ -385,3 +385,17 @@ async def test_the_blocks_own_error_is_not_wrapped(redis: RedisServer) -> None:
             bus.subscription("task:a", Recorder()),
         ):
             raise KeyError("mine")
+
+
+async def test_many_channels_leave_no_state_behind(redis: RedisServer) -> None:
+    home = History()
+    async with open_bus(redis.url, home.resync) as bus:
+        for i in range(300):
+            async with bus.subscription(f"task:{i}", Recorder()):
+                pass
+        await subscribed(redis, "task:299", 0)
+        assert bus.statistics().channels == 0
+        # coredis keeps a waiter list per channel ever subscribed unless the bus prunes it.
+        pubsub = bus._pubsub
+        assert len(pubsub._subscription_waiters) <= 1
+        assert len(pubsub._unsubscription_waiters) <= 1

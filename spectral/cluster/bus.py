@@ -224,6 +224,7 @@ class Bus:
                 return  # the (re)connect subscribes every channel in self._channels
             try:
                 await pubsub.subscribe(channel)
+                _prune_waiters(pubsub, (channel,))
             except TRANSIENT as exc:
                 log.warning("bus SUBSCRIBE %s failed (reconnect will retry): %r", channel, exc)
 
@@ -235,6 +236,7 @@ class Bus:
             try:
                 with trio.move_on_after(1):
                     await pubsub.unsubscribe(channel)
+                _prune_waiters(pubsub, (channel,))
             except TRANSIENT as exc:
                 log.warning("bus UNSUBSCRIBE %s failed: %r", channel, exc)
 
@@ -255,6 +257,7 @@ class Bus:
                     async with self._sub_lock:
                         if self._channels:
                             await pubsub.subscribe(*self._channels)
+                            _prune_waiters(pubsub, tuple(self._channels))
                         self._pubsub = pubsub
                     if started:
                         for state in list(self._channels.values()):
@@ -316,6 +319,20 @@ class Bus:
                 continue
             self._apply(state, state.tracker.filled(list(missing), latest))
             return
+
+
+def _prune_waiters(pubsub: Any, channels: Sequence[str]) -> None:
+    # coredis 6.9's PubSub keeps an empty waiter list per channel ever (un)subscribed on
+    # its connection: ~2 dict entries per distinct task watched, for the connection's
+    # life. Drop the answered ones (private attributes: checked by a test).
+    for name in ("_subscription_waiters", "_unsubscription_waiters"):
+        waiters = getattr(pubsub, name, None)
+        if not isinstance(waiters, dict):
+            continue
+        for channel in channels:
+            key = channel.encode()
+            if key in waiters and not waiters[key]:
+                del waiters[key]
 
 
 @asynccontextmanager
