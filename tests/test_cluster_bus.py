@@ -399,3 +399,39 @@ async def test_many_channels_leave_no_state_behind(redis: RedisServer) -> None:
         pubsub = bus._pubsub
         assert len(pubsub._subscription_waiters) <= 1
         assert len(pubsub._unsubscription_waiters) <= 1
+
+
+async def test_overflow_with_redis_up_sends_a_marker(redis: RedisServer) -> None:
+    """A burst past the buffer: the dropped tail is announced by a marker and resynced."""
+    home = History()
+    async with open_bus(redis.url, home.resync, buffer_size=20, batch=5) as bus:
+        got = Recorder()
+        async with bus.subscription("task:a", got, after_seq=0):
+            await subscribed(redis, "task:a")
+            accepted = [home.publish(bus, "task:a", seq) for seq in range(1, 201)]
+            assert accepted.count(True) == 20
+            await got.wait_for(200)  # nothing more is ever published: only a marker tells
+    assert seqs(got.got) == list(range(1, 201))
+    assert home.calls == [("task:a", 20)]
+
+
+async def test_two_nodes_one_home(redis: RedisServer) -> None:
+    """One publishing bus (the home node), two subscribing buses (other nodes)."""
+    home = History()
+    async with (
+        open_bus(redis.url, home.resync) as home_bus,
+        open_bus(redis.url, home.resync) as node_b,
+        open_bus(redis.url, home.resync) as node_c,
+    ):
+        b1, b2, c1 = Recorder(), Recorder(), Recorder()
+        async with (
+            node_b.subscription("task:a", b1),
+            node_b.subscription("task:a", b2),
+            node_c.subscription("task:a", c1),
+        ):
+            await subscribed(redis, "task:a", 2)  # one per node
+            for seq in range(1, 1001):
+                home.publish(home_bus, "task:a", seq)
+            for recorder in (b1, b2, c1):
+                await recorder.wait_for(1000)
+    assert seqs(b1.got) == seqs(b2.got) == seqs(c1.got) == list(range(1, 1001))

@@ -149,14 +149,18 @@ class Bus:
         self._wake.set()
 
     def _next_batch(self) -> list[tuple[str, int, str, bytes, bool]]:
+        # Buffered messages first: a drop only happens when the buffer is full, so what it
+        # holds precedes the drop, and a marker sent earlier would make subscribers resync
+        # from before messages that are still on their way. Under sustained load markers
+        # wait, but then the next message of the channel reveals the gap by itself.
         batch: list[tuple[str, int, str, bytes, bool]] = []
-        while self._dropped and len(batch) < self._batch:
-            channel, (seq, epoch) = self._dropped.popitem()
-            batch.append((channel, seq, epoch, b"", True))
         buffer = self._buffer
         while buffer and len(batch) < self._batch:
             channel, seq, epoch, payload = buffer.popleft()
             batch.append((channel, seq, epoch, payload, False))
+        while self._dropped and len(batch) < self._batch:
+            channel, (seq, epoch) = self._dropped.popitem()
+            batch.append((channel, seq, epoch, b"", True))
         return batch
 
     async def _serve_writer(self, *, task_status: trio.TaskStatus[None]) -> NoReturn:
