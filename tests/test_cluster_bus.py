@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -435,3 +436,39 @@ async def test_two_nodes_one_home(redis: RedisServer) -> None:
             for recorder in (b1, b2, c1):
                 await recorder.wait_for(1000)
     assert seqs(b1.got) == seqs(b2.got) == seqs(c1.got) == list(range(1, 1001))
+
+
+async def test_first_subscriber_cancelled_before_subscribing(redis: RedisServer) -> None:
+    """A later subscriber of the channel subscribes itself if the first one never did."""
+    home = History()
+    async with open_bus(redis.url, home.resync) as bus:
+        got = Recorder()
+        entered = trio.Event()
+
+        async def second() -> None:
+            async with bus.subscription("task:a", got):
+                entered.set()
+                await trio.sleep_forever()
+
+        first_scope = trio.CancelScope()
+        async with trio.open_nursery() as nursery:
+            async with bus._sub_lock:  # hold SUBSCRIBE back
+                nursery.start_soon(_first, bus, first_scope)
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.start_soon(second)
+                await trio.testing.wait_all_tasks_blocked()
+                first_scope.cancel()
+                await trio.testing.wait_all_tasks_blocked()
+            assert redis.numsub("task:a") == 0
+            with trio.fail_after(10):
+                await entered.wait()
+            await subscribed(redis, "task:a")
+            home.publish(bus, "task:a", 1)
+            await got.wait_for(1)
+            nursery.cancel_scope.cancel()
+
+
+async def _first(bus: Bus, scope: trio.CancelScope) -> None:
+    with scope:
+        async with bus.subscription("task:a", Recorder()):
+            await trio.sleep_forever()

@@ -84,8 +84,10 @@ class _Channel:
     name: str
     tracker: GapTracker
     subscribers: list[OnMessage] = field(default_factory=list)
-    #: Set once the first subscriber's SUBSCRIBE was answered (or will be, on reconnect).
+    #: Set once the first subscriber's SUBSCRIBE was tried: later subscribers wait for it.
     ready: trio.Event = field(default_factory=trio.Event)
+    #: SUBSCRIBE was answered, or is left to the reconnect (which subscribes every channel).
+    subscribed: bool = False
 
 
 class Bus:
@@ -215,11 +217,13 @@ class Bus:
         try:
             if first:
                 try:
-                    await self._redis_subscribe(channel)
+                    await self._redis_subscribe(state)
                 finally:
                     state.ready.set()
             else:
                 await state.ready.wait()
+                if not state.subscribed:  # the first one was cancelled before it subscribed
+                    await self._redis_subscribe(state)
             yield
         finally:
             state.subscribers.remove(on_message)
@@ -228,13 +232,16 @@ class Bus:
                 with trio.CancelScope(shield=True):
                     await self._redis_unsubscribe(channel)
 
-    async def _redis_subscribe(self, channel: str) -> None:
+    async def _redis_subscribe(self, state: _Channel) -> None:
+        channel = state.name
         async with self._sub_lock:
             pubsub = self._pubsub
-            if pubsub is None or channel not in self._channels:
-                return  # the (re)connect subscribes every channel in self._channels
+            if pubsub is None or self._channels.get(channel) is not state:
+                state.subscribed = True  # the (re)connect subscribes every channel
+                return
             try:
                 await pubsub.subscribe(channel)
+                state.subscribed = True
                 _prune_waiters(pubsub, (channel,))
             except TRANSIENT as exc:
                 log.warning("bus SUBSCRIBE %s failed (reconnect will retry): %r", channel, exc)
@@ -269,6 +276,8 @@ class Bus:
                         if self._channels:
                             await pubsub.subscribe(*self._channels)
                             _prune_waiters(pubsub, tuple(self._channels))
+                            for state in self._channels.values():
+                                state.subscribed = True
                         self._pubsub = pubsub
                     if started:
                         for state in list(self._channels.values()):
