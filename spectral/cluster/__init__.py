@@ -1,0 +1,1 @@
+"""Cluster mode: the pieces that let several nodes serve one set of tasks (SPEC §15)."""
