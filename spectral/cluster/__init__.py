@@ -1,1 +1,1 @@
-"""Cluster mode (SPEC §15): nodes that forward each request to its task's home node."""
+"""Cluster mode: the pieces that let several nodes serve one set of tasks (SPEC §15)."""
