@@ -15,7 +15,7 @@ import jsonschema_rs
 from spectral import __version__
 from spectral.api.openapi import build_document, described_operations
 from spectral.api.operations import OPERATIONS
-from spectral.api.reference import SCALAR_PATH, reference_page
+from spectral.api.reference import SCALAR_PATH, accepts_gzip, reference_page
 from spectral.api.routing import Routes
 from spectral.api.rpc import Procedures
 from tests.procs import ROOT, Server
@@ -208,6 +208,15 @@ def test_the_page_loads_only_its_vendored_script_and_hashed_inline_code() -> Non
     assert (bundle.parent / "LICENSE-scalar-api-reference").read_text().count("MIT") >= 2
 
 
+def test_accept_encoding_is_read_with_its_qualities() -> None:
+    for value, gzipped in [
+        ("gzip", True), ("gzip, deflate, br", True), ("br;q=1.0, gzip;q=0.5", True),
+        ("*", True), ("identity", False), ("gzip;q=0", False), ("gzip;q=0.0, br", False),
+        ("", False), (None, False), ("GZIP", True), ("gzip;q=x", False),
+    ]:  # fmt: skip
+        assert accepts_gzip(value) is gzipped, value
+
+
 # -- against a real server -----------------------------------------------------------------------
 
 
@@ -215,7 +224,9 @@ async def test_document_and_page_are_served_without_a_key(server: Server) -> Non
     async with httpx.AsyncClient(base_url=server.url, timeout=20) as anonymous:
         document = await anonymous.get("/openapi.json")
         page = await anonymous.get("/api-reference")
-        script = await anonymous.get(SCALAR_PATH)
+        script = await anonymous.get(SCALAR_PATH)  # httpx asks for gzip and inflates
+        plain = await anonymous.get(SCALAR_PATH, headers={"accept-encoding": "identity"})
+        refused = await anonymous.get(SCALAR_PATH, headers={"accept-encoding": "gzip;q=0"})
         elsewhere = await anonymous.get("/api-reference/other.js")
         tasks = await anonymous.get("/tasks")
     assert document.status_code == 200
@@ -227,6 +238,12 @@ async def test_document_and_page_are_served_without_a_key(server: Server) -> Non
     assert script.status_code == 200 and script.content.startswith(b"(function(){")
     assert script.headers["content-type"].startswith("text/javascript")
     assert "immutable" in script.headers["cache-control"]
+    # Gzipped for clients that take it (a quarter of the size), as is for the others.
+    assert script.headers["content-encoding"] == "gzip"
+    assert int(script.headers["content-length"]) < len(script.content) / 3
+    assert "content-encoding" not in plain.headers and plain.content == script.content
+    assert "content-encoding" not in refused.headers
+    assert script.headers["vary"] == "accept-encoding"
     assert elsewhere.status_code == 404
     assert tasks.status_code == 401
     assert_conforms(tasks, "GET", "/tasks")

@@ -15,6 +15,7 @@ Nothing may be loaded from elsewhere: no CDN, no font, no proxy, no telemetry.
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import json
 from dataclasses import dataclass
@@ -107,6 +108,30 @@ def asset(name: str) -> bytes | None:
     if name != SCALAR:
         return None
     return (resources.files("spectral") / "static" / "vendor" / name).read_bytes()
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """True if an ``Accept-Encoding`` value admits gzip (or ``*``) with a q above 0."""
+    for item in (accept_encoding or "").split(","):
+        name, _, params = item.strip().partition(";")
+        if name.strip().lower() not in ("gzip", "*"):
+            continue
+        quality = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if quality > 0:
+            return True
+    return False
+
+
+def compress(body: bytes) -> bytes:
+    """The gzip form of a vendored file (deterministic: no name, no time)."""
+    return gzip.compress(body, compresslevel=9, mtime=0)
 
 
 def _digest(text: str) -> str:

@@ -1,1 +1,1 @@
-"""Cluster mode (SPEC §15): nodes sharing PostgreSQL and Redis. Imported only in cluster mode."""
+"""Cluster mode: the pieces that let several nodes serve one set of tasks (SPEC §15)."""
