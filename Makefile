@@ -9,7 +9,7 @@ NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 # tests/test_reference_browser.py opens /api-reference in Debian's chromium (via Playwright).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean engines
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,19 @@ $(CHROMIUM):
 	@test -x $(CHROMIUM) || \
 		{ echo "make test needs $(CHROMIUM) (the API reference page's browser test)" >&2; exit 1; }
 
+# tests/engines.py starts its own PostgreSQL and Redis (cluster mode, SPEC §15) from Debian's
+# packages; installed only when missing. Debian's own postgresql service is not used.
+engines:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+		{ echo "postgresql missing: installing Debian's postgresql" >&2; \
+		  apt-get update -q && apt-get install -y -q postgresql; }
+	@command -v redis-server >/dev/null || \
+		{ echo "redis-server missing: installing Debian's redis-server" >&2; \
+		  apt-get update -q && apt-get install -y -q redis-server; }
+	@{ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null; } && \
+		command -v redis-server >/dev/null || \
+		{ echo "make test needs postgresql and redis-server (the cluster tests)" >&2; exit 1; }
+
 run: $(STAMP)
 	$(BIN)/spectral serve
 
@@ -41,7 +54,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint $(NODE_STAMP) $(CHROMIUM)
+test: lint engines $(NODE_STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

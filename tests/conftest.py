@@ -48,3 +48,7 @@ async def client(server: Server) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client for :func:`server`."""
     async with httpx.AsyncClient(base_url=server.url, timeout=60, headers=ADMIN_HEADERS) as http:
         yield http
+
+
+# Private PostgreSQL and Redis servers for the cluster tests (started only when a test asks).
+pytest_plugins = ["tests.engines"]
