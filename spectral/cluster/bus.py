@@ -1,5 +1,5 @@
 """The fan-out bus: a task's home node publishes each committed message once; watchers'
-nodes subscribe to the channels their local watchers need (CLUSTER.md §5, "WATCHERS").
+nodes subscribe to the channels their local watchers need.
 
 Publishing never blocks: :meth:`Bus.publish` appends to a bounded buffer that one writer
 task drains, pipelining up to :data:`BATCH` PUBLISHes per round trip, in buffer order, so
@@ -46,7 +46,8 @@ OnMessage = Callable[[Envelope], None]
 Resync = Callable[[str, int], Awaitable[tuple[Sequence[Envelope], int]]]
 
 #: PUBLISHes per pipelined round trip: batches of 100 kept p99 in single milliseconds in
-#: CLUSTER.md's measurements, while one-by-one publishing tops out near 4k msgs/s.
+#: the planning measurements (docs/cluster.md), while one-by-one publishing tops out near
+#: 4k msgs/s.
 BATCH = 100
 #: Messages the publish buffer holds before dropping (a few seconds at 1k msgs/s).
 BUFFER_SIZE = 10_000

@@ -1,7 +1,7 @@
 """PostgreSQL from trio: psycopg 3 sync connections in worker threads, a small pool.
 
 psycopg's AsyncConnection is asyncio-only; its sync connections are supported and run
-fine in ``trio.to_thread`` (CLUSTER.md §2: 256 µs per round trip here, against 149 µs
+fine in ``trio.to_thread`` (measured while planning: 256 µs per round trip here, against 149 µs
 for an AsyncConnection behind a trio shim that patches psycopg internals — a later
 option, not this module). To pay the thread hop once per transaction rather than once
 per statement, callers hand :meth:`Database.run` a sync function that does the whole
@@ -36,7 +36,7 @@ from psycopg import pq
 T = TypeVar("T")
 
 #: Connections per process. Membership renewals, placement and activations are short
-#: transactions; 4 threads reached 5.3k lease ops/s in CLUSTER.md's to_thread runs.
+#: transactions; 4 threads reached 5.3k lease ops/s in the planning measurements' to_thread runs.
 DEFAULT_POOL_SIZE = 4
 #: Seconds to wait for a TCP connect: an unreachable server must fail fast, not hang a
 #: renewal (which then times out anyway under the caller's fail_after).

@@ -3,8 +3,9 @@
 Theory of operation
 -------------------
 Forwarding a request to a task's home node must cost little: httpx on trio spent
-~1.5-2 ms of CPU per hop, framed TCP ~0.1 ms (shared/CLUSTER.md §3.4). The frames and
-messages are :mod:`spectral.cluster.frames`; this module moves them over trio streams.
+~1.5-2 ms of CPU per hop, framed TCP ~0.1 ms (measured while planning; docs/cluster.md).
+The frames and messages are :mod:`spectral.cluster.frames`; this module moves them over
+trio streams.
 
 Server (:func:`serve_transport`): one task per connection reads request frames and
 starts ``await handler(op, body)`` for each in the connection's nursery, at most
