@@ -1,6 +1,6 @@
 """Session fixtures that run our own PostgreSQL and Redis on free loopback ports.
 
-Cluster mode (SPEC §15) needs both engines; the tests never touch a system instance.
+Cluster mode (docs/cluster.md) needs both engines; the tests never touch a system instance.
 Each fixture starts a private server in a fresh temporary directory and stops it at the
 end of the session. ``make test`` installs Debian's ``postgresql`` and ``redis-server``
 when they are missing; a missing tool fails the tests (it never skips them).

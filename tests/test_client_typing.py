@@ -15,13 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from spectral.client import AsyncClient, Client
 
 ROOT = Path(__file__).resolve().parent.parent
-
-pytest.importorskip("mypy", reason="mypy is in the dev extras")
 
 SNIPPET = """\
 from spectral.client import AsyncClient, Client

@@ -1,1 +1,1 @@
-"""Cluster mode: the pieces that let several nodes serve one set of tasks (SPEC §15)."""
+"""Cluster mode: the pieces that let several nodes serve one set of tasks (docs/cluster.md)."""

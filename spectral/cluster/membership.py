@@ -29,7 +29,7 @@ from spectral.cluster.pg import Database, DatabaseUnavailableError
 
 log = logging.getLogger(__name__)
 
-#: Lease length in PostgreSQL (SPEC §15 design: renew every 1 s, TTL 5 s).
+#: Lease length in PostgreSQL (docs/cluster.md: renew every 1 s, TTL 5 s).
 DEFAULT_TTL = 5.0
 #: Seconds between renewals; each attempt is also bounded by this.
 DEFAULT_INTERVAL = 1.0
