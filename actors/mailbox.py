@@ -150,16 +150,20 @@ class Cell:
         alarm_at = self.record.get("alarm_at")
         if alarm_at is not None:
             self.host.schedule_alarm(self.kind, self.object_id, float(alarm_at))
-        unsent = self.conn.execute(
-            "SELECT seq, target_kind, target_id, key, body, create_target FROM _outbox ORDER BY seq"
-        ).fetchall()
-        if unsent:
+        # Rows exist only while send_at is set (both change in one transaction): most
+        # activations (every creation) skip the query.
+        if self.record.get("send_at") is not None:
+            unsent = self.conn.execute(
+                "SELECT seq, target_kind, target_id, key, body, create_target FROM _outbox"
+                " ORDER BY seq"
+            ).fetchall()
             incarnation = float(self.record.get("incarnation") or 0.0)
             messages = [
                 Outgoing(seq, incarnation, k, i, key, orjson.loads(b), bool(create))
                 for seq, k, i, key, b, create in unsent
             ]
-            self.host.post_messages(self.key, messages)
+            if messages:
+                self.host.post_messages(self.key, messages)
 
     @property
     def sockets(self) -> SocketSet:
@@ -249,7 +253,11 @@ class Cell:
         # What a redelivery from the file would carry, not the caller's live object.
         outgoing = Outgoing(seq, incarnation, kind, object_id, key, orjson.loads(body), create)
         self._effects.append(("sent", outgoing))
-        if self.record.get("send_at") is None:
+        send_at = self.record.get("send_at")
+        for item in self._effects:  # as this turn left it (a Delivered may have cleared it)
+            if item[0] == "send_at":
+                send_at = item[1]
+        if send_at is None:
             self._effects.append(("send_at", self.host.clock()))
 
     def pending_alarm(self) -> float | None:

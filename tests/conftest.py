@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -52,3 +53,24 @@ async def client(server: Server) -> AsyncIterator[httpx.AsyncClient]:
 
 # Private PostgreSQL and Redis servers for the cluster tests (started only when a test asks).
 pytest_plugins = ["tests.engines"]
+
+
+@pytest.fixture
+async def owners(tmp_path: Path) -> AsyncIterator[tuple[Server, httpx.AsyncClient, dict[str, Any]]]:
+    """A server and headers for the admin, alice (service), alice's reader and bob."""
+    async with (
+        running(serve_argv(tmp_path / "data"), env=SERVE_ENV) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=60) as http,
+    ):
+        headers: dict[str, Any] = {"admin": ADMIN_HEADERS}
+        for name, owner, role in [
+            ("alice", "alice", "service"),
+            ("reader", "alice", "reader"),
+            ("bob", "bob", "service"),
+        ]:
+            made = await http.post(
+                "/admin/keys", json={"owner": owner, "role": role}, headers=ADMIN_HEADERS
+            )
+            assert made.status_code == 201, made.text
+            headers[name] = {"X-API-Key": made.json()["key"]}
+        yield server, http, headers

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import sqlite3
 import tarfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -23,24 +22,9 @@ OLD_LAYOUT = Path(__file__).resolve().parent / "data" / "old-layout.tar.gz"
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[tuple[Server, httpx.AsyncClient, dict[str, Any]]]:
-    """A server and headers for the admin, alice (service), alice's reader and bob."""
-    async with (
-        running(serve_argv(tmp_path / "data"), env=SERVE_ENV) as server,
-        httpx.AsyncClient(base_url=server.url, timeout=60) as http,
-    ):
-        headers: dict[str, Any] = {"admin": ADMIN_HEADERS}
-        for name, owner, role in [
-            ("alice", "alice", "service"),
-            ("reader", "alice", "reader"),
-            ("bob", "bob", "service"),
-        ]:
-            made = await http.post(
-                "/admin/keys", json={"owner": owner, "role": role}, headers=ADMIN_HEADERS
-            )
-            assert made.status_code == 201, made.text
-            headers[name] = {"X-API-Key": made.json()["key"]}
-        yield server, http, headers
+def world(owners: tuple[Server, httpx.AsyncClient, dict[str, Any]]) -> Any:
+    """The admin, alice (service), alice's reader and bob on one server (tests/conftest.py)."""
+    return owners
 
 
 async def create(http: httpx.AsyncClient, headers: dict[str, str], **body: Any) -> httpx.Response:

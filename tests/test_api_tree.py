@@ -4,8 +4,6 @@ parent, subtree deletion, listing by parent, isolation and bad input."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,30 +11,14 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
-from tests.conftest import ADMIN_HEADERS, SERVE_ENV, serve_argv
-from tests.procs import Server, running
+from tests.procs import Server
 from tests.wsutil import receive
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[tuple[Server, httpx.AsyncClient, dict[str, Any]]]:
-    """A server and headers for alice (service), alice's reader and bob."""
-    async with (
-        running(serve_argv(tmp_path / "data"), env=SERVE_ENV) as server,
-        httpx.AsyncClient(base_url=server.url, timeout=60) as http,
-    ):
-        headers: dict[str, Any] = {"admin": ADMIN_HEADERS}
-        for name, owner, role in [
-            ("alice", "alice", "service"),
-            ("reader", "alice", "reader"),
-            ("bob", "bob", "service"),
-        ]:
-            made = await http.post(
-                "/admin/keys", json={"owner": owner, "role": role}, headers=ADMIN_HEADERS
-            )
-            assert made.status_code == 201, made.text
-            headers[name] = {"X-API-Key": made.json()["key"]}
-        yield server, http, headers
+def world(owners: tuple[Server, httpx.AsyncClient, dict[str, Any]]) -> Any:
+    """The admin, alice (service), alice's reader and bob on one server (tests/conftest.py)."""
+    return owners
 
 
 async def create(http: httpx.AsyncClient, headers: dict[str, str], **body: Any) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import pytest
 import trio
 
 from actors import Actor, Migration, Rejected, RouterConfig, open_router
-from actors.messaging import Address, Incoming
+from actors.messaging import Address, Delivered, Incoming
 
 pytestmark = pytest.mark.trio
 
@@ -54,7 +54,9 @@ class Sender(Actor):
         self.total = 0 if row is None else row[0]
 
     def handle(self, message: Any) -> Any:
-        """Add, write, send."""
+        """Add, write, send (``"record"``: answer the committed record)."""
+        if message == "record":
+            return self.record
         assert isinstance(message, Add)
         self.total += message.amount
         self.db.execute("INSERT OR REPLACE INTO total (id, value) VALUES (1, ?)", (self.total,))
@@ -295,3 +297,22 @@ async def test_before_commit_runs_once_per_turn_inside_its_transaction(tmp_path:
         assert after_rows == rows and after_total == total  # no -1 row was kept
         await router.call("summer", "s", 1)
         assert (await router.call("summer", "s", None))[1] == total + 7 + 1
+
+
+async def test_a_send_in_the_turn_that_acknowledges_keeps_the_wake_time(tmp_path: Path) -> None:
+    """A Delivered that empties the outbox and a send in the same turn: the row left
+    keeps ``send_at`` set (the registry's wake time after a crash)."""
+    async with open_router(tmp_path, KINDS, CONFIG) as router:
+        await router.call("sink", "s", None, create=True)
+        Sink.crashes["s"] = 10**9  # nothing is applied: the courier never acknowledges
+        await router.call("sender", "a", Add("s", 1), create=True)
+        record = await router.call("sender", "a", "record")
+        assert record["send_at"] is not None
+        async with trio.open_nursery() as nursery:  # both queued before the turn runs
+            nursery.start_soon(router.call, "sender", "a", Delivered(record["incarnation"], 1))
+            nursery.start_soon(router.call, "sender", "a", Add("s", 2))
+        after = await router.call("sender", "a", "record")
+        assert after["send_at"] is not None
+        assert router.registry.get("sender", "a").alarm_at is not None
+        Sink.crashes.clear()
+        await router.delivered("sender", "a")

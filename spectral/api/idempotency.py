@@ -31,14 +31,13 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-import trio
-
 from spectral.errors import ApiError
+from spectral.locks import KeyedLocks
 from storage import Migration
 
 HEADER = "Idempotency-Key"
@@ -124,25 +123,11 @@ class IdempotencyStore:
 
     conn: sqlite3.Connection
     clock: Callable[[], float] = time.time
-    _locks: dict[tuple[str, str], tuple[trio.Lock, int]] = field(default_factory=dict)
+    _locks: KeyedLocks = field(default_factory=KeyedLocks)
 
-    @asynccontextmanager
-    async def locked(self, owner: str, key: str) -> AsyncIterator[None]:
+    def locked(self, owner: str, key: str) -> AbstractAsyncContextManager[None]:
         """Hold the lock of (owner, key): concurrent duplicates run one after another."""
-        name = (owner, key)
-        lock, users = self._locks.get(name, (None, 0))
-        if lock is None:
-            lock = trio.Lock()
-        self._locks[name] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[name]
-            if users <= 1:
-                del self._locks[name]
-            else:
-                self._locks[name] = (lock, users - 1)
+        return self._locks.hold((owner, key))
 
     def get(self, owner: str, key: str) -> Record | None:
         """The live record of (owner, key), or None."""

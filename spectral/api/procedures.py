@@ -330,7 +330,7 @@ async def delete(call: Call, body: models.TaskRef) -> dict[str, Any]:
         except TASK_ERRORS as error:
             if not (isinstance(error, TaskRejected) and error.reason.code == "TASK_NOT_FOUND"):
                 raise task_error(error, parent_id) from None
-    levels = _descendants(call, task["owner"], body.task_id)
+    levels = task_index.descendants(router.registry.conn, task["owner"], body.task_id)
     limiter = trio.CapacityLimiter(DELETE_CONCURRENCY)
 
     async def remove(task_id: str) -> None:
@@ -349,27 +349,6 @@ async def delete(call: Call, body: models.TaskRef) -> dict[str, Any]:
                 nursery.start_soon(remove, task_id)
     await call_task(call, body.task_id, Remove(call.who.owner_filter))
     return {"success": True}
-
-
-def _descendants(call: Call, owner: str, task_id: str) -> list[list[str]]:
-    """The task's descendants by level (children first), from the registry's index."""
-    conn = call.state.router.registry.conn
-    levels: list[list[str]] = []
-    current = [task_id]
-    for _ in range(sm.MAX_DEPTH):
-        below = [
-            row[0]
-            for parent in current
-            for row in conn.execute(
-                "SELECT id FROM task_tags WHERE owner = ? AND tag = ?",
-                (owner, task_index.parent_tag(parent)),
-            )
-        ]
-        if not below:
-            break
-        levels.append(below)
-        current = below
-    return levels
 
 
 async def children(call: Call, query: models.ChildrenQuery) -> dict[str, Any]:

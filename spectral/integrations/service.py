@@ -22,12 +22,10 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-import trio
 from pydantic import ValidationError
 
 from spectral.api import idempotency, models, procedures
@@ -37,6 +35,7 @@ from spectral.errors import ApiError
 from spectral.integrations import mapping, verify
 from spectral.integrations.mapping import Delivery, PayloadError, Step
 from spectral.integrations.store import Integration, IntegrationStore
+from spectral.locks import KeyedLocks
 from spectral.tasks.actor import Read
 
 #: Longest delivery key kept as sent; a longer one is kept as its digest.
@@ -56,22 +55,8 @@ class IntegrationService:
     def __init__(self, store: IntegrationStore, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.clock = clock
-        self._locks: dict[tuple[str, str], tuple[trio.Lock, int]] = {}
-
-    @asynccontextmanager
-    async def _locked(self, integration_id: str, delivery_id: str) -> AsyncIterator[None]:
-        name = (integration_id, delivery_id)
-        lock, users = self._locks.get(name, (trio.Lock(), 0))
-        self._locks[name] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[name]
-            if users <= 1:
-                del self._locks[name]
-            else:
-                self._locks[name] = (lock, users - 1)
+        #: Concurrent copies of one delivery run one after another.
+        self._locks = KeyedLocks()
 
     def delivery_id(self, integration: Integration, header: verify.Headers, body: bytes) -> str:
         """Verify the request's signature; its delivery key.
@@ -103,7 +88,7 @@ class IntegrationService:
             )
         body = call.request.body
         delivery_id = self.delivery_id(integration, call.request.header, body)
-        async with self._locked(integration.id, delivery_id):
+        async with self._locks.hold((integration.id, delivery_id)):
             recorded = self.store.recorded(integration.id, delivery_id)
             if recorded is not None:
                 return Result({**recorded.answer, "replayed": True}, status=recorded.status)

@@ -215,6 +215,27 @@ def parent_tag(parent_id: str) -> str:
     return "\x1fparent:" + parent_id
 
 
+def descendants(
+    conn: sqlite3.Connection, owner: str, task_id: str, max_depth: int = 8
+) -> list[list[str]]:
+    """The ids below ``task_id`` by level (its children first), from the parent index."""
+    levels: list[list[str]] = []
+    current = [task_id]
+    for _ in range(max_depth):
+        below = [
+            row[0]
+            for parent in current
+            for row in conn.execute(
+                "SELECT id FROM task_tags WHERE owner = ? AND tag = ?", (owner, parent_tag(parent))
+            )
+        ]
+        if not below:
+            break
+        levels.append(below)
+        current = below
+    return levels
+
+
 @dataclass(frozen=True, slots=True)
 class TaskPage:
     """One page of task summaries, newest first, and the total that matched."""
