@@ -97,6 +97,10 @@ class CellHost(Protocol):
 
     # -- counters -----------------------------------------------------------------------
 
+    def may_commit(self) -> bool:
+        """False while nothing may be committed (a cluster node that lost its lease)."""
+        ...
+
     def record_commit(self, seconds: float) -> None:
         """Count the time one COMMIT took."""
         ...

@@ -388,12 +388,22 @@ class Cell:
             record_changes = self._record_changes(effects, wrote, now)
             if record_changes:
                 write_record(conn, _encode_record(record_changes))
+            if not host.may_commit():
+                raise _FencedError(f"{self.kind} {self.object_id!r}: this node may not commit now")
             committing = time.perf_counter()
             conn.execute("COMMIT")
             host.record_commit(time.perf_counter() - committing)
             if self.unsettled:
                 host.settle_file(conn)
                 self.unsettled = False
+        except _FencedError as exc:
+            # Not a crash: nothing was wrong with the turn, only this node's right to write.
+            conn.execute("ROLLBACK")
+            log.warning("%s", exc)
+            for envelope in batch:
+                envelope.fail(ActorBrokenError(str(exc)))
+            self._restart()  # the handlers' in-memory changes go with the rollback
+            return
         except Exception as exc:
             self._effects = None
             log.exception("%s %r: turn failed to commit", self.kind, self.object_id)
@@ -589,6 +599,10 @@ class Cell:
             log.exception("%s %r: restart failed", self.kind, self.object_id)
             self.host.mark_broken(self.key)
             self.close()
+
+
+class _FencedError(Exception):
+    """The host refused the commit (actors/remote.py: ``may_commit``)."""
 
 
 def _not_found(cell: Cell) -> ObjectNotFoundError:

@@ -48,6 +48,7 @@ from actors.errors import (
 from actors.host import Key
 from actors.mailbox import ALARM_DUE, Cell, Envelope
 from actors.messaging import Courier, Delivered, Incoming, Outgoing
+from actors.remote import Remote
 from actors.sockets import CLOSE_GOING_AWAY, CloseReason, SocketSet
 from storage import (
     FilePool,
@@ -143,6 +144,8 @@ class Router:
         self._sockets: dict[Key, SocketSet] = {}
         self._nursery: trio.Nursery | None = None
         self._closed = False
+        #: Set by a product that spreads objects over several routers (actors/remote.py).
+        self.remote: Remote | None = None
         for kind_class in kinds:
             self.add_kind(kind_class)
 
@@ -163,7 +166,9 @@ class Router:
 
     # -- calling ---------------------------------------------------------------
 
-    async def call(self, kind: str, object_id: str, message: Any, *, create: bool = False) -> Any:
+    async def call(
+        self, kind: str, object_id: str, message: Any, *, create: bool = False, here: bool = False
+    ) -> Any:
         """Deliver ``message`` to the object's actor and return its answer.
 
         Args:
@@ -171,6 +176,8 @@ class Router:
             object_id: the object's id (any string; it never becomes a path).
             message: passed to the kind's ``handle``.
             create: activate even if the object has no file yet.
+            here: the caller knows the object lives here (a call forwarded to this
+                router): do not ask :attr:`remote`.
 
         Raises:
             ObjectNotFoundError: no such object and ``create`` is false.
@@ -179,6 +186,13 @@ class Router:
             RouterClosedError: the router is shutting down.
             Rejected: whatever the kind's handler refused the message with.
         """
+        remote = self.remote
+        if (
+            remote is not None
+            and not here
+            and not await remote.route(kind, object_id, create=create)
+        ):
+            return await remote.forward(kind, object_id, message, create=create)
         for _ in range(10):
             cell = await self._activate(kind, object_id, create)
             if not create and not cell.created:
@@ -296,6 +310,8 @@ class Router:
 
     async def _start_cell(self, kind: str, object_id: str, create: bool) -> Cell:
         assert self._nursery is not None
+        if self.remote is not None:
+            await self.remote.activating(kind, object_id)
         try:
             cell: Cell = await self._nursery.start(self._run_cell, kind, object_id, create)
         except ObjectMissingError:
@@ -424,6 +440,10 @@ class Router:
     def post_messages(self, sender: Key, messages: list[Outgoing]) -> None:
         """Hand committed outbox rows to the courier."""
         self.courier.post(sender, messages)
+
+    def may_commit(self) -> bool:
+        """False while this router must not commit (see actors/remote.py)."""
+        return self.remote is None or self.remote.may_commit()
 
     def record_commit(self, seconds: float) -> None:
         """Count the time one COMMIT took."""

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from spectral.webhooks.schedule import DEFAULT_SCHEDULE, parse_schedule
 
@@ -29,6 +29,12 @@ ENVIRONMENT = {
     "SPECTRAL_WEBHOOK_RETRY_SCHEDULE": "webhook_retry_schedule",
     "SPECTRAL_WEBHOOK_ALLOW_PRIVATE": "webhook_allow_private",
     "SPECTRAL_WEBHOOK_WORKERS": "webhook_workers",
+    "SPECTRAL_CLUSTER": "cluster",
+    "SPECTRAL_REDIS": "redis",
+    "SPECTRAL_NODE_ID": "node_id",
+    "SPECTRAL_INTERNAL_HOST": "internal_host",
+    "SPECTRAL_INTERNAL_PORT": "internal_port",
+    "SPECTRAL_CLUSTER_LEASE": "cluster_lease",
 }
 
 
@@ -72,6 +78,24 @@ class Settings(BaseModel):
     webhook_allow_private: bool = False
     #: Webhook delivery attempts in flight at once.
     webhook_workers: int = Field(8, ge=1, le=256)
+
+    #: Cluster mode (docs/cluster.md): PostgreSQL for membership, placement and the registry.
+    cluster: str | None = Field(None, pattern=r"^postgres(ql)?://")
+    #: Cluster mode: Redis for watchers on other nodes than a task's home.
+    redis: str | None = Field(None, pattern=r"^rediss?://")
+    #: This node's name in the cluster (default: the one in ``<data-dir>/node.id``, made once).
+    node_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    #: Where other nodes reach this one (the internal transport); port 0 = any free port.
+    internal_host: str = "127.0.0.1"
+    internal_port: int = Field(0, ge=0, le=65535)
+    #: Seconds of a node's lease in PostgreSQL; it fences itself a fifth of it earlier.
+    cluster_lease: float = Field(5.0, ge=0.5, le=600)
+
+    @model_validator(mode="after")
+    def _cluster_needs_both(self) -> Settings:
+        if (self.cluster is None) != (self.redis is None):
+            raise ValueError("cluster mode needs both --cluster (PostgreSQL) and --redis")
+        return self
 
     @field_validator("webhook_retry_schedule", mode="before")
     @classmethod

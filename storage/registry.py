@@ -19,7 +19,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,6 +179,11 @@ class _Flush:
 
 _DELETE = object()
 
+#: Receives every committed change (upserted rows, deleted keys) after the flush that
+#: committed it, e.g. to keep a shared copy of the listing (cluster mode). A change whose
+#: mirroring raised is retried with the next flush (the latest row per object wins).
+Mirror = Callable[[list[ObjectRow], list[tuple[str, str]]], Awaitable[None]]
+
 
 def connect_registry(path: Path) -> sqlite3.Connection:
     """Open the registry database (WAL, normal locking, a busy timeout for the CLI)."""
@@ -217,6 +222,9 @@ class Registry:
         self._urgent = trio.Event()
         self._serving = False
         self.flushes = 0
+        #: See :data:`Mirror`; set before :meth:`serve` starts.
+        self.mirror: Mirror | None = None
+        self._unmirrored: dict[tuple[str, str], ObjectRow | object] = {}
 
     # -- writing ---------------------------------------------------------------
 
@@ -274,7 +282,24 @@ class Registry:
                 self._staged.setdefault(key, row)
             raise
         self.flushes += 1
+        if self.mirror is not None:
+            self._unmirrored.update(staged)
         return len(staged)
+
+    async def _mirror(self) -> None:
+        """Hand the committed changes not yet mirrored to :attr:`mirror`."""
+        if self.mirror is None or not self._unmirrored:
+            return
+        changes, self._unmirrored = self._unmirrored, {}
+        upserts = [row for row in changes.values() if isinstance(row, ObjectRow)]
+        deletes = [key for key, row in changes.items() if row is _DELETE]
+        try:
+            await self.mirror(upserts, deletes)
+        except Exception:
+            log.exception("registry mirror failed; retrying with the next flush")
+            for key, row in changes.items():
+                self._unmirrored.setdefault(key, row)
+            self._staged_event.set()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the batching writer until cancelled; flushes what is left on the way out."""
@@ -291,6 +316,7 @@ class Registry:
                 failed = False
                 try:
                     self.flush_now()
+                    await self._mirror()
                 except sqlite3.Error:
                     log.exception("registry flush failed; retrying")
                     failed = True

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import trio
 
-from actors import Router, RouterConfig, SocketSet
+from actors import ActorBrokenError, Router, RouterConfig, SocketSet
 from actors.host import ActorCell, CellHost
 from actors.mailbox import Cell, Envelope
 from storage import ObjectFile, ObjectRow, ObjectStore
@@ -89,6 +89,7 @@ class FakeHost:
     """A CellHost that keeps what it is asked in lists (no router, no registry)."""
 
     def __init__(self, store: ObjectStore) -> None:
+        self.commit_allowed = True
         self.config = RouterConfig()
         self.context = "the context"
         self.now = 1000.0
@@ -161,6 +162,10 @@ class FakeHost:
         """Remember."""
         self.forgotten.append(key)
 
+    def may_commit(self) -> bool:
+        """As the test sets it (a cluster node that lost its lease answers False)."""
+        return self.commit_allowed
+
     def record_commit(self, seconds: float) -> None:
         """Count."""
         self.commits += 1
@@ -210,3 +215,29 @@ async def test_a_cell_runs_its_turns_against_a_fake_host(tmp_path: Path) -> None
     assert host.deleted_files == [file.path.name]
     assert host.forgotten == [("ledger", "l1")]
     assert not file.path.exists()
+
+
+async def test_a_host_that_refuses_commits_gets_no_change_and_no_crash(tmp_path: Path) -> None:
+    store = ObjectStore(tmp_path)
+    store.register_kind(Ledger.kind, Ledger.migrations)
+    host = FakeHost(store)
+    file = store.create_named("ledger")
+    cell = Cell(host, Ledger, "l1", file, store.open_file(file, fresh=True))
+    cell.load()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(cell.run)
+        cell.reserved = False
+        first = Envelope(Append("a"))
+        cell.send(first)
+        assert await first.wait() == 1
+        host.commit_allowed = False  # e.g. the lease lapsed
+        refused = Envelope(Append("b"))
+        cell.send(refused)
+        with pytest.raises(ActorBrokenError, match="may not commit"):
+            await refused.wait()
+        host.commit_allowed = True
+        again = Envelope(Append("c"))
+        cell.send(again)
+        assert await again.wait() == 2  # "b" was rolled back, in the file and in memory
+        cell.close()
+    assert cell.crashes == 0 and host.commits == 2

@@ -12,6 +12,7 @@ from actors import (
     ObjectNotFoundError,
     RouterClosedError,
 )
+from spectral.cluster.errors import HomeUnavailableError
 from spectral.errors import ApiError
 from spectral.tasks.actor import TaskRejected
 from spectral.tasks.state import InvalidCommandError, TaskStateError
@@ -35,6 +36,10 @@ def _field(where: str, loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+#: Seconds a client is told to wait before retrying a task whose node is down.
+HOME_RETRY_AFTER = 2
+
+
 def task_error(error: BaseException, task_id: str) -> ApiError:
     """The answer for an error raised by a call to a task's actor."""
     match error:
@@ -44,6 +49,13 @@ def task_error(error: BaseException, task_id: str) -> ApiError:
             return ApiError(404, "TASK_NOT_FOUND", f"task {task_id!r} not found")
         case RouterClosedError():
             return ApiError(503, "SHUTTING_DOWN", "the server is shutting down")
+        case HomeUnavailableError():
+            return ApiError(
+                503,
+                "TASK_UNAVAILABLE",
+                f"task {task_id!r} is unavailable: its node is down; try again later",
+                headers={"Retry-After": str(HOME_RETRY_AFTER)},
+            )
         case ActorBrokenError():
             return ApiError(
                 503, "STORAGE_UNAVAILABLE", f"task {task_id!r} is unavailable; try again later"

@@ -32,6 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--host", help="listen address (default 127.0.0.1)")
     serve_parser.add_argument("--port", type=int, help="listen port (default 8094; 0 = any free)")
     serve_parser.add_argument("--log-level", help="DEBUG, INFO (default), WARNING or ERROR")
+    cluster = serve_parser.add_argument_group("cluster mode (docs/cluster.md)")
+    cluster.add_argument("--cluster", metavar="URL", help="postgresql://... (env SPECTRAL_CLUSTER)")
+    cluster.add_argument("--redis", metavar="URL", help="redis://... (env SPECTRAL_REDIS)")
+    cluster.add_argument("--node-id", help="this node's name (default: kept in <data-dir>/node.id)")
+    cluster.add_argument("--internal-host", help="address other nodes reach this one at")
+    cluster.add_argument(
+        "--internal-port", type=int, help="port of the node-to-node transport (0 = any free)"
+    )
     keys_parser = commands.add_parser(
         "keys", help="manage API keys (works whether or not the server runs)"
     )
@@ -111,6 +119,11 @@ def settings_from(args: argparse.Namespace) -> Settings:
             "host": getattr(args, "host", None),
             "port": getattr(args, "port", None),
             "log_level": getattr(args, "log_level", None),
+            "cluster": getattr(args, "cluster", None),
+            "redis": getattr(args, "redis", None),
+            "node_id": getattr(args, "node_id", None),
+            "internal_host": getattr(args, "internal_host", None),
+            "internal_port": getattr(args, "internal_port", None),
         }
     )
 
