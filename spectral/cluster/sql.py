@@ -69,12 +69,12 @@ class _PgConn:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         """Run one statement; the cursor has ``rowcount``, ``fetchone``, ``fetchall``, iteration."""
-        return self._conn.execute(translate(sql), _params(params))  # type: ignore[arg-type]
+        return self._conn.execute(translate(sql), _params(params))
 
     def executemany(self, sql: str, seq_of_params: Iterable[Sequence[Any]]) -> psycopg.Cursor[Any]:
         """Run one statement per parameter tuple; ``rowcount`` is their total."""
         cursor = self._conn.cursor()
-        cursor.executemany(translate(sql), [_params(p) for p in seq_of_params])  # type: ignore[arg-type]
+        cursor.executemany(translate(sql), [_params(p) for p in seq_of_params])
         return cursor
 
 
