@@ -36,9 +36,7 @@ async def test_a_write_commits_when_the_function_returns(sql: SqliteSql, tmp_pat
     assert _other(tmp_path) == [("a", 1), ("b", 2), ("c", 3)]
 
 
-async def test_a_write_rolls_back_when_the_function_raises(
-    sql: SqliteSql, tmp_path: Path
-) -> None:
+async def test_a_write_rolls_back_when_the_function_raises(sql: SqliteSql, tmp_path: Path) -> None:
     await sql.run(lambda conn: conn.execute("INSERT INTO t VALUES ('a', 1)"), write=True)
 
     def half_done(conn: Conn) -> None:
