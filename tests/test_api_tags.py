@@ -376,6 +376,7 @@ async def test_listing_totals_past_the_count_cap(
             ObjectRow("task", f"t{n}", 1000.0 + n, 1000.0, owner, status, summary=summary)
         )
     registry.flush_now()
+    sql = SqliteSql(registry.conn)
     for owner in (None, "o"):
         for status in (None, "pending"):
             for tags in ([], ["a"], ["rare", "a"], ["s1", "rare"]):
@@ -395,7 +396,7 @@ async def test_listing_totals_past_the_count_cap(
                         and (before is None or 1000.0 + n < before)
                     ]
                     page = await index.list_tasks(
-                        SqliteSql(registry.conn), owner=owner, status=status, id_prefix=None, tags=tags,
+                        sql, owner=owner, status=status, id_prefix=None, tags=tags,
                         created_after=after, created_before=before, limit=100, offset=0,
                     )  # fmt: skip
                     assert [s["taskId"] for s in page.summaries] == expected
