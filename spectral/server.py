@@ -18,7 +18,7 @@ import resource
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
@@ -41,6 +41,7 @@ from spectral.ops.logs import RequestLog
 from spectral.rooms.actor import room_kind
 from spectral.rooms.feed import RoomFeed
 from spectral.settings import Settings
+from spectral.sql import Sql, SqliteSql
 from spectral.state import ServerState
 from spectral.tasks import index as task_index
 from spectral.tasks.actor import Task
@@ -102,11 +103,16 @@ def live_actor_cap(fd_limit: int) -> int:
     return max(64, min(10_000, (fd_limit // 2 - 256) // 2))
 
 
+def product_sql(router: Router) -> Sql:
+    """The product's database: the one place where it is chosen (the registry's SQLite)."""
+    return SqliteSql(router.registry.conn)
+
+
 def build_authenticator(
-    settings: Settings, router: Router, admin_secret: str, secret: bytes
+    settings: Settings, sql: Sql, admin_secret: str, secret: bytes
 ) -> Authenticator:
-    """The request authenticator over the registry's key table."""
-    store = keys.KeyStore(router.registry.conn, server_secret.derive(secret, "api-keys"))
+    """The request authenticator over the product's key table."""
+    store = keys.KeyStore(sql, server_secret.derive(secret, "api-keys"))
     return Authenticator(
         keys=store,
         admin_secret=admin_secret,
@@ -153,17 +159,14 @@ async def serve(settings: Settings, out: TextIO = sys.stdout) -> None:
             registry_migrations=migrations,
             context=events,
         ) as router:
-            auth = build_authenticator(settings, router, admin.secret, secret)
-            store = idempotency.IdempotencyStore(router.registry.conn)
-            state = ServerState(router, settings, auth, store, events)
-            state.external_ids = task_index.ExternalIds(
-                router.registry.conn, _summary_reader(router)
-            )
+            sql = product_sql(router)
+            auth = build_authenticator(settings, sql, admin.secret, secret)
+            store = idempotency.IdempotencyStore(sql)
+            state = ServerState(router, settings, auth, store, events, sql)
+            state.external_ids = task_index.ExternalIds(sql, _summary_reader(router))
             state.keepalive.interval = settings.ws_ping_interval
-            webhooks = state.webhooks = WebhookService(router, events, settings)
-            state.integrations = IntegrationService(
-                integration_store.IntegrationStore(router.registry.conn)
-            )
+            webhooks = state.webhooks = WebhookService(sql, router, events, settings)
+            state.integrations = IntegrationService(integration_store.IntegrationStore(sql))
             metrics.install(router)
             requests = state.requests = RequestLog(settings.log_level)
             app = Application(state)
@@ -235,11 +238,11 @@ async def _watch_signals(state: ServerState, signals: AsyncIterator[int]) -> Non
         return
 
 
-def _summary_reader(router: Router) -> Callable[[str], dict[str, Any] | None]:
+def _summary_reader(router: Router) -> task_index.SummaryOf:
     """A task's registry summary (staged or committed) by id, or None."""
     registry = router.registry
 
-    def summary_of(task_id: str) -> dict[str, Any] | None:
+    async def summary_of(task_id: str) -> dict[str, Any] | None:
         row = registry.get(task_index.KIND, task_id)
         return None if row is None or row.summary is None else dict(row.summary)
 

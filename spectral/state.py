@@ -15,6 +15,7 @@ from spectral.api.idempotency import IdempotencyStore
 from spectral.front.websocket import Keepalive
 from spectral.ops.logs import RequestLog
 from spectral.settings import Settings
+from spectral.sql import Sql
 from spectral.tasks.events import EventBus
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ class ServerState:
     idempotency: IdempotencyStore
     #: Committed task events, for rooms and webhooks.
     events: EventBus
+    #: The product's database (keys, idempotency, webhooks, integrations, the task index).
+    sql: Sql
     started: float = field(default_factory=time.monotonic)
     #: Set when SIGINT/SIGTERM arrives: long-lived handlers close with 1001.
     shutting_down: trio.Event = field(default_factory=trio.Event)

@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from spectral.api.idempotency import MIGRATIONS, STREAM, IdempotencyStore, Record
+from spectral.sql import SqliteSql
 from storage import Registry
 from tests.conftest import ADMIN_HEADERS, SERVE_ENV, serve_argv
 from tests.procs import Server, running
@@ -225,15 +226,15 @@ async def test_the_tasks_own_record_answers_when_the_registry_lost_it(tmp_path: 
         assert await events(http, "w") == [1, 2]
 
 
-def test_registry_records_expire_after_24_hours(tmp_path: Path) -> None:
+async def test_registry_records_expire_after_24_hours(tmp_path: Path) -> None:
     now = [1_000_000.0]
     registry = Registry(tmp_path / "registry.sqlite", migrations={STREAM: MIGRATIONS})
-    store = IdempotencyStore(registry.conn, clock=lambda: now[0])
-    store.put("o", "k", Record("fp", 200, {"a": 1}, now[0]))
+    store = IdempotencyStore(SqliteSql(registry.conn), clock=lambda: now[0])
+    await store.put("o", "k", Record("fp", 200, {"a": 1}, now[0]))
     now[0] += 24 * 3600 - 1
-    assert store.get("o", "k") == Record("fp", 200, {"a": 1}, 1_000_000.0)
+    assert await store.get("o", "k") == Record("fp", 200, {"a": 1}, 1_000_000.0)
     now[0] += 2
-    assert store.get("o", "k") is None
-    store.put("o", "k2", Record("fp", 200, {}, now[0]))  # purges the expired one
+    assert await store.get("o", "k") is None
+    await store.put("o", "k2", Record("fp", 200, {}, now[0]))  # purges the expired one
     rows = registry.conn.execute("SELECT key FROM idempotency").fetchall()
     assert rows == [("k2",)]

@@ -299,8 +299,9 @@ async def test_old_task_files_load_without_tags(tmp_path: Path) -> None:
         assert (await http.get("/tasks/by-external-id/N")).json()["taskId"] == "new"
 
 
-def test_listing_queries_use_indexes(tmp_path: Path) -> None:
+async def test_listing_queries_use_indexes(tmp_path: Path) -> None:
     """EXPLAIN QUERY PLAN of each filtered listing: index searches, no scan, no sort."""
+    from spectral.sql import SqliteSql
     from spectral.tasks import index
     from storage.registry import ObjectRow, Registry
 
@@ -321,6 +322,11 @@ def test_listing_queries_use_indexes(tmp_path: Path) -> None:
             plans.append(" | ".join(row[3] for row in detail))
             return real_execute(sql, params)
 
+    class Explained(SqliteSql):
+        async def run(self, fn: Any, *, write: bool = False) -> Any:
+            assert not write
+            return fn(Recorder())
+
     cases = [
         {"owner": "o", "tags": ["a"]},
         {"owner": None, "tags": ["a", "s1"]},
@@ -334,22 +340,26 @@ def test_listing_queries_use_indexes(tmp_path: Path) -> None:
             "status": None, "id_prefix": None, "created_after": None, "created_before": None,
             "limit": 20, "offset": 0, **case,
         }  # fmt: skip
-        page = index.list_tasks(Recorder(), **args)  # type: ignore[arg-type]
+        page = await index.list_tasks(Explained(registry.conn), **args)
         assert page.total >= len(page.summaries) > 0, case
     assert len(plans) >= 2 * len(cases)
     for plan in plans:
         assert ("USING" in plan and "INDEX" in plan) or "PRIMARY KEY" in plan, plan
-        scans = re.sub(r"SCAN (CONSTANT ROW|\(subquery-\d+\)|[a-z0-9_]+ VIRTUAL TABLE)", "", plan)
+        # A scan of the capped count's subquery (named, as PostgreSQL wants) is no table scan.
+        scans = re.sub(
+            r"SCAN (CONSTANT ROW|\(subquery-\d+\)|capped|[a-z0-9_]+ VIRTUAL TABLE)", "", plan
+        )
         assert "SCAN" not in scans, plan
         assert "TEMP B-TREE" not in plan, plan
     registry.close()
 
 
 @pytest.mark.parametrize("cap", [3, 5_000])
-def test_listing_totals_past_the_count_cap(
+async def test_listing_totals_past_the_count_cap(
     tmp_path: Path, cap: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Past the cap a range's total is the kept count minus the outside: still exact."""
+    from spectral.sql import SqliteSql
     from spectral.tasks import index
     from storage.registry import ObjectRow, Registry
 
@@ -366,6 +376,7 @@ def test_listing_totals_past_the_count_cap(
             ObjectRow("task", f"t{n}", 1000.0 + n, 1000.0, owner, status, summary=summary)
         )
     registry.flush_now()
+    sql = SqliteSql(registry.conn)
     for owner in (None, "o"):
         for status in (None, "pending"):
             for tags in ([], ["a"], ["rare", "a"], ["s1", "rare"]):
@@ -384,8 +395,8 @@ def test_listing_totals_past_the_count_cap(
                         and (after is None or 1000.0 + n >= after)
                         and (before is None or 1000.0 + n < before)
                     ]
-                    page = index.list_tasks(
-                        registry.conn, owner=owner, status=status, id_prefix=None, tags=tags,
+                    page = await index.list_tasks(
+                        sql, owner=owner, status=status, id_prefix=None, tags=tags,
                         created_after=after, created_before=before, limit=100, offset=0,
                     )  # fmt: skip
                     assert [s["taskId"] for s in page.summaries] == expected

@@ -13,6 +13,7 @@ from spectral.access.keys import MIGRATIONS, STREAM, KeyRequestError, KeyStore
 from spectral.access.ratelimit import RateLimiter, retry_after_header
 from spectral.api.context import Principal, require_admin, require_write
 from spectral.errors import ApiError
+from spectral.sql import SqliteSql
 from storage import Registry
 
 KEY = b"k" * 32
@@ -137,35 +138,78 @@ def test_roles() -> None:
 def store(tmp_path: Path) -> KeyStore:
     """A key store on a fresh registry."""
     registry = Registry(tmp_path / "registry.sqlite", migrations={STREAM: MIGRATIONS})
-    return KeyStore(registry.conn, b"pepper" * 6)
+    return KeyStore(SqliteSql(registry.conn), b"pepper" * 6)
 
 
-def test_keys_are_stored_hashed_and_checked(store: KeyStore, tmp_path: Path) -> None:
-    api_key, secret_text = store.create("alice", "service", "ci")
+def _other(tmp_path: Path, pepper: bytes) -> KeyStore:
+    """A key store on another connection to the same registry (as the CLI's)."""
+    return KeyStore(SqliteSql(sqlite3.connect(tmp_path / "registry.sqlite")), pepper)
+
+
+async def test_keys_are_stored_hashed_and_checked(store: KeyStore, tmp_path: Path) -> None:
+    api_key, secret_text = await store.create("alice", "service", "ci")
     assert secret_text.startswith(f"spk_{api_key.id}_")
-    assert store.authenticate(secret_text) == api_key
-    assert store.authenticate(secret_text[:-1] + ("A" if secret_text[-1] != "A" else "B")) is None
-    assert store.authenticate("spk_0123456789abcdef_" + "A" * 43) is None
-    assert store.authenticate("anything") is None
+    assert await store.authenticate(secret_text) == api_key
+    forged = secret_text[:-1] + ("A" if secret_text[-1] != "A" else "B")
+    assert await store.authenticate(forged) is None
+    assert await store.authenticate("spk_0123456789abcdef_" + "A" * 43) is None
+    assert await store.authenticate("anything") is None
     raw = sqlite3.connect(tmp_path / "registry.sqlite").execute("SELECT * FROM api_keys")
     assert all(secret_text not in repr(row) for row in raw.fetchall())
+    found = await store.get(api_key.id)
+    assert found is not None and found.last_used_at is not None  # authenticate touched it
+    assert await store.list("bob") == [] and await store.list() == [found]
 
 
-def test_another_connections_revocation_is_seen_at_once(store: KeyStore, tmp_path: Path) -> None:
-    api_key, secret_text = store.create("alice", "reader")
-    assert store.authenticate(secret_text) is not None  # now cached
-    other = KeyStore(sqlite3.connect(tmp_path / "registry.sqlite"), store.pepper)
-    other.revoke(api_key.id)
-    assert store.authenticate(secret_text) is None
-    assert store.is_live(api_key.id) is False
-    made, new_secret = other.create("bob", "service")
-    assert store.authenticate(new_secret) == made
+async def test_another_connections_revocation_is_seen_at_once(
+    store: KeyStore, tmp_path: Path
+) -> None:
+    api_key, secret_text = await store.create("alice", "reader")
+    assert await store.authenticate(secret_text) is not None  # now cached
+    other = _other(tmp_path, store.pepper)
+    revoked = await other.revoke(api_key.id)
+    assert revoked is not None and revoked.revoked_at is not None
+    assert await other.revoke("0123456789abcdef") is None
+    assert await store.authenticate(secret_text) is None
+    assert await store.is_live(api_key.id) is False
+    made, new_secret = await other.create("bob", "service")
+    assert await store.authenticate(new_secret) == made
 
 
-def test_a_store_with_another_pepper_accepts_no_key(store: KeyStore, tmp_path: Path) -> None:
-    _, secret_text = store.create("alice", "reader")
-    other = KeyStore(sqlite3.connect(tmp_path / "registry.sqlite"), b"another pepper" * 3)
-    assert other.authenticate(secret_text) is None
+class _Shared(SqliteSql):
+    """SQLite standing in for a shared database whose commits cannot be detected."""
+
+    dialect = "postgresql"
+
+
+async def test_on_a_shared_database_the_cache_lives_cache_ttl_seconds(tmp_path: Path) -> None:
+    """Another node's revocation (or new key) is seen once the cached entry is 1 s old."""
+    registry = Registry(tmp_path / "registry.sqlite", migrations={STREAM: MIGRATIONS})
+    now = [100.0]
+    store = KeyStore(_Shared(registry.conn), b"pepper" * 6, monotonic=lambda: now[0])
+    other = _other(tmp_path, store.pepper)
+    api_key, secret_text = await other.create("alice", "reader")
+    assert await store.authenticate(secret_text) == api_key
+    absent = "spk_0123456789abcdef_" + "A" * 43
+    assert await store.authenticate(absent) is None  # cached as unknown
+    await other.revoke(api_key.id)
+    now[0] += 0.99
+    assert await store.authenticate(secret_text) == api_key  # still cached
+    assert await store.is_live(api_key.id)
+    now[0] += 0.01
+    assert await store.authenticate(secret_text) is None
+    assert not await store.is_live(api_key.id)
+    # The revocation is cached as long, and a local revocation is seen at once.
+    made, made_secret = await other.create("bob", "reader")
+    assert await store.authenticate(made_secret) == made
+    await store.revoke(made.id)
+    assert await store.authenticate(made_secret) is None
+
+
+async def test_a_store_with_another_pepper_accepts_no_key(store: KeyStore, tmp_path: Path) -> None:
+    _, secret_text = await store.create("alice", "reader")
+    other = _other(tmp_path, b"another pepper" * 3)
+    assert await other.authenticate(secret_text) is None
 
 
 @pytest.mark.parametrize(
@@ -173,24 +217,31 @@ def test_a_store_with_another_pepper_accepts_no_key(store: KeyStore, tmp_path: P
     [("a/b", "reader", "owner"), ("...", "reader", "owner"), ("", "reader", "owner"),
      ("alice", "root", "role")],
 )  # fmt: skip
-def test_bad_key_requests(store: KeyStore, owner: str, role: str, field: str) -> None:
+async def test_bad_key_requests(store: KeyStore, owner: str, role: str, field: str) -> None:
     with pytest.raises(KeyRequestError, match=field):
-        store.create(owner, role)
+        await store.create(owner, role)
 
 
-def test_the_bootstrap_admin_and_stored_keys_authenticate(store: KeyStore) -> None:
+async def test_the_bootstrap_admin_and_stored_keys_authenticate(store: KeyStore) -> None:
     auth = Authenticator(store, "the-admin-secret-key", KEY, RateLimiter(0, 1))
-    assert auth.authenticate({"x-api-key": "the-admin-secret-key"}.get).key_id == "bootstrap"
-    _, secret_text = store.create("alice", "reader")
-    assert auth.authenticate({"x-api-key": secret_text}.get).owner == "alice"
+    admin = await auth.authenticate({"x-api-key": "the-admin-secret-key"}.get)
+    assert admin.key_id == "bootstrap"
+    api_key, secret_text = await store.create("alice", "reader")
+    assert (await auth.authenticate({"x-api-key": secret_text}.get)).owner == "alice"
     with pytest.raises(ApiError) as info:
-        auth.authenticate({"x-api-key": "the-admin-secret-kez"}.get)
+        await auth.authenticate({"x-api-key": "the-admin-secret-kez"}.get)
     assert info.value.status == 401
     token, _ = auth.mint(Principal("bootstrap", "admin", "admin"), "task:t", 60)
     with pytest.raises(ApiError):  # tokens only where the route names a scope
-        auth.authenticate({}.get, token=token)
-    who = auth.authenticate({}.get, token=token, scope="task:t")
+        await auth.authenticate({}.get, token=token)
+    who = await auth.authenticate({}.get, token=token, scope="task:t")
     assert (who.is_admin, who.scope) == (True, "task:t")
+    reader = Principal(api_key.id, "alice", "reader")
+    token, _ = auth.mint(reader, "task:t", 60)
+    assert (await auth.authenticate({}.get, token=token, scope="task:t")).owner == "alice"
+    await store.revoke(api_key.id)
+    with pytest.raises(ApiError, match="revoked"):
+        await auth.authenticate({}.get, token=token, scope="task:t")
 
 
 def test_the_server_secret_is_created_once_with_mode_0600(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from spectral.integrations.store import (
     RETENTION_SECONDS,
     IntegrationStore,
 )
+from spectral.sql import SqliteSql
 from spectral.tasks import state as sm
 
 # -- paths ----------------------------------------------------------------------------------
@@ -228,6 +229,12 @@ def test_the_pure_modules_import_neither_trio_nor_sqlite() -> None:
 # -- the store ------------------------------------------------------------------------------
 
 
+def _raw(store: IntegrationStore) -> sqlite3.Connection:
+    """The store's SQLite connection, for writing rows as an older version would."""
+    assert isinstance(store.sql, SqliteSql)
+    return store.sql.conn
+
+
 class _Clock:
     def __init__(self) -> None:
         self.now = 1_000_000.0
@@ -241,51 +248,59 @@ def _store() -> tuple[IntegrationStore, _Clock]:
     for migration in MIGRATIONS:
         conn.executescript(migration.sql)
     clock = _Clock()
-    return IntegrationStore(conn, clock), clock
+    return IntegrationStore(SqliteSql(conn), clock), clock
 
 
-def test_the_store_keeps_integrations_per_owner() -> None:
+async def test_the_store_keeps_integrations_per_owner() -> None:
     store, _ = _store()
-    made = store.create("a", "n", verify.STANDARD, None, MAPPING)
-    assert store.get(made.id) == made and store.get(made.id, "a") == made
-    assert store.get(made.id, "b") is None
-    assert store.list("a") == [made] and store.list("b") == [] and store.list(None) == [made]
+    made = await store.create("a", "n", verify.STANDARD, None, MAPPING)
+    assert await store.get(made.id) == made and await store.get(made.id, "a") == made
+    assert await store.get(made.id, "b") is None
+    assert (
+        await store.list("a") == [made]
+        and await store.list("b") == []
+        and await store.list(None) == [made]
+    )
     assert (
         made.public()["callbackPath"] == f"/callbacks/{made.id}" and "secret" not in made.public()
     )
-    changed = store.update(made.id, {"status_map": {"go": Step.COMPLETED}, "error_path": None})
+    changed = await store.update(
+        made.id, {"status_map": {"go": Step.COMPLETED}, "error_path": None}
+    )
     assert changed is not None and changed.mapping.status_map == {"go": Step.COMPLETED}
     assert changed.mapping.error_path is None and changed.secret == made.secret
     with pytest.raises(ValueError):
-        store.update(made.id, {"secret": "x"})
-    store.record(made.id, "d", 200, {"ok": True})
-    assert store.delete(made.id) and store.get(made.id) is None
-    assert store.delivery_count(made.id) == 0 and not store.delete(made.id)
+        await store.update(made.id, {"secret": "x"})
+    await store.record(made.id, "d", 200, {"ok": True})
+    assert await store.delete(made.id) and await store.get(made.id) is None
+    assert await store.delivery_count(made.id) == 0 and not await store.delete(made.id)
 
 
-def test_processed_deliveries_expire_and_are_cleaned_up() -> None:
+async def test_processed_deliveries_expire_and_are_cleaned_up() -> None:
     store, clock = _store()
-    made = store.create("a", "n", verify.HMAC_SHA256, "X-Sig", MAPPING)
-    store.record(made.id, "d1", 200, {"n": 1})
-    recorded = store.recorded(made.id, "d1")
+    made = await store.create("a", "n", verify.HMAC_SHA256, "X-Sig", MAPPING)
+    await store.record(made.id, "d1", 200, {"n": 1})
+    recorded = await store.recorded(made.id, "d1")
     assert recorded is not None and (recorded.status, recorded.answer) == (200, {"n": 1})
-    assert store.recorded(made.id, "d2") is None
+    assert await store.recorded(made.id, "d2") is None
     clock.now += RETENTION_SECONDS - 1
-    assert store.recorded(made.id, "d1") is not None
+    assert await store.recorded(made.id, "d1") is not None
     clock.now += 1
-    assert store.recorded(made.id, "d1") is None  # expired, though still stored
-    assert store.delivery_count(made.id) == 1
-    store.record(made.id, "d2", 200, {"n": 2})  # over a minute since the last pass: one runs
-    assert store.delivery_count(made.id) == 1 and store.recorded(made.id, "d2") is not None
+    assert await store.recorded(made.id, "d1") is None  # expired, though still stored
+    assert await store.delivery_count(made.id) == 1
+    await store.record(made.id, "d2", 200, {"n": 2})  # over a minute since the last pass: one runs
+    assert (
+        await store.delivery_count(made.id) == 1 and await store.recorded(made.id, "d2") is not None
+    )
     # Passes run at most every CLEANUP_EVERY seconds, as deliveries are recorded.
-    store.conn.execute(
+    _raw(store).execute(
         "INSERT INTO integration_deliveries VALUES (?, 'old', 200, '{}', ?)",
         (made.id, clock.now - RETENTION_SECONDS - 5),
     )
     clock.now += CLEANUP_EVERY - 1
-    store.record(made.id, "d3", 200, {})
-    assert store.delivery_count(made.id) == 3
+    await store.record(made.id, "d3", 200, {})
+    assert await store.delivery_count(made.id) == 3
     clock.now += 1
-    store.record(made.id, "d4", 200, {})
-    assert store.delivery_count(made.id) == 3  # "old" went; d2, d3 and d4 stay
-    assert store.cleanup() == 0
+    await store.record(made.id, "d4", 200, {})
+    assert await store.delivery_count(made.id) == 3  # "old" went; d2, d3 and d4 stay
+    assert await store.cleanup() == 0

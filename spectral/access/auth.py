@@ -63,7 +63,7 @@ class Authenticator:
     clock: Callable[[], float] = time.time
     _watching: dict[str, int] = field(default_factory=dict)
 
-    def authenticate(
+    async def authenticate(
         self,
         headers: Callable[[str], str | None],
         *,
@@ -82,9 +82,9 @@ class Authenticator:
         """
         secret = credential(headers)
         if secret is not None:
-            who = self._from_key(secret)
+            who = await self._from_key(secret)
         elif token and scope is not None:
-            who = self._from_token(token, scope)
+            who = await self._from_token(token, scope)
         else:
             raise unauthenticated()
         self.check_rate(who)
@@ -125,22 +125,22 @@ class Authenticator:
         else:
             self._watching.pop(who.key_id, None)
 
-    def _from_key(self, secret: str) -> Principal:
+    async def _from_key(self, secret: str) -> Principal:
         if hmac.compare_digest(secret.encode(), self.admin_secret.encode()):
             return Principal(BOOTSTRAP_KEY_ID, ADMIN_OWNER, "admin")
-        key = self.keys.authenticate(secret)
+        key = await self.keys.authenticate(secret)
         if key is None:
             raise unauthenticated("the API key is not valid (unknown or revoked)")
         return Principal(key.id, key.owner, key.role)
 
-    def _from_token(self, token: str, scope: str) -> Principal:
+    async def _from_token(self, token: str, scope: str) -> Principal:
         try:
             grant = tokens.verify(token, self.token_key, self.clock())
         except tokens.TokenError as error:
             raise unauthenticated(f"watch token refused: {error}") from None
         if grant.scope != scope:
             raise unauthenticated("watch token refused: it is for another task or room")
-        if grant.key_id != BOOTSTRAP_KEY_ID and not self.keys.is_live(grant.key_id):
+        if grant.key_id != BOOTSTRAP_KEY_ID and not await self.keys.is_live(grant.key_id):
             raise unauthenticated("watch token refused: its key was revoked")
         if grant.owner is None:
             return Principal(grant.key_id, ADMIN_OWNER, "admin", scope=grant.scope)

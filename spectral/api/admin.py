@@ -58,21 +58,21 @@ _KEY_ID = re.compile(r"^[0-9a-f]{16}$")
 async def create_key(call: Call, body: CreateKey) -> dict[str, Any]:
     """Create an API key; its secret is in this answer only."""
     require_admin(call.who, "manage keys")
-    api_key, secret = call.state.auth.keys.create(body.owner, body.role, body.name)
+    api_key, secret = await call.state.auth.keys.create(body.owner, body.role, body.name)
     return {**api_key.public(), "key": secret}
 
 
 async def list_keys(call: Call, _: None) -> dict[str, Any]:
     """Every key (never a secret), revoked ones included."""
     require_admin(call.who, "manage keys")
-    return {"keys": [key.public() for key in call.state.auth.keys.list()]}
+    return {"keys": [key.public() for key in await call.state.auth.keys.list()]}
 
 
 async def revoke_key(call: Call, _: None) -> dict[str, Any]:
     """Revoke a key at once."""
     require_admin(call.who, "manage keys")
     key_id = call.params["id"]
-    if not _KEY_ID.match(key_id) or call.state.auth.keys.revoke(key_id) is None:
+    if not _KEY_ID.match(key_id) or await call.state.auth.keys.revoke(key_id) is None:
         raise ApiError(404, "KEY_NOT_FOUND", f"no API key with id {key_id!r}")
     return {"success": True}
 
@@ -99,7 +99,7 @@ async def watch_token(call: Call, body: WatchTokenRequest) -> dict[str, Any]:
 async def whoami(call: Call, _: None) -> dict[str, Any]:
     """The caller's key: its id, owner, role and name."""
     who = call.who
-    key = None if who.key_id == BOOTSTRAP_KEY_ID else call.state.auth.keys.get(who.key_id)
+    key = None if who.key_id == BOOTSTRAP_KEY_ID else await call.state.auth.keys.get(who.key_id)
     name = None if key is None else key.name
     return {"keyId": who.key_id, "owner": who.owner, "role": who.role, "name": name}
 

@@ -113,14 +113,14 @@ class Application:
         method = "GET" if request.method == "HEAD" else request.method
         if rpc.is_rpc_path(request.path):
             served.route = rpc.route_name(request)
-            who = served.who = self._authenticate(request, None)
+            who = served.who = await self._authenticate(request, None)
             return await self.procedures.serve(self.state, request, who, served)
         match = self.routes.match(method, request.path, request.raw_path)
         if method == "OPTIONS":
-            return self._options(request, match, served)
+            return await self._options(request, match, served)
         if match.operation is None:
             if not match.public:  # routes are not revealed to anonymous callers
-                served.who = self._authenticate(request, None)
+                served.who = await self._authenticate(request, None)
             return self._no_route(request, match)
         operation, rest = match.operation, match.rest
         assert rest is not None
@@ -131,7 +131,7 @@ class Application:
             scope = None
             if operation.access == "token":
                 scope = tokens.task_scope(match.params.get("taskId", ""))
-            who = served.who = self._authenticate(request, scope)
+            who = served.who = await self._authenticate(request, scope)
         value = parse_input(operation, rest, request, match.params)
         served.task_id = getattr(value, "task_id", None)
         call = Call(self.state, who, request, match.params)
@@ -144,17 +144,17 @@ class Application:
             return outcome.payload
         return json_response(outcome.status, outcome.payload, once.replay_headers(outcome))
 
-    def _authenticate(self, request: Request, scope: str | None) -> Principal:
+    async def _authenticate(self, request: Request, scope: str | None) -> Principal:
         query = request.query() if scope is not None else {}
-        return self.state.auth.authenticate(
+        return await self.state.auth.authenticate(
             request.headers.get, token=query.get("token"), scope=scope
         )
 
-    def _options(self, request: Request, match: Match, served: _Served) -> Answer:
+    async def _options(self, request: Request, match: Match, served: _Served) -> Answer:
         if self.cors is not None and self.cors.is_preflight(request):
             return self.cors.preflight(request)
         if not match.allowed:
-            served.who = self._authenticate(request, None)
+            served.who = await self._authenticate(request, None)
             return self._no_route(request, match)
         allow = ", ".join(sorted({*match.allowed, "OPTIONS"}))
         return Response(204, b"", [("allow", allow)])

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -38,6 +37,7 @@ from typing import Any
 
 from spectral.errors import ApiError
 from spectral.locks import KeyedLocks
+from spectral.sql import Conn, Sql
 from storage import Migration
 
 HEADER = "Idempotency-Key"
@@ -114,14 +114,14 @@ class Record:
 
 @dataclass
 class IdempotencyStore:
-    """Answers by (owner, key) in the registry database, and the per-key locks.
+    """Answers by (owner, key) in the product's database, and the per-key locks.
 
     Args:
-        conn: the registry connection (migrated with :data:`MIGRATIONS`).
+        sql: the product's database (migrated with :data:`MIGRATIONS`).
         clock: wall-clock seconds.
     """
 
-    conn: sqlite3.Connection
+    sql: Sql
     clock: Callable[[], float] = time.time
     _locks: KeyedLocks = field(default_factory=KeyedLocks)
 
@@ -129,35 +129,34 @@ class IdempotencyStore:
         """Hold the lock of (owner, key): concurrent duplicates run one after another."""
         return self._locks.hold((owner, key))
 
-    def get(self, owner: str, key: str) -> Record | None:
+    async def get(self, owner: str, key: str) -> Record | None:
         """The live record of (owner, key), or None."""
-        row = self.conn.execute(
-            "SELECT fingerprint, status, answer, created_at FROM idempotency"
-            " WHERE owner = ? AND key = ? AND created_at > ?",
-            (owner, key, self.clock() - RETENTION_SECONDS),
-        ).fetchone()
+        params = (owner, key, self.clock() - RETENTION_SECONDS)
+        row = await self.sql.run(
+            lambda conn: conn.execute(
+                "SELECT fingerprint, status, answer, created_at FROM idempotency"
+                " WHERE owner = ? AND key = ? AND created_at > ?",
+                params,
+            ).fetchone()
+        )
         if row is None:
             return None
         return Record(row[0], int(row[1]), json.loads(row[2]), float(row[3]))
 
-    def put(self, owner: str, key: str, record: Record) -> None:
+    async def put(self, owner: str, key: str, record: Record) -> None:
         """Store an answer (committed before the caller answers); drops expired ones."""
         answer = json.dumps(record.answer, separators=(",", ":"), ensure_ascii=False)
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            self.conn.execute(
+        row = (owner, key, record.fingerprint, record.status, answer, record.created_at)
+        expired = self.clock() - RETENTION_SECONDS
+
+        def put(conn: Conn) -> None:
+            conn.execute(
                 "INSERT INTO idempotency (owner, key, fingerprint, status, answer, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (owner, key) DO UPDATE SET"
                 " fingerprint = excluded.fingerprint, status = excluded.status,"
                 " answer = excluded.answer, created_at = excluded.created_at",
-                (owner, key, record.fingerprint, record.status, answer, record.created_at),
+                row,
             )
-            self.conn.execute(
-                "DELETE FROM idempotency WHERE created_at <= ?",
-                (self.clock() - RETENTION_SECONDS,),
-            )
-            self.conn.execute("COMMIT")
-        except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise
+            conn.execute("DELETE FROM idempotency WHERE created_at <= ?", (expired,))
+
+        await self.sql.run(put, write=True)

@@ -134,11 +134,11 @@ def _service(call: Call) -> IntegrationService:
     return call.state.integrations
 
 
-def _find(call: Call) -> Integration:
+async def _find(call: Call) -> Integration:
     integration_id = call.params["id"]
     integration = None
     if _INTEGRATION_ID.match(integration_id):
-        integration = _service(call).store.get(integration_id, call.who.owner_filter)
+        integration = await _service(call).store.get(integration_id, call.who.owner_filter)
     if integration is None:
         raise ApiError(404, "INTEGRATION_NOT_FOUND", f"no integration with id {integration_id!r}")
     return integration
@@ -153,7 +153,7 @@ async def list_integrations(call: Call, query: ListQuery) -> dict[str, Any]:
     who = call.who
     require_write(who, "manage integrations")
     owner = query.owner if who.is_admin else who.owner
-    return {"integrations": [i.public() for i in _service(call).store.list(owner)]}
+    return {"integrations": [i.public() for i in await _service(call).store.list(owner)]}
 
 
 async def create_integration(call: Call, body: CreateIntegration) -> dict[str, Any]:
@@ -173,20 +173,20 @@ async def create_integration(call: Call, body: CreateIntegration) -> dict[str, A
         body.external_id_path, body.status_path, _steps(body.status_map), body.progress_path,
         body.error_path,
     )  # fmt: skip
-    integration = _service(call).store.create(owner, body.name, body.signing, header, mapping)
+    integration = await _service(call).store.create(owner, body.name, body.signing, header, mapping)
     return {**integration.public(), "secret": integration.secret}
 
 
 async def get_integration(call: Call, _: None) -> dict[str, Any]:
     """One integration (never its secret)."""
     require_write(call.who, "manage integrations")
-    return _find(call).public()
+    return (await _find(call)).public()
 
 
 async def update_integration(call: Call, body: UpdateIntegration) -> dict[str, Any]:
     """Change an integration's name, mapping or (HMAC) headers."""
     require_write(call.who, "manage integrations")
-    integration = _find(call)
+    integration = await _find(call)
     changes: dict[str, Any] = {
         _COLUMNS[name]: getattr(body, name) for name in body.model_fields_set if name in _COLUMNS
     }
@@ -197,7 +197,7 @@ async def update_integration(call: Call, body: UpdateIntegration) -> dict[str, A
         return integration.public()
     if "status_map" in changes:
         changes["status_map"] = _steps(changes["status_map"])
-    updated = _service(call).store.update(integration.id, changes)
+    updated = await _service(call).store.update(integration.id, changes)
     if updated is None:
         raise ApiError(404, "INTEGRATION_NOT_FOUND", f"no integration with id {integration.id!r}")
     return updated.public()
@@ -206,7 +206,8 @@ async def update_integration(call: Call, body: UpdateIntegration) -> dict[str, A
 async def delete_integration(call: Call, _: None) -> dict[str, Any]:
     """Remove an integration (its callback URL answers 404 from now on)."""
     require_write(call.who, "manage integrations")
-    _service(call).store.delete(_find(call).id)
+    integration = await _find(call)
+    await _service(call).store.delete(integration.id)
     return {"success": True}
 
 

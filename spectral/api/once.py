@@ -50,7 +50,7 @@ async def run(call: Call, work: Run, value: Any, status: int) -> Outcome:
     who = call.who
     store = call.state.idempotency
     async with store.locked(who.owner, key):
-        record = store.get(who.owner, key)
+        record = await store.get(who.owner, key)
         if record is not None:
             if record.fingerprint != fingerprint:
                 raise idempotency.reused_error()
@@ -59,7 +59,8 @@ async def run(call: Call, work: Run, value: Any, status: int) -> Outcome:
         result = as_result(await work(replace(call, once=once), value))
         answered = result.status or status
         first = result.replayed_at if result.replayed_at is not None else time.time()
-        store.put(who.owner, key, idempotency.Record(fingerprint, answered, result.payload, first))
+        record = idempotency.Record(fingerprint, answered, result.payload, first)
+        await store.put(who.owner, key, record)
         return Outcome(answered, result.payload, key, result.replayed_at)
 
 

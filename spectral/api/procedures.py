@@ -188,14 +188,14 @@ def _field_error(field: str, message: str) -> ApiError:
 async def _create_with_external_id(call: Call, command: sm.Create, external_id: str) -> Mutation:
     """Create after reserving the external id (unique per owner; spectral/tasks/index.py).
 
-    The reservation is a synchronous check-and-insert in the registry, so of concurrent
-    creates with one external id exactly one gets past it; the others are 409.
+    Of concurrent creates with one external id exactly one gets past the reservation;
+    the others are 409.
     """
     ids = call.state.external_ids
     assert ids is not None, "the server sets external_ids"
     owner, task_id = command.owner, command.task_id
     try:
-        reserved = ids.reserve(owner, external_id, task_id)
+        reserved = await ids.reserve(owner, external_id, task_id)
     except ExternalIdExistsError:
         raise ApiError(
             409,
@@ -205,7 +205,7 @@ async def _create_with_external_id(call: Call, command: sm.Create, external_id: 
     try:
         result: Mutation = await call_task(call, task_id, mutate(command, call), create=True)
     finally:
-        ids.done(owner, external_id, task_id, reserved=reserved)
+        await ids.done(owner, external_id, task_id, reserved=reserved)
     return result
 
 
@@ -330,7 +330,7 @@ async def delete(call: Call, body: models.TaskRef) -> dict[str, Any]:
         except TASK_ERRORS as error:
             if not (isinstance(error, TaskRejected) and error.reason.code == "TASK_NOT_FOUND"):
                 raise task_error(error, parent_id) from None
-    levels = task_index.descendants(router.registry.conn, task["owner"], body.task_id)
+    levels = await task_index.descendants(call.state.sql, task["owner"], body.task_id)
     limiter = trio.CapacityLimiter(DELETE_CONCURRENCY)
 
     async def remove(task_id: str) -> None:
@@ -367,7 +367,9 @@ async def list_tasks(call: Call, query: models.ListQuery) -> dict[str, Any]:
     if who.is_admin:
         owner = query.owner
     elif query.owner is not None and query.owner != who.owner:
-        owner = "\x00no-such-owner"  # asking for another owner's tasks finds nothing
+        # Asking for another owner's tasks finds nothing: no owner has a "/" (and no NUL,
+        # which PostgreSQL's text refuses).
+        owner = "/no-such-owner"
     else:
         owner = who.owner
     status = None if query.status is None else query.status.value
@@ -377,8 +379,8 @@ async def list_tasks(call: Call, query: models.ListQuery) -> dict[str, Any]:
     if query.parent_id is not None:
         tags.append(task_index.parent_tag(query.parent_id))
     if tags or query.created_after is not None or query.created_before is not None:
-        found = task_index.list_tasks(
-            registry.conn,
+        found = await task_index.list_tasks(
+            call.state.sql,
             owner=owner,
             status=status,
             id_prefix=query.q or None,
@@ -450,7 +452,7 @@ async def get_by_external_id(call: Call, query: models.ExternalIdQuery) -> dict[
     ids = call.state.external_ids
     assert ids is not None, "the server sets external_ids"
     if who.is_admin:
-        found = ids.find(query.external_id, query.owner)
+        found = await ids.find(query.external_id, query.owner)
         if len(found) > 1:
             raise ApiError(
                 400,
@@ -461,7 +463,7 @@ async def get_by_external_id(call: Call, query: models.ExternalIdQuery) -> dict[
     elif query.owner is not None and query.owner != who.owner:
         found = []
     else:
-        found = ids.find(query.external_id, who.owner)
+        found = await ids.find(query.external_id, who.owner)
     if not found:
         raise ApiError(404, "TASK_NOT_FOUND", "no task with this externalId")
     _, task_id = found[0]

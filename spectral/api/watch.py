@@ -147,7 +147,7 @@ async def serve_websocket(state: ServerState, stream: trio.SocketStream, head: b
         else:
             scope = None
         try:
-            who = state.auth.authenticate(headers.get, token=params.get("token"), scope=scope)
+            who = await state.auth.authenticate(headers.get, token=params.get("token"), scope=scope)
             del headers
         except ApiError as error:
             reason = close_for(error)

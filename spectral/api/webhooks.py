@@ -96,11 +96,11 @@ def _service(call: Call) -> WebhookService:
     return call.state.webhooks
 
 
-def _find(call: Call) -> Webhook:
+async def _find(call: Call) -> Webhook:
     webhook_id = call.params["id"]
     webhook = None
     if _WEBHOOK_ID.match(webhook_id):
-        webhook = _service(call).store.get(webhook_id, call.who.owner_filter)
+        webhook = await _service(call).store.get(webhook_id, call.who.owner_filter)
     if webhook is None:
         raise ApiError(404, "WEBHOOK_NOT_FOUND", f"no webhook with id {webhook_id!r}")
     return webhook
@@ -130,7 +130,7 @@ async def list_webhooks(call: Call, query: ListQuery) -> dict[str, Any]:
     who = call.who
     require_write(who, "manage webhooks")
     owner = query.owner if who.is_admin else who.owner
-    return {"webhooks": [w.public() for w in _service(call).store.list(owner)]}
+    return {"webhooks": [w.public() for w in await _service(call).store.list(owner)]}
 
 
 async def create_webhook(call: Call, body: CreateWebhook) -> dict[str, Any]:
@@ -141,7 +141,7 @@ async def create_webhook(call: Call, body: CreateWebhook) -> dict[str, Any]:
     if owner != who.owner and not who.is_admin:
         raise ApiError(403, "FORBIDDEN", "only an admin key may create another owner's webhook")
     await _vet(call, body.url)
-    webhook = _service(call).store.create(
+    webhook = await _service(call).store.create(
         owner, body.url, body.event_type, body.description, body.task_id_prefix
     )
     return {**webhook.public(), "secret": webhook.secret}
@@ -150,13 +150,13 @@ async def create_webhook(call: Call, body: CreateWebhook) -> dict[str, Any]:
 async def get_webhook(call: Call, _: None) -> dict[str, Any]:
     """One webhook (never its secret)."""
     require_write(call.who, "manage webhooks")
-    return _find(call).public()
+    return (await _find(call)).public()
 
 
 async def update_webhook(call: Call, body: UpdateWebhook) -> dict[str, Any]:
     """Change a webhook's url, eventType, description, taskIdPrefix or active flag."""
     require_write(call.who, "manage webhooks")
-    webhook = _find(call)
+    webhook = await _find(call)
     changes = {
         _COLUMNS[name]: getattr(body, name) for name in body.model_fields_set if name in _COLUMNS
     }
@@ -179,7 +179,7 @@ async def update_webhook(call: Call, body: UpdateWebhook) -> dict[str, Any]:
     if "url" in changes:
         await _vet(call, changes["url"])
     service = _service(call)
-    updated = service.store.update(webhook.id, changes)
+    updated = await service.store.update(webhook.id, changes)
     if updated is None:
         raise ApiError(404, "WEBHOOK_NOT_FOUND", f"no webhook with id {webhook.id!r}")
     if changes.get("active"):
@@ -190,24 +190,27 @@ async def update_webhook(call: Call, body: UpdateWebhook) -> dict[str, Any]:
 async def delete_webhook(call: Call, _: None) -> dict[str, Any]:
     """Remove a webhook and its deliveries."""
     require_write(call.who, "manage webhooks")
-    _service(call).store.delete(_find(call).id)
+    webhook = await _find(call)
+    await _service(call).store.delete(webhook.id)
     return {"success": True}
 
 
 async def deliveries(call: Call, query: DeliveriesQuery) -> dict[str, Any]:
     """The webhook's latest deliveries, newest first, with every attempt."""
     require_write(call.who, "manage webhooks")
-    webhook = _find(call)
-    return {"deliveries": _service(call).store.deliveries(webhook.id, query.limit)}
+    webhook = await _find(call)
+    return {"deliveries": await _service(call).store.deliveries(webhook.id, query.limit)}
 
 
 async def redeliver(call: Call, _: None) -> dict[str, Any]:
     """Try a delivery again at once (a dead one included)."""
     require_write(call.who, "manage webhooks")
-    webhook = _find(call)
+    webhook = await _find(call)
     delivery_id = call.params["deliveryId"]
     service = _service(call)
-    if not _DELIVERY_ID.match(delivery_id) or not service.store.redeliver(webhook.id, delivery_id):
+    if not _DELIVERY_ID.match(delivery_id) or not await service.store.redeliver(
+        webhook.id, delivery_id
+    ):
         raise ApiError(404, "DELIVERY_NOT_FOUND", f"no delivery with id {delivery_id!r}")
     service.deliverer.wake()
     return {"success": True, "deliveryId": delivery_id}

@@ -81,7 +81,7 @@ class IntegrationService:
 
     async def receive(self, call: Call, integration_id: str) -> Result:
         """Verify, then apply once, the callback in ``call.request``."""
-        integration = self.store.get(integration_id)
+        integration = await self.store.get(integration_id)
         if integration is None:
             raise ApiError(
                 404, "INTEGRATION_NOT_FOUND", f"no integration with id {integration_id!r}"
@@ -89,7 +89,7 @@ class IntegrationService:
         body = call.request.body
         delivery_id = self.delivery_id(integration, call.request.header, body)
         async with self._locks.hold((integration.id, delivery_id)):
-            recorded = self.store.recorded(integration.id, delivery_id)
+            recorded = await self.store.recorded(integration.id, delivery_id)
             if recorded is not None:
                 return Result({**recorded.answer, "replayed": True}, status=recorded.status)
             delivery = _read(integration, body)
@@ -99,7 +99,7 @@ class IntegrationService:
             )
             answer = await self._apply(call, integration, delivery, once)
             answer = {"deliveryId": delivery_id, **answer, "replayed": False}
-            self.store.record(integration.id, delivery_id, 200, answer)
+            await self.store.record(integration.id, delivery_id, 200, answer)
             return Result(answer)
 
     async def _apply(
@@ -114,7 +114,7 @@ class IntegrationService:
         )
         ids = call.state.external_ids
         assert ids is not None, "the server sets external_ids"
-        found = ids.find(delivery.external_id, owner)
+        found = await ids.find(delivery.external_id, owner)
         task_id = found[0][1] if found else None
         applied = True
         if delivery.step is Step.INITIALIZED:
@@ -197,7 +197,7 @@ async def _create(
         # A concurrent delivery of another id created it first: the same outcome.
         ids = call.state.external_ids
         assert ids is not None
-        found = ids.find(delivery.external_id, call.who.owner)
+        found = await ids.find(delivery.external_id, call.who.owner)
         if not found:
             raise
         existing = found[0][1]

@@ -1,7 +1,7 @@
-"""Integrations and their processed deliveries, in the registry database.
+"""Integrations and their processed deliveries, in the product's database.
 
-Every method runs on the trio thread over the registry's connection and commits
-before it returns (as :mod:`spectral.webhooks.store` does). A processed delivery is
+Every method is one unit of work of :class:`~spectral.sql.Sql`, committed before it
+returns (as :mod:`spectral.webhooks.store` does). A processed delivery is
 kept :data:`RETENTION_SECONDS` with the answer it got, so that a provider's retry of
 it is answered the same without being applied twice; older ones are deleted in
 passes at most every :data:`CLEANUP_EVERY` seconds, as new ones are recorded.
@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from spectral.integrations.mapping import Mapping, Step
 from spectral.integrations.verify import new_secret
+from spectral.sql import Conn, Sql
 from spectral.wire import iso
 from storage import Migration
 
@@ -146,30 +145,19 @@ def _row(row: Sequence[Any]) -> Integration:
 
 
 class IntegrationStore:
-    """The integration tables over the registry connection.
+    """The integration tables over the product's database.
 
     Args:
-        conn: the registry connection (migrated with :data:`MIGRATIONS`).
+        sql: the product's database (migrated with :data:`MIGRATIONS`).
         clock: wall-clock seconds.
     """
 
-    def __init__(self, conn: sqlite3.Connection, clock: Callable[[], float] = time.time) -> None:
-        self.conn = conn
+    def __init__(self, sql: Sql, clock: Callable[[], float] = time.time) -> None:
+        self.sql = sql
         self.clock = clock
         self._last_cleanup = float("-inf")
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            self.conn.execute("COMMIT")
-        except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise
-
-    def create(
+    async def create(
         self,
         owner: str,
         name: str,
@@ -183,40 +171,35 @@ class IntegrationStore:
             new_integration_id(), owner, name, signing, header, mapping,
             new_secret(signing), now, now,
         )  # fmt: skip
-        with self._transaction():
-            self.conn.execute(
-                f"INSERT INTO integrations ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    integration.id, owner, name, signing, header,
-                    mapping.external_id_path, mapping.status_path, _map_json(mapping.status_map),
-                    mapping.progress_path, mapping.error_path, integration.secret, now, now,
-                ),
-            )  # fmt: skip
+        row = (
+            integration.id, owner, name, signing, header,
+            mapping.external_id_path, mapping.status_path, _map_json(mapping.status_map),
+            mapping.progress_path, mapping.error_path, integration.secret, now, now,
+        )  # fmt: skip
+        await self.sql.run(
+            lambda conn: conn.execute(
+                f"INSERT INTO integrations ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", row
+            ),
+            write=True,
+        )
         return integration
 
-    def get(self, integration_id: str, owner: str | None = None) -> Integration | None:
+    async def get(self, integration_id: str, owner: str | None = None) -> Integration | None:
         """The integration (of ``owner``, unless None), or None."""
-        where, params = "WHERE id = ?", [integration_id]
-        if owner is not None:
-            where += " AND owner = ?"
-            params.append(owner)
-        row = self.conn.execute(f"SELECT {_COLUMNS} FROM integrations {where}", params).fetchone()
-        return None if row is None else _row(row)
+        return await self.sql.run(lambda conn: _get(conn, integration_id, owner))
 
-    def list(self, owner: str | None) -> list[Integration]:
+    async def list(self, owner: str | None) -> list[Integration]:
         """The integrations of ``owner`` (None: every owner's), oldest first."""
         if owner is None:
-            rows = self.conn.execute(
-                f"SELECT {_COLUMNS} FROM integrations ORDER BY created_at, id"
-            ).fetchall()
+            query = f"SELECT {_COLUMNS} FROM integrations ORDER BY created_at, id"
+            params: tuple[str, ...] = ()
         else:
-            rows = self.conn.execute(
-                f"SELECT {_COLUMNS} FROM integrations WHERE owner = ? ORDER BY created_at, id",
-                (owner,),
-            ).fetchall()
+            query = f"SELECT {_COLUMNS} FROM integrations WHERE owner = ? ORDER BY created_at, id"
+            params = (owner,)
+        rows = await self.sql.run(lambda conn: conn.execute(query, params).fetchall())
         return [_row(row) for row in rows]
 
-    def update(self, integration_id: str, changes: dict[str, Any]) -> Integration | None:
+    async def update(self, integration_id: str, changes: dict[str, Any]) -> Integration | None:
         """Change some of :data:`UPDATABLE`; the updated integration, or None if gone."""
         unknown = set(changes) - UPDATABLE
         if unknown:
@@ -226,64 +209,92 @@ class IntegrationStore:
             for column, value in changes.items()
         }
         assignments = ", ".join(f"{column} = ?" for column in values)
-        with self._transaction():
-            cursor = self.conn.execute(
-                f"UPDATE integrations SET {assignments}, updated_at = ? WHERE id = ?",
-                (*values.values(), self.clock(), integration_id),
-            )
-        return self.get(integration_id) if cursor.rowcount else None
+        params = (*values.values(), self.clock(), integration_id)
 
-    def delete(self, integration_id: str) -> bool:
+        def update(conn: Conn) -> Integration | None:
+            cursor = conn.execute(
+                f"UPDATE integrations SET {assignments}, updated_at = ? WHERE id = ?", params
+            )
+            return _get(conn, integration_id, None) if cursor.rowcount else None
+
+        return await self.sql.run(update, write=True)
+
+    async def delete(self, integration_id: str) -> bool:
         """Remove an integration and its processed deliveries."""
-        with self._transaction():
-            cursor = self.conn.execute("DELETE FROM integrations WHERE id = ?", (integration_id,))
-            self.conn.execute(
+
+        def delete(conn: Conn) -> bool:
+            cursor = conn.execute("DELETE FROM integrations WHERE id = ?", (integration_id,))
+            conn.execute(
                 "DELETE FROM integration_deliveries WHERE integration_id = ?", (integration_id,)
             )
-        return cursor.rowcount > 0
+            return cursor.rowcount > 0
+
+        return await self.sql.run(delete, write=True)
 
     # -- processed deliveries ------------------------------------------------------------------
 
-    def recorded(self, integration_id: str, delivery_id: str) -> Recorded | None:
+    async def recorded(self, integration_id: str, delivery_id: str) -> Recorded | None:
         """The answer of a delivery processed within the retention, or None."""
-        row = self.conn.execute(
-            "SELECT status, answer, created_at FROM integration_deliveries"
-            " WHERE integration_id = ? AND delivery_id = ? AND created_at > ?",
-            (integration_id, delivery_id, self.clock() - RETENTION_SECONDS),
-        ).fetchone()
+        params = (integration_id, delivery_id, self.clock() - RETENTION_SECONDS)
+        row = await self.sql.run(
+            lambda conn: conn.execute(
+                "SELECT status, answer, created_at FROM integration_deliveries"
+                " WHERE integration_id = ? AND delivery_id = ? AND created_at > ?",
+                params,
+            ).fetchone()
+        )
         if row is None:
             return None
-        return Recorded(row[0], json.loads(row[1]), row[2])
+        return Recorded(int(row[0]), json.loads(row[1]), float(row[2]))
 
-    def record(self, integration_id: str, delivery_id: str, status: int, answer: Any) -> None:
+    async def record(self, integration_id: str, delivery_id: str, status: int, answer: Any) -> None:
         """Remember a processed delivery's answer (and delete expired ones now and then)."""
         now = self.clock()
-        with self._transaction():
-            self.conn.execute(
-                "INSERT OR REPLACE INTO integration_deliveries"
-                " (integration_id, delivery_id, status, answer, created_at) VALUES (?,?,?,?,?)",
-                (integration_id, delivery_id, status, json.dumps(answer), now),
-            )
+        row = (integration_id, delivery_id, status, json.dumps(answer), now)
+        await self.sql.run(
+            lambda conn: conn.execute(
+                "INSERT INTO integration_deliveries"
+                " (integration_id, delivery_id, status, answer, created_at) VALUES (?,?,?,?,?)"
+                " ON CONFLICT (integration_id, delivery_id) DO UPDATE SET"
+                " status = excluded.status, answer = excluded.answer,"
+                " created_at = excluded.created_at",
+                row,
+            ),
+            write=True,
+        )
         if now - self._last_cleanup >= CLEANUP_EVERY:
             self._last_cleanup = now
-            self.cleanup()
+            await self.cleanup()
 
-    def cleanup(self) -> int:
+    async def cleanup(self) -> int:
         """Delete deliveries older than the retention; how many went."""
-        with self._transaction():
-            cursor = self.conn.execute(
-                "DELETE FROM integration_deliveries WHERE created_at <= ?",
-                (self.clock() - RETENTION_SECONDS,),
-            )
+        expired = self.clock() - RETENTION_SECONDS
+        cursor = await self.sql.run(
+            lambda conn: conn.execute(
+                "DELETE FROM integration_deliveries WHERE created_at <= ?", (expired,)
+            ),
+            write=True,
+        )
         return cursor.rowcount
 
-    def delivery_count(self, integration_id: str) -> int:
+    async def delivery_count(self, integration_id: str) -> int:
         """Processed deliveries remembered for an integration."""
-        row = self.conn.execute(
-            "SELECT count(*) FROM integration_deliveries WHERE integration_id = ?",
-            (integration_id,),
-        ).fetchone()
+        row = await self.sql.run(
+            lambda conn: conn.execute(
+                "SELECT count(*) FROM integration_deliveries WHERE integration_id = ?",
+                (integration_id,),
+            ).fetchone()
+        )
         return int(row[0])
+
+
+def _get(conn: Conn, integration_id: str, owner: str | None) -> Integration | None:
+    where, params = "WHERE id = ?", [integration_id]
+    if owner is not None:
+        where += " AND owner = ?"
+        params.append(owner)
+    row = conn.execute(f"SELECT {_COLUMNS} FROM integrations {where}", params).fetchone()
+    return None if row is None else _row(row)
 
 
 def _map_json(status_map: dict[str, Step]) -> str:

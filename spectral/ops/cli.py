@@ -15,6 +15,7 @@ from spectral.access.roles import ROLES
 from spectral.ops import remote
 
 if TYPE_CHECKING:
+    from spectral.access.keys import KeyStore
     from spectral.settings import Settings
 
 
@@ -75,37 +76,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_keys(args: argparse.Namespace, settings: Settings) -> int:
     """``spectral keys ...`` on the data directory's registry."""
+    import trio
+
     from spectral.access import keys
 
     store, close = keys.open_store(settings.data_dir)
     try:
-        if args.keys_command == "create":
-            try:
-                api_key, secret = store.create(args.owner, args.role, args.name)
-            except keys.KeyRequestError as exc:
-                print(f"spectral: {exc}", file=sys.stderr)
-                return 2
-            print(f"created key {api_key.id} (owner {api_key.owner}, role {api_key.role})")
-            print(f"secret (shown once): {secret}")
-        elif args.keys_command == "list":
-            for api_key in store.list():
-                row = api_key.public()
-                if args.json:
-                    print(json.dumps(row))
-                else:
-                    state = "revoked" if api_key.revoked_at else "active"
-                    print(
-                        f"{row['id']}  {row['owner']:<20} {row['role']:<8} {state:<8}"
-                        f" created {row['createdAt']}  last used {row['lastUsedAt'] or '-'}"
-                        f"  {row['name'] or ''}".rstrip()
-                    )
-        elif args.keys_command == "revoke":
-            if store.revoke(args.key_id) is None:
-                print(f"spectral: no API key with id {args.key_id!r}", file=sys.stderr)
-                return 1
-            print(f"revoked key {args.key_id}")
+        return trio.run(_keys_command, args, store)
     finally:
         close()
+
+
+async def _keys_command(args: argparse.Namespace, store: KeyStore) -> int:
+    from spectral.access import keys
+
+    if args.keys_command == "create":
+        try:
+            api_key, secret = await store.create(args.owner, args.role, args.name)
+        except keys.KeyRequestError as exc:
+            print(f"spectral: {exc}", file=sys.stderr)
+            return 2
+        print(f"created key {api_key.id} (owner {api_key.owner}, role {api_key.role})")
+        print(f"secret (shown once): {secret}")
+    elif args.keys_command == "list":
+        for api_key in await store.list():
+            row = api_key.public()
+            if args.json:
+                print(json.dumps(row))
+            else:
+                state = "revoked" if api_key.revoked_at else "active"
+                print(
+                    f"{row['id']}  {row['owner']:<20} {row['role']:<8} {state:<8}"
+                    f" created {row['createdAt']}  last used {row['lastUsedAt'] or '-'}"
+                    f"  {row['name'] or ''}".rstrip()
+                )
+    elif args.keys_command == "revoke":
+        if await store.revoke(args.key_id) is None:
+            print(f"spectral: no API key with id {args.key_id!r}", file=sys.stderr)
+            return 1
+        print(f"revoked key {args.key_id}")
     return 0
 
 

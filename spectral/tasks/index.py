@@ -15,21 +15,26 @@ a registry rebuilt from the files (storage/reconcile.py) rebuilds them too:
   change; a status change rewrites the task's few tag rows).
 - ``task_external_ids(owner, external_id, task_id)``: the unique index that makes
   an external id unique per owner. A create with an external id reserves it here
-  *before* the task exists (:class:`ExternalIds`): a synchronous check-and-insert
-  on the registry connection, which no other create can interleave with (one trio
-  thread), and which the loser of a race sees. A reservation whose task does not
-  hold that external id (its create failed, the server died before it ran, the task
-  was deleted) is stale and is taken over.
+  *before* the task exists (:class:`ExternalIds`): an ``INSERT ... ON CONFLICT DO
+  NOTHING``, or an ``UPDATE`` that replaces a stale reservation only if it is still
+  the one that was judged stale, so that of concurrent creates exactly one wins and
+  the losers see its reservation. A reservation whose task does not hold that
+  external id (its create failed, the server died before it ran, the task was
+  deleted) is stale and is taken over. A create under way is known only to its own
+  process (``pending``), where its task does not exist yet.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-import sqlite3
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import trio
+
+from spectral.sql import Conn, Sql
 from storage import Migration
 
 STREAM = "spectral.tasks"
@@ -215,25 +220,28 @@ def parent_tag(parent_id: str) -> str:
     return "\x1fparent:" + parent_id
 
 
-def descendants(
-    conn: sqlite3.Connection, owner: str, task_id: str, max_depth: int = 8
-) -> list[list[str]]:
+async def descendants(sql: Sql, owner: str, task_id: str, max_depth: int = 8) -> list[list[str]]:
     """The ids below ``task_id`` by level (its children first), from the parent index."""
-    levels: list[list[str]] = []
-    current = [task_id]
-    for _ in range(max_depth):
-        below = [
-            row[0]
-            for parent in current
-            for row in conn.execute(
-                "SELECT id FROM task_tags WHERE owner = ? AND tag = ?", (owner, parent_tag(parent))
-            )
-        ]
-        if not below:
-            break
-        levels.append(below)
-        current = below
-    return levels
+
+    def walk(conn: Conn) -> list[list[str]]:
+        levels: list[list[str]] = []
+        current = [task_id]
+        for _ in range(max_depth):
+            below = [
+                row[0]
+                for parent in current
+                for row in conn.execute(
+                    "SELECT id FROM task_tags WHERE owner = ? AND tag = ?",
+                    (owner, parent_tag(parent)),
+                )
+            ]
+            if not below:
+                break
+            levels.append(below)
+            current = below
+        return levels
+
+    return await sql.run(walk)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,8 +257,8 @@ class TaskPage:
 COUNT_CAP = 5_000
 
 
-def list_tasks(
-    conn: sqlite3.Connection,
+async def list_tasks(
+    sql: Sql,
     *,
     owner: str | None,
     status: str | None,
@@ -273,6 +281,28 @@ def list_tasks(
     up to :data:`COUNT_CAP` and past that taken as the kept count minus the tasks
     outside the range.
     """
+    # SQLite's CROSS JOIN fixes the join order (the tag rows drive); PostgreSQL has no
+    # CROSS JOIN ... ON, and its planner needs no such hint.
+    join = "CROSS JOIN" if sql.dialect == "sqlite" else "JOIN"
+    return await sql.run(
+        lambda conn: _page(
+            conn, join, owner, status, id_prefix, tags, created_after, created_before, limit, offset
+        )
+    )
+
+
+def _page(
+    conn: Conn,
+    join: str,
+    owner: str | None,
+    status: str | None,
+    id_prefix: str | None,
+    tags: Sequence[str],
+    created_after: float | None,
+    created_before: float | None,
+    limit: int,
+    offset: int,
+) -> TaskPage:
     if tags:
         tags = sorted(tags, key=lambda tag: _tag_count(conn, tag, owner, status))
         table, prefix = "task_tags t", "t."
@@ -312,18 +342,13 @@ def list_tasks(
             for bound, value in (("<", created_after), (">=", created_before)):
                 if value is not None:
                     where, values = _where([*base, (f"t.created_at {bound} ?", [value])])
-                    outside += conn.execute(
-                        f"SELECT count(*) FROM {table} WHERE {where}", values
-                    ).fetchone()[0]
+                    outside += _count(conn, table, where, values)
             total = kept - outside
         elif total > COUNT_CAP:
-            total = conn.execute(f"SELECT count(*) FROM {table} WHERE {clause}", params).fetchone()[
-                0
-            ]
+            total = _count(conn, table, clause, params)
     if tags:
         sql = (
-            "SELECT o.summary FROM task_tags t"
-            " CROSS JOIN objects o ON o.kind = 'task' AND o.id = t.id"
+            f"SELECT o.summary FROM task_tags t {join} objects o ON o.kind = 'task' AND o.id = t.id"
             f" WHERE {clause} ORDER BY t.created_at DESC, t.id DESC LIMIT ? OFFSET ?"
         )
     else:
@@ -339,13 +364,17 @@ def _where(parts: list[tuple[str, list[Any]]]) -> tuple[str, list[Any]]:
     return " AND ".join(sql for sql, _ in parts), [v for _, values in parts for v in values]
 
 
-def _capped_count(conn: sqlite3.Connection, table: str, clause: str, params: list[Any]) -> int:
+def _count(conn: Conn, table: str, clause: str, params: list[Any]) -> int:
+    return int(conn.execute(f"SELECT count(*) FROM {table} WHERE {clause}", params).fetchone()[0])
+
+
+def _capped_count(conn: Conn, table: str, clause: str, params: list[Any]) -> int:
     """How many rows match, exactly up to COUNT_CAP; COUNT_CAP + 1 means more."""
-    sql = f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {clause} LIMIT ?)"
+    sql = f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {clause} LIMIT ?) AS capped"
     return int(conn.execute(sql, [*params, COUNT_CAP + 1]).fetchone()[0])
 
 
-def _tag_count(conn: sqlite3.Connection, tag: str, owner: str | None, status: str | None) -> int:
+def _tag_count(conn: Conn, tag: str, owner: str | None, status: str | None) -> int:
     where, params = _where(
         [("tag = ?", [tag])]
         + ([("owner = ?", [owner])] if owner is not None else [])
@@ -355,7 +384,7 @@ def _tag_count(conn: sqlite3.Connection, tag: str, owner: str | None, status: st
     return int(conn.execute(sql, params).fetchone()[0])
 
 
-def _object_count(conn: sqlite3.Connection, owner: str | None, status: str | None) -> int:
+def _object_count(conn: Conn, owner: str | None, status: str | None) -> int:
     where, params = _where(
         [("kind = 'task'", [])]
         + ([("owner = ?", [owner])] if owner is not None else [])
@@ -369,30 +398,38 @@ class ExternalIdExistsError(Exception):
     """The owner already has a task with this external id."""
 
 
+#: A task's registry summary (staged or committed) by id, or None.
+SummaryOf = Callable[[str], Awaitable[dict[str, Any] | None]]
+
+
 class ExternalIds:
     """Reservations of external ids, unique per owner (see the module docstring).
 
     Args:
-        conn: the registry connection (migrated with :data:`MIGRATIONS`).
+        sql: the product's database (migrated with :data:`MIGRATIONS`).
         summary_of: the task's registry summary (staged or committed), or None.
     """
 
-    def __init__(self, conn: sqlite3.Connection, summary_of: Any) -> None:
-        self.conn = conn
+    def __init__(self, sql: Sql, summary_of: SummaryOf) -> None:
+        self.sql = sql
         self.summary_of = summary_of
         #: (owner, external id) of creates under way in this process.
         self.pending: set[tuple[str, str]] = set()
 
-    def _holds(self, owner: str, external_id: str, task_id: str) -> bool:
-        summary = self.summary_of(task_id)
+    async def _holds(self, owner: str, external_id: str, task_id: str) -> bool:
+        summary = await self.summary_of(task_id)
         return (
             summary is not None
             and summary.get("owner") == owner
             and summary.get("externalId") == external_id
         )
 
-    def reserve(self, owner: str, external_id: str, task_id: str) -> bool:
-        """Reserve ``external_id`` of ``owner`` for ``task_id``; synchronous (no await).
+    async def reserve(self, owner: str, external_id: str, task_id: str) -> bool:
+        """Reserve ``external_id`` of ``owner`` for ``task_id``.
+
+        The reservation is written only where there is none, or in place of a stale one
+        that is still the same (a compare-and-set): of concurrent reservations exactly
+        one wins, whatever interleaves between the statements.
 
         Returns:
             True if a new reservation was written (release it if the create fails).
@@ -403,40 +440,75 @@ class ExternalIds:
         key = (owner, external_id)
         if key in self.pending:
             raise ExternalIdExistsError(external_id)
-        row = self.conn.execute(
-            "SELECT task_id FROM task_external_ids WHERE owner = ? AND external_id = ?", key
-        ).fetchone()
-        if row is not None and self._holds(owner, external_id, row[0]):
-            if row[0] == task_id:
-                return False  # the same task: its create answers TASK_EXISTS (or a replay)
-            raise ExternalIdExistsError(external_id)
-        self.conn.execute(
-            "INSERT OR REPLACE INTO task_external_ids (owner, external_id, task_id)"
-            " VALUES (?, ?, ?)",
-            (owner, external_id, task_id),
-        )
-        self.pending.add(key)
-        return True
+        self.pending.add(key)  # held while we look: a concurrent create here is refused
+        reserved = False
+        try:
+            holder = await self.sql.run(lambda conn: _claim(conn, key, task_id), write=True)
+            while holder is not None:
+                if await self._holds(owner, external_id, holder):
+                    if holder == task_id:
+                        return False  # the same task: its create answers TASK_EXISTS (or a replay)
+                    raise ExternalIdExistsError(external_id)
+                take_over = functools.partial(_take_over, key=key, stale=holder, task_id=task_id)
+                holder = await self.sql.run(take_over, write=True)
+            reserved = True
+            return True
+        finally:
+            if not reserved:
+                self.pending.discard(key)
 
-    def done(self, owner: str, external_id: str, task_id: str, *, reserved: bool) -> None:
+    async def done(self, owner: str, external_id: str, task_id: str, *, reserved: bool) -> None:
         """The create is over: drop the reservation unless the task now holds it."""
         self.pending.discard((owner, external_id))
-        if reserved and not self._holds(owner, external_id, task_id):
-            self.conn.execute(
-                "DELETE FROM task_external_ids WHERE owner = ? AND external_id = ? AND task_id = ?",
-                (owner, external_id, task_id),
-            )
+        if not reserved:
+            return
+        with trio.CancelScope(shield=True):  # a cancelled create must still release it
+            if not await self._holds(owner, external_id, task_id):
+                await self.sql.run(
+                    lambda conn: conn.execute(
+                        "DELETE FROM task_external_ids"
+                        " WHERE owner = ? AND external_id = ? AND task_id = ?",
+                        (owner, external_id, task_id),
+                    ),
+                    write=True,
+                )
 
-    def find(self, external_id: str, owner: str | None) -> list[tuple[str, str]]:
+    async def find(self, external_id: str, owner: str | None) -> list[tuple[str, str]]:
         """(owner, task id) of the live tasks with this external id (of ``owner``, or any)."""
         if owner is not None:
-            rows = self.conn.execute(
-                "SELECT owner, task_id FROM task_external_ids WHERE owner = ? AND external_id = ?",
-                (owner, external_id),
-            ).fetchall()
+            query = (
+                "SELECT owner, task_id FROM task_external_ids WHERE owner = ? AND external_id = ?"
+            )
+            params: tuple[str, ...] = (owner, external_id)
         else:
-            rows = self.conn.execute(
-                "SELECT owner, task_id FROM task_external_ids WHERE external_id = ?",
-                (external_id,),
-            ).fetchall()
-        return [(o, t) for o, t in rows if self._holds(o, external_id, t)]
+            query = "SELECT owner, task_id FROM task_external_ids WHERE external_id = ?"
+            params = (external_id,)
+        rows = await self.sql.run(lambda conn: conn.execute(query, params).fetchall())
+        return [(o, t) for o, t in rows if await self._holds(o, external_id, t)]
+
+
+def _claim(conn: Conn, key: tuple[str, str], task_id: str) -> str | None:
+    """Reserve where there is no reservation (None), else the task holding it."""
+    inserted = conn.execute(
+        "INSERT INTO task_external_ids (owner, external_id, task_id) VALUES (?, ?, ?)"
+        " ON CONFLICT (owner, external_id) DO NOTHING RETURNING task_id",
+        (*key, task_id),
+    ).fetchall()  # all: SQLite finishes the statement only once its rows are read
+    if inserted:
+        return None
+    row = conn.execute(
+        "SELECT task_id FROM task_external_ids WHERE owner = ? AND external_id = ?", key
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _take_over(conn: Conn, key: tuple[str, str], stale: str, task_id: str) -> str | None:
+    """Replace a stale reservation if ``stale`` still holds it (None), else claim again."""
+    updated = conn.execute(
+        "UPDATE task_external_ids SET task_id = ?"
+        " WHERE owner = ? AND external_id = ? AND task_id = ?",
+        (task_id, *key, stale),
+    )
+    if updated.rowcount == 1:
+        return None
+    return _claim(conn, key, task_id)

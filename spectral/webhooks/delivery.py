@@ -126,11 +126,11 @@ class Deliverer:
                 try:
                     now = time.time()
                     if now - pruned_at > 3600:
-                        self.store.prune(now - RETENTION_SECONDS)
+                        await self.store.prune(now - RETENTION_SECONDS)
                         pruned_at = now
                     free = self.workers - len(self._inflight)
                     held = self._held(now)
-                    due = self.store.due(now, free, self._inflight, held) if free > 0 else []
+                    due = await self.store.due(now, free, self._inflight, held) if free > 0 else []
                     for delivery in due:
                         if delivery.webhook_id in self._paused:
                             # The pause is over: one probe, the rest wait for its outcome.
@@ -143,7 +143,7 @@ class Deliverer:
                         # Every worker busy: wait for one to finish (it wakes us).
                         await self._sleep(None)
                         continue
-                    following = self.store.next_due_at(now) if free > len(due) else None
+                    following = await self.store.next_due_at(now) if free > len(due) else None
                     resumes = [until for until in self._paused.values() if until > now]
                     wake = [following, *resumes] if following else resumes or [None]
                     await self._sleep(min(wake))
@@ -178,7 +178,7 @@ class Deliverer:
             async for delivery in receive:
                 try:
                     result = await self.attempt(client, delivery)
-                    self.store.record_attempts([result])
+                    await self.store.record_attempts([result])
                     self._note(delivery.webhook_id, result)
                     metrics.WEBHOOK_DELIVERIES.labels(_outcome(result)).inc()
                 except sqlite3.Error:

@@ -93,7 +93,7 @@ class Outbox:
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Recover what earlier runs left, then write live events until cancelled."""
-        self._cursors = self.store.cursors()
+        self._cursors = await self.store.cursors()
         task_status.started()
         await self._recover()
         with self._receive:
@@ -121,12 +121,12 @@ class Outbox:
 
     async def _recover(self) -> None:
         outgoing: list[Outgoing] = []
-        lagging = self.store.lagging()
+        lagging = await self.store.lagging()
         for task_id, owner, cursor, seq in lagging:
             self._cursors.setdefault(task_id, cursor)
             outgoing.extend(await self._fill(task_id, owner, cursor, seq))
             outgoing.append(_marker(owner, task_id, seq))
-        for task_id, owner, cursor in self.store.vanished():
+        for task_id, owner, cursor in await self.store.vanished():
             outgoing.append(_deleted(owner, task_id, cursor + 1))
         if outgoing:
             log.warning(
@@ -225,7 +225,7 @@ class Outbox:
                     removed.remove(event.task_id)
         if not (deliveries or cursors or removed):
             return
-        self.store.write_batch(deliveries, cursors, removed)
+        await self.store.write_batch(deliveries, cursors, removed)
         for task_id, (_owner, seq) in cursors.items():
             self._cursors[task_id] = seq
         for task_id in removed:

@@ -6,6 +6,7 @@ import trio
 
 from actors import Router
 from spectral.settings import Settings
+from spectral.sql import Sql
 from spectral.tasks.events import EventBus
 from spectral.webhooks.delivery import Deliverer
 from spectral.webhooks.outbox import Outbox
@@ -16,13 +17,14 @@ class WebhookService:
     """Everything webhooks need at run time.
 
     Args:
-        router: the running router (its registry holds the tables; tasks' history).
+        sql: the product's database (it holds the tables).
+        router: the running router (tasks' history).
         events: the bus of committed task events.
         settings: retry schedule, SSRF switch, worker count.
     """
 
-    def __init__(self, router: Router, events: EventBus, settings: Settings) -> None:
-        self.store = WebhookStore(router.registry.conn)
+    def __init__(self, sql: Sql, router: Router, events: EventBus, settings: Settings) -> None:
+        self.store = WebhookStore(sql)
         self.settings = settings
         self.deliverer = Deliverer(
             self.store,
@@ -35,6 +37,7 @@ class WebhookService:
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the outbox writer and the delivery workers until cancelled."""
+        await self.store.reload()
         async with trio.open_nursery() as nursery:
             await nursery.start(self.outbox.serve)
             await nursery.start(self.deliverer.serve)

@@ -1,19 +1,18 @@
-"""Webhooks, their deliveries and attempts, and the outbox cursors, in the registry database.
+"""Webhooks, their deliveries and attempts, and the outbox cursors, in the product's database.
 
-Every method runs on the trio thread over the registry's connection and commits
-before it returns (``synchronous=NORMAL``, WAL: tens of microseconds each).
+Every method is one unit of work of :class:`~spectral.sql.Sql`, committed before it
+returns (on the registry's SQLite, inline: tens of microseconds each).
 """
 
 from __future__ import annotations
 
 import secrets
-import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from spectral.sql import Conn, Sql
 from spectral.webhooks.signing import new_secret
 from spectral.wire import iso
 from storage import Migration
@@ -92,6 +91,8 @@ MIGRATIONS = (
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True, slots=True)
 class Webhook:
@@ -164,46 +165,36 @@ def new_delivery_id() -> str:
 
 
 class WebhookStore:
-    """The webhook tables over the registry connection.
+    """The webhook tables over the product's database.
 
     Args:
-        conn: the registry connection (migrated with :data:`MIGRATIONS`).
+        sql: the product's database (migrated with :data:`MIGRATIONS`).
         clock: wall-clock seconds.
     """
 
-    def __init__(self, conn: sqlite3.Connection, clock: Callable[[], float] = time.time) -> None:
-        self.conn = conn
+    def __init__(self, sql: Sql, clock: Callable[[], float] = time.time) -> None:
+        self.sql = sql
         self.clock = clock
-        #: Active webhooks by owner, reloaded after every change (read per event).
+        #: Active webhooks by owner, reloaded after every change (read per event);
+        #: empty until :meth:`reload`.
         self.active: dict[str, list[Webhook]] = {}
-        self._reload()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-            self.conn.execute("COMMIT")
-        except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise
+    async def reload(self) -> None:
+        """Read the active webhooks again (done after every change made here)."""
+        self.active = await self.sql.run(_active)
 
-    def _reload(self) -> None:
-        active: dict[str, list[Webhook]] = {}
-        for webhook in self._select("WHERE active = 1", ()):
-            active.setdefault(webhook.owner, []).append(webhook)
-        self.active = active
+    async def _change(self, fn: Callable[[Conn], T]) -> T:
+        """Run ``fn`` in a write transaction, then reload the active webhooks in the same."""
 
-    def _select(self, where: str, params: Sequence[Any]) -> list[Webhook]:
-        rows = self.conn.execute(
-            f"SELECT {_WEBHOOK_COLUMNS} FROM webhooks {where} ORDER BY created_at, id", params
-        ).fetchall()
-        return [_webhook(row) for row in rows]
+        def change(conn: Conn) -> tuple[T, dict[str, list[Webhook]]]:
+            return fn(conn), _active(conn)
+
+        result, self.active = await self.sql.run(change, write=True)
+        return result
 
     # -- webhooks ------------------------------------------------------------------
 
-    def create(
+    async def create(
         self,
         owner: str,
         url: str,
@@ -225,96 +216,100 @@ class WebhookStore:
             now,
             now,
         )
-        with self._transaction() as db:
-            db.execute(
-                f"INSERT INTO webhooks ({_WEBHOOK_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    webhook.id,
-                    owner,
-                    url,
-                    event_type,
-                    description,
-                    task_id_prefix,
-                    1,
-                    webhook.secret,
-                    now,
-                    now,
-                ),
+        row = (
+            webhook.id, owner, url, event_type, description, task_id_prefix, 1,
+            webhook.secret, now, now,
+        )  # fmt: skip
+        await self._change(
+            lambda conn: conn.execute(
+                f"INSERT INTO webhooks ({_WEBHOOK_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", row
             )
-        self._reload()
+        )
         return webhook
 
-    def get(self, webhook_id: str, owner: str | None = None) -> Webhook | None:
+    async def get(self, webhook_id: str, owner: str | None = None) -> Webhook | None:
         """One webhook (None if missing, or another owner's when ``owner`` is given)."""
-        found = self._select("WHERE id = ?", (webhook_id,))
-        if not found or (owner is not None and found[0].owner != owner):
+        found = await self.sql.run(lambda conn: _one(conn, webhook_id))
+        if found is None or (owner is not None and found.owner != owner):
             return None
-        return found[0]
+        return found
 
-    def list(self, owner: str | None = None) -> list[Webhook]:
+    async def list(self, owner: str | None = None) -> list[Webhook]:
         """Webhooks of ``owner`` (every owner's with None), oldest first."""
         if owner is None:
-            return self._select("", ())
-        return self._select("WHERE owner = ?", (owner,))
+            return await self.sql.run(lambda conn: _select(conn, "", ()))
+        return await self.sql.run(lambda conn: _select(conn, "WHERE owner = ?", (owner,)))
 
-    def update(self, webhook_id: str, changes: dict[str, Any]) -> Webhook | None:
+    async def update(self, webhook_id: str, changes: dict[str, Any]) -> Webhook | None:
         """Change some of url, event_type, description, active; None if missing."""
         allowed = {"url", "event_type", "description", "active", "task_id_prefix"}
         if not set(changes) <= allowed:
             raise ValueError(f"cannot change {sorted(set(changes) - allowed)}")
         assignments = ", ".join(f"{column} = ?" for column in changes)
         params = [int(v) if isinstance(v, bool) else v for v in changes.values()]
-        with self._transaction() as db:
-            cursor = db.execute(
+        params += [self.clock(), webhook_id]
+
+        def update(conn: Conn) -> Webhook | None:
+            cursor = conn.execute(
                 f"UPDATE webhooks SET {assignments}, updated_at = ? WHERE id = ?"
                 if changes
                 else "UPDATE webhooks SET updated_at = ? WHERE id = ?",
-                [*params, self.clock(), webhook_id],
+                params,
             )
-        self._reload()
-        return self.get(webhook_id) if cursor.rowcount else None
+            return _one(conn, webhook_id) if cursor.rowcount else None
 
-    def delete(self, webhook_id: str) -> bool:
+        return await self._change(update)
+
+    async def delete(self, webhook_id: str) -> bool:
         """Remove a webhook, its deliveries and their attempts; False if missing."""
-        with self._transaction() as db:
-            db.execute(
+
+        def delete(conn: Conn) -> bool:
+            conn.execute(
                 "DELETE FROM webhook_attempts WHERE delivery_id IN"
                 " (SELECT id FROM webhook_deliveries WHERE webhook_id = ?)",
                 (webhook_id,),
             )
-            db.execute("DELETE FROM webhook_deliveries WHERE webhook_id = ?", (webhook_id,))
-            cursor = db.execute("DELETE FROM webhooks WHERE id = ?", (webhook_id,))
-        self._reload()
-        return cursor.rowcount > 0
+            conn.execute("DELETE FROM webhook_deliveries WHERE webhook_id = ?", (webhook_id,))
+            return conn.execute("DELETE FROM webhooks WHERE id = ?", (webhook_id,)).rowcount > 0
+
+        return await self._change(delete)
 
     # -- the outbox ----------------------------------------------------------------
 
-    def cursors(self) -> dict[str, int]:
+    async def cursors(self) -> dict[str, int]:
         """The last seq of each task already turned into deliveries."""
-        return dict(self.conn.execute("SELECT task_id, seq FROM webhook_cursors"))
+        rows = await self.sql.run(
+            lambda conn: conn.execute("SELECT task_id, seq FROM webhook_cursors").fetchall()
+        )
+        return {task_id: int(seq) for task_id, seq in rows}
 
-    def lagging(self) -> list[tuple[str, str, int, int]]:
+    async def lagging(self) -> list[tuple[str, str, int, int]]:
         """Tasks whose registry seq is past their cursor: (task id, owner, cursor, seq)."""
-        return [
-            (row[0], row[1] or "", int(row[2]), int(row[3]))
-            for row in self.conn.execute(
-                "SELECT o.id, o.owner, coalesce(c.seq, 0), json_extract(o.summary, '$.seq')"
-                " FROM objects o LEFT JOIN webhook_cursors c ON c.task_id = o.id"
-                " WHERE o.kind = 'task' AND json_extract(o.summary, '$.seq') > coalesce(c.seq, 0)"
-            )
-        ]
+        # The summary is JSON in a text column: SQLite's json_extract, PostgreSQL's ->>.
+        if self.sql.dialect == "sqlite":
+            seq = "json_extract(o.summary, '$.seq')"
+        else:
+            seq = "(o.summary::jsonb ->> 'seq')::bigint"
+        query = (
+            f"SELECT o.id, o.owner, coalesce(c.seq, 0), {seq}"
+            " FROM objects o LEFT JOIN webhook_cursors c ON c.task_id = o.id"
+            f" WHERE o.kind = 'task' AND {seq} > coalesce(c.seq, 0)"
+        )
+        rows = await self.sql.run(lambda conn: conn.execute(query).fetchall())
+        return [(row[0], row[1] or "", int(row[2]), int(row[3])) for row in rows]
 
-    def vanished(self) -> list[tuple[str, str, int]]:
+    async def vanished(self) -> list[tuple[str, str, int]]:
         """Cursors of tasks the registry no longer lists: (task id, owner, cursor)."""
-        return list(
-            self.conn.execute(
+        rows = await self.sql.run(
+            lambda conn: conn.execute(
                 "SELECT c.task_id, c.owner, c.seq FROM webhook_cursors c"
                 " WHERE NOT EXISTS (SELECT 1 FROM objects o"
                 " WHERE o.kind = 'task' AND o.id = c.task_id)"
-            )
+            ).fetchall()
         )
+        return [(task_id, owner, int(seq)) for task_id, owner, seq in rows]
 
-    def write_batch(
+    async def write_batch(
         self,
         deliveries: Iterable[NewDelivery],
         cursors: dict[str, tuple[str, int]],
@@ -322,164 +317,209 @@ class WebhookStore:
     ) -> None:
         """Insert deliveries and move cursors (task id → (owner, seq)) in one transaction."""
         now = self.clock()
-        with self._transaction() as db:
-            db.executemany(
+        new = [
+            (d.id, d.webhook_id, d.task_id, d.seq, d.event_type, d.body, now, now, now)
+            for d in deliveries
+        ]
+        moved = [(task_id, owner, seq) for task_id, (owner, seq) in cursors.items()]
+        gone = [(task_id,) for task_id in removed]
+
+        def write(conn: Conn) -> None:
+            conn.executemany(
                 "INSERT INTO webhook_deliveries (id, webhook_id, task_id, seq, event_type, body,"
                 " status, attempts, next_attempt_at, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
-                [
-                    (d.id, d.webhook_id, d.task_id, d.seq, d.event_type, d.body, now, now, now)
-                    for d in deliveries
-                ],
+                new,
             )
-            db.executemany(
+            conn.executemany(
                 "INSERT INTO webhook_cursors (task_id, owner, seq) VALUES (?, ?, ?)"
                 " ON CONFLICT (task_id) DO UPDATE SET seq = excluded.seq",
-                [(task_id, owner, seq) for task_id, (owner, seq) in cursors.items()],
+                moved,
             )
-            db.executemany("DELETE FROM webhook_cursors WHERE task_id = ?", [(t,) for t in removed])
+            conn.executemany("DELETE FROM webhook_cursors WHERE task_id = ?", gone)
+
+        await self.sql.run(write, write=True)
 
     # -- deliveries ----------------------------------------------------------------
 
-    def due(
+    async def due(
         self, now: float, limit: int, exclude: set[str], paused: Iterable[str] = ()
     ) -> list[Due]:
         """Pending deliveries of active, unpaused webhooks due by ``now``, soonest first."""
         held = set(paused)
-        hooks = [
-            (hook_id, url, secret)
-            for hook_id, url, secret in self.conn.execute(
-                "SELECT id, url, secret FROM webhooks WHERE active = 1"
-            )
-            if hook_id not in held
-        ]
-        due: list[tuple[float, Due]] = []
-        for hook_id, url, secret in hooks:  # one index range per webhook
-            rows = self.conn.execute(
-                "SELECT id, body, attempts, next_attempt_at FROM webhook_deliveries"
-                " WHERE webhook_id = ? AND status = 'pending' AND next_attempt_at <= ?"
-                " ORDER BY next_attempt_at LIMIT ?",
-                (hook_id, now, limit + len(exclude)),
-            ).fetchall()
-            due.extend(
-                (r[3], Due(r[0], hook_id, url, secret, bytes(r[1]), int(r[2])))
-                for r in rows
-                if r[0] not in exclude
-            )
-        due.sort(key=lambda item: item[0])  # soonest first, across webhooks
-        return [delivery for _, delivery in due[:limit]]
 
-    def next_due_at(self, after: float) -> float | None:
+        def due(conn: Conn) -> list[Due]:
+            hooks = [
+                (hook_id, url, secret)
+                for hook_id, url, secret in conn.execute(
+                    "SELECT id, url, secret FROM webhooks WHERE active = 1"
+                ).fetchall()
+                if hook_id not in held
+            ]
+            found: list[tuple[float, Due]] = []
+            for hook_id, url, secret in hooks:  # one index range per webhook
+                rows = conn.execute(
+                    "SELECT id, body, attempts, next_attempt_at FROM webhook_deliveries"
+                    " WHERE webhook_id = ? AND status = 'pending' AND next_attempt_at <= ?"
+                    " ORDER BY next_attempt_at LIMIT ?",
+                    (hook_id, now, limit + len(exclude)),
+                ).fetchall()
+                found.extend(
+                    (r[3], Due(r[0], hook_id, url, secret, bytes(r[1]), int(r[2])))
+                    for r in rows
+                    if r[0] not in exclude
+                )
+            found.sort(key=lambda item: item[0])  # soonest first, across webhooks
+            return [delivery for _, delivery in found[:limit]]
+
+        return await self.sql.run(due)
+
+    async def next_due_at(self, after: float) -> float | None:
         """When the soonest pending delivery of an active webhook due after ``after`` is due."""
-        row = self.conn.execute(
-            "SELECT min(d.next_attempt_at) FROM webhook_deliveries d"
-            " JOIN webhooks w ON w.id = d.webhook_id"
-            " WHERE d.status = 'pending' AND d.next_attempt_at > ? AND w.active = 1",
-            (after,),
-        ).fetchone()
+        row = await self.sql.run(
+            lambda conn: conn.execute(
+                "SELECT min(d.next_attempt_at) FROM webhook_deliveries d"
+                " JOIN webhooks w ON w.id = d.webhook_id"
+                " WHERE d.status = 'pending' AND d.next_attempt_at > ? AND w.active = 1",
+                (after,),
+            ).fetchone()
+        )
         return None if row[0] is None else float(row[0])
 
-    def record_attempts(self, results: Sequence[AttemptResult]) -> None:
+    async def record_attempts(self, results: Sequence[AttemptResult]) -> None:
         """Store attempts and each delivery's new status, in one transaction."""
-        with self._transaction() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO webhook_attempts"
-                " (delivery_id, attempt, at, response_code, error, duration_ms)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (r.delivery_id, r.attempt, r.at, r.response_code, r.error, r.duration_ms)
-                    for r in results
-                ],
-            )
-            db.executemany(
-                "UPDATE webhook_deliveries SET status = ?, attempts = ?, next_attempt_at = ?,"
-                " response_code = ?, error = ?, updated_at = ? WHERE id = ?",
-                [
-                    (
-                        r.status,
-                        r.attempt,
-                        r.next_attempt_at,
-                        r.response_code,
-                        r.error,
-                        r.at,
-                        r.delivery_id,
-                    )
-                    for r in results
-                ],
-            )
-
-    def redeliver(self, webhook_id: str, delivery_id: str) -> bool:
-        """Make a delivery (dead or delivered included) due at once; False if missing."""
-        with self._transaction() as db:
-            cursor = db.execute(
-                "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?,"
-                " updated_at = ? WHERE id = ? AND webhook_id = ?",
-                (self.clock(), self.clock(), delivery_id, webhook_id),
-            )
-        return cursor.rowcount > 0
-
-    def deliveries(self, webhook_id: str, limit: int) -> list[dict[str, Any]]:
-        """A webhook's latest deliveries, newest first, each with its attempts."""
-        rows = self.conn.execute(
-            "SELECT id, task_id, seq, event_type, status, attempts, next_attempt_at,"
-            " response_code, error, created_at, updated_at FROM webhook_deliveries"
-            " WHERE webhook_id = ? ORDER BY created_at DESC, rowid DESC LIMIT ?",
-            (webhook_id, limit),
-        ).fetchall()
-        attempts: dict[str, list[dict[str, Any]]] = {row[0]: [] for row in rows}
-        if rows:
-            marks = ",".join("?" * len(rows))
-            for delivery_id, attempt, at, code, error, duration in self.conn.execute(
-                "SELECT delivery_id, attempt, at, response_code, error, duration_ms"
-                f" FROM webhook_attempts WHERE delivery_id IN ({marks}) ORDER BY attempt",
-                list(attempts),
-            ):
-                attempts[delivery_id].append(
-                    {
-                        "attempt": attempt,
-                        "at": iso(at),
-                        "responseCode": code,
-                        "error": error,
-                        "durationMs": round(duration, 3),
-                    }
-                )
-        return [
-            {
-                "id": row[0],
-                "taskId": row[1],
-                "seq": row[2],
-                "eventType": row[3],
-                "status": row[4],
-                "attempt": row[5],
-                "nextRetryAt": iso(row[6]) if row[4] == PENDING else None,
-                "responseCode": row[7],
-                "error": row[8],
-                "createdAt": iso(row[9]),
-                "updatedAt": iso(row[10]),
-                "attempts": attempts[row[0]],
-            }
-            for row in rows
+        attempts = [
+            (r.delivery_id, r.attempt, r.at, r.response_code, r.error, r.duration_ms)
+            for r in results
+        ]
+        statuses = [
+            (r.status, r.attempt, r.next_attempt_at, r.response_code, r.error, r.at, r.delivery_id)
+            for r in results
         ]
 
-    def counts(self) -> dict[str, int]:
-        """Deliveries by status."""
-        return dict(
-            self.conn.execute("SELECT status, count(*) FROM webhook_deliveries GROUP BY status")
-        )
+        def record(conn: Conn) -> None:
+            conn.executemany(
+                "INSERT INTO webhook_attempts"
+                " (delivery_id, attempt, at, response_code, error, duration_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (delivery_id, attempt) DO UPDATE SET"
+                " at = excluded.at, response_code = excluded.response_code,"
+                " error = excluded.error, duration_ms = excluded.duration_ms",
+                attempts,
+            )
+            conn.executemany(
+                "UPDATE webhook_deliveries SET status = ?, attempts = ?, next_attempt_at = ?,"
+                " response_code = ?, error = ?, updated_at = ? WHERE id = ?",
+                statuses,
+            )
 
-    def prune(self, older_than: float) -> int:
+        await self.sql.run(record, write=True)
+
+    async def redeliver(self, webhook_id: str, delivery_id: str) -> bool:
+        """Make a delivery (dead or delivered included) due at once; False if missing."""
+        params = (self.clock(), self.clock(), delivery_id, webhook_id)
+        cursor = await self.sql.run(
+            lambda conn: conn.execute(
+                "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?,"
+                " updated_at = ? WHERE id = ? AND webhook_id = ?",
+                params,
+            ),
+            write=True,
+        )
+        return cursor.rowcount > 0
+
+    async def deliveries(self, webhook_id: str, limit: int) -> list[dict[str, Any]]:
+        """A webhook's latest deliveries, newest first, each with its attempts."""
+        # Deliveries written in one batch share created_at: SQLite breaks the tie by
+        # insertion order (rowid); PostgreSQL has no rowid, so by seq, then id.
+        tie = "rowid DESC" if self.sql.dialect == "sqlite" else "seq DESC, id DESC"
+        return await self.sql.run(lambda conn: _deliveries(conn, webhook_id, limit, tie))
+
+    async def counts(self) -> dict[str, int]:
+        """Deliveries by status."""
+        rows = await self.sql.run(
+            lambda conn: conn.execute(
+                "SELECT status, count(*) FROM webhook_deliveries GROUP BY status"
+            ).fetchall()
+        )
+        return {status: int(n) for status, n in rows}
+
+    async def prune(self, older_than: float) -> int:
         """Forget finished deliveries (and attempts) last changed before ``older_than``."""
-        with self._transaction() as db:
-            db.execute(
+
+        def prune(conn: Conn) -> int:
+            conn.execute(
                 "DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM"
                 " webhook_deliveries WHERE status != 'pending' AND updated_at < ?)",
                 (older_than,),
             )
-            cursor = db.execute(
+            return conn.execute(
                 "DELETE FROM webhook_deliveries WHERE status != 'pending' AND updated_at < ?",
                 (older_than,),
+            ).rowcount
+
+        return await self.sql.run(prune, write=True)
+
+
+def _select(conn: Conn, where: str, params: Sequence[Any]) -> list[Webhook]:
+    rows = conn.execute(
+        f"SELECT {_WEBHOOK_COLUMNS} FROM webhooks {where} ORDER BY created_at, id", params
+    ).fetchall()
+    return [_webhook(row) for row in rows]
+
+
+def _one(conn: Conn, webhook_id: str) -> Webhook | None:
+    found = _select(conn, "WHERE id = ?", (webhook_id,))
+    return found[0] if found else None
+
+
+def _active(conn: Conn) -> dict[str, list[Webhook]]:
+    active: dict[str, list[Webhook]] = {}
+    for webhook in _select(conn, "WHERE active = 1", ()):
+        active.setdefault(webhook.owner, []).append(webhook)
+    return active
+
+
+def _deliveries(conn: Conn, webhook_id: str, limit: int, tie: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT id, task_id, seq, event_type, status, attempts, next_attempt_at,"
+        " response_code, error, created_at, updated_at FROM webhook_deliveries"
+        f" WHERE webhook_id = ? ORDER BY created_at DESC, {tie} LIMIT ?",
+        (webhook_id, limit),
+    ).fetchall()
+    attempts: dict[str, list[dict[str, Any]]] = {row[0]: [] for row in rows}
+    if rows:
+        marks = ",".join("?" * len(rows))
+        for delivery_id, attempt, at, code, error, duration in conn.execute(
+            "SELECT delivery_id, attempt, at, response_code, error, duration_ms"
+            f" FROM webhook_attempts WHERE delivery_id IN ({marks}) ORDER BY attempt",
+            list(attempts),
+        ):
+            attempts[delivery_id].append(
+                {
+                    "attempt": attempt,
+                    "at": iso(at),
+                    "responseCode": code,
+                    "error": error,
+                    "durationMs": round(duration, 3),
+                }
             )
-        return cursor.rowcount
+    return [
+        {
+            "id": row[0],
+            "taskId": row[1],
+            "seq": row[2],
+            "eventType": row[3],
+            "status": row[4],
+            "attempt": row[5],
+            "nextRetryAt": iso(row[6]) if row[4] == PENDING else None,
+            "responseCode": row[7],
+            "error": row[8],
+            "createdAt": iso(row[9]),
+            "updatedAt": iso(row[10]),
+            "attempts": attempts[row[0]],
+        }
+        for row in rows
+    ]
 
 
 @dataclass(frozen=True, slots=True)
