@@ -269,13 +269,15 @@ class IntegrationStore:
     async def cleanup(self) -> int:
         """Delete deliveries older than the retention; how many went."""
         expired = self.clock() - RETENTION_SECONDS
-        cursor = await self.sql.run(
-            lambda conn: conn.execute(
-                "DELETE FROM integration_deliveries WHERE created_at <= ?", (expired,)
+        deleted: int = await self.sql.run(
+            lambda conn: (
+                conn.execute(
+                    "DELETE FROM integration_deliveries WHERE created_at <= ?", (expired,)
+                ).rowcount
             ),
             write=True,
         )
-        return cursor.rowcount
+        return deleted
 
     async def delivery_count(self, integration_id: str) -> int:
         """Processed deliveries remembered for an integration."""

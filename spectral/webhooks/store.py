@@ -417,15 +417,17 @@ class WebhookStore:
     async def redeliver(self, webhook_id: str, delivery_id: str) -> bool:
         """Make a delivery (dead or delivered included) due at once; False if missing."""
         params = (self.clock(), self.clock(), delivery_id, webhook_id)
-        cursor = await self.sql.run(
-            lambda conn: conn.execute(
-                "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?,"
-                " updated_at = ? WHERE id = ? AND webhook_id = ?",
-                params,
+        changed = await self.sql.run(
+            lambda conn: (
+                conn.execute(
+                    "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?,"
+                    " updated_at = ? WHERE id = ? AND webhook_id = ?",
+                    params,
+                ).rowcount
             ),
             write=True,
         )
-        return cursor.rowcount > 0
+        return changed > 0
 
     async def deliveries(self, webhook_id: str, limit: int) -> list[dict[str, Any]]:
         """A webhook's latest deliveries, newest first, each with its attempts."""
