@@ -21,11 +21,19 @@ import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import trio
 
-from actors import CLOSE_GOING_AWAY, Actor, CloseReason, Router, RouterConfig, open_router
+from actors import (
+    CLOSE_GOING_AWAY,
+    Actor,
+    CloseReason,
+    ObjectNotFoundError,
+    Router,
+    RouterConfig,
+    open_router,
+)
 from spectral.access import keys
 from spectral.access import secret as server_secret
 from spectral.access.adminkey import ensure_admin_key
@@ -44,10 +52,13 @@ from spectral.settings import Settings
 from spectral.sql import Sql, SqliteSql
 from spectral.state import ServerState
 from spectral.tasks import index as task_index
-from spectral.tasks.actor import Task
+from spectral.tasks.actor import Read, Task
 from spectral.tasks.events import EventBus
 from spectral.webhooks import store as webhook_store
 from spectral.webhooks.service import WebhookService
+
+if TYPE_CHECKING:
+    from spectral.cluster.serving import Cluster
 
 log = logging.getLogger("spectral")
 
@@ -132,56 +143,77 @@ def tune_gc() -> None:
 async def serve(settings: Settings, out: TextIO = sys.stdout) -> None:
     """Run the server until SIGINT or SIGTERM, then shut down gracefully."""
     with lock_data_dir(settings.data_dir):
+        if settings.cluster is None:
+            await _serve(settings, out, None)
+            return
+        # Cluster mode only: its engines' clients are imported here, not otherwise.
+        from spectral.cluster.serving import open_cluster
+
+        async with open_cluster(settings) as cluster:
+            await _serve(settings, out, cluster)
+
+
+async def _serve(settings: Settings, out: TextIO, cluster: Cluster | None) -> None:
+    """Serve with or without a cluster (its parts are already running)."""
+    if cluster is None:
         admin = ensure_admin_key(settings.admin_key_path, settings.admin_key)
-        if admin.source == "created":
-            print(
-                f"spectral created an admin key (shown once, saved to {settings.admin_key_path}):"
-                f"\n  {admin.secret}",
-                file=out,
-                flush=True,
-            )
-        fd_limit = raise_fd_limit()
-        config = RouterConfig(max_live=live_actor_cap(fd_limit))
-        log.info("limits", extra={"openFiles": fd_limit, "maxLiveActors": config.max_live})
         secret = server_secret.load_or_create(settings.data_dir)
-        migrations = {
-            keys.STREAM: keys.MIGRATIONS,
-            idempotency.STREAM: idempotency.MIGRATIONS,
-            webhook_store.STREAM: webhook_store.MIGRATIONS,
-            task_index.STREAM: task_index.MIGRATIONS,
-            integration_store.STREAM: integration_store.MIGRATIONS,
-        }
-        events = EventBus()
-        async with open_router(
-            settings.data_dir,
-            kinds(settings),
-            config,
-            registry_migrations=migrations,
-            context=events,
-        ) as router:
-            sql = product_sql(router)
-            auth = build_authenticator(settings, sql, admin.secret, secret)
-            store = idempotency.IdempotencyStore(sql)
-            state = ServerState(router, settings, auth, store, events, sql)
-            state.external_ids = task_index.ExternalIds(sql, _summary_reader(router))
-            state.keepalive.interval = settings.ws_ping_interval
-            webhooks = state.webhooks = WebhookService(sql, router, events, settings)
-            state.integrations = IntegrationService(integration_store.IntegrationStore(sql))
-            metrics.install(router)
-            requests = state.requests = RequestLog(settings.log_level)
-            app = Application(state)
-            feed = RoomFeed(router)
-            events.subscribe(feed.listener)
-            events.subscribe(state.admin_feed.listener)
-            # Product services live as long as HTTP serving, inside the router's lifetime.
-            async with trio.open_nursery() as services:
-                await services.start(requests.serve)
-                await services.start(feed.serve)
-                await services.start(webhooks.serve)
-                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    await _serve_http(app, state, signals, out)
-                services.cancel_scope.cancel()
-        log.info("stopped")
+    else:
+        admin, secret = cluster.secrets.admin, cluster.secrets.server
+    if admin.source == "created":
+        print(
+            f"spectral created an admin key (shown once, saved to {settings.admin_key_path}):"
+            f"\n  {admin.secret}",
+            file=out,
+            flush=True,
+        )
+    fd_limit = raise_fd_limit()
+    config = RouterConfig(max_live=live_actor_cap(fd_limit))
+    log.info("limits", extra={"openFiles": fd_limit, "maxLiveActors": config.max_live})
+    migrations = {
+        keys.STREAM: keys.MIGRATIONS,
+        idempotency.STREAM: idempotency.MIGRATIONS,
+        webhook_store.STREAM: webhook_store.MIGRATIONS,
+        task_index.STREAM: task_index.MIGRATIONS,
+        integration_store.STREAM: integration_store.MIGRATIONS,
+    }
+    events = EventBus()
+    async with open_router(
+        settings.data_dir,
+        kinds(settings),
+        config,
+        registry_migrations=migrations,
+        context=events,
+    ) as router:
+        sql = product_sql(router) if cluster is None else cluster.sql
+        auth = build_authenticator(settings, sql, admin.secret, secret)
+        store = idempotency.IdempotencyStore(sql)
+        state = ServerState(router, settings, auth, store, events, sql)
+        state.cluster = cluster
+        summary_of = _summary_reader(router) if cluster is None else _task_summary(router)
+        state.external_ids = task_index.ExternalIds(sql, summary_of)
+        state.keepalive.interval = settings.ws_ping_interval
+        webhooks = state.webhooks = WebhookService(sql, router, events, settings)
+        state.integrations = IntegrationService(integration_store.IntegrationStore(sql))
+        metrics.install(router)
+        requests = state.requests = RequestLog(settings.log_level)
+        app = Application(state)
+        feed = RoomFeed(router)
+        events.subscribe(feed.listener)
+        events.subscribe(state.admin_feed.listener)
+        # Product services live as long as HTTP serving, inside the router's lifetime.
+        async with trio.open_nursery() as services:
+            if cluster is not None:
+                from spectral.cluster.serving import attach
+
+                await attach(cluster, router, events, services)
+            await services.start(requests.serve)
+            await services.start(feed.serve)
+            await services.start(webhooks.serve)
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                await _serve_http(app, state, signals, out)
+            services.cancel_scope.cancel()
+    log.info("stopped")
 
 
 async def _serve_http(
@@ -236,6 +268,20 @@ async def _watch_signals(state: ServerState, signals: AsyncIterator[int]) -> Non
         log.info("signal received", extra={"signal": signal.Signals(signum).name})
         state.shutting_down.set()
         return
+
+
+def _task_summary(router: Router) -> task_index.SummaryOf:
+    """A task's summary from its actor, wherever it lives (cluster mode: exact, not the
+    mirrored listing, which may lag a flush behind)."""
+
+    async def summary_of(task_id: str) -> dict[str, Any] | None:
+        try:
+            task: dict[str, Any] = await router.call(task_index.KIND, task_id, Read(None))
+        except ObjectNotFoundError:
+            return None
+        return task
+
+    return summary_of
 
 
 def _summary_reader(router: Router) -> task_index.SummaryOf:

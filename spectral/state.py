@@ -19,6 +19,7 @@ from spectral.sql import Sql
 from spectral.tasks.events import EventBus
 
 if TYPE_CHECKING:
+    from spectral.cluster.serving import Cluster
     from spectral.integrations.service import IntegrationService
     from spectral.tasks.index import ExternalIds
     from spectral.webhooks.service import WebhookService
@@ -51,6 +52,8 @@ class ServerState:
     external_ids: ExternalIds | None = None
     #: Inbound integrations and their callbacks (set by ``serve``).
     integrations: IntegrationService | None = None
+    #: This node's cluster parts, in cluster mode only (docs/cluster.md).
+    cluster: Cluster | None = None
 
     def uptime(self) -> float:
         """Seconds since the server started."""

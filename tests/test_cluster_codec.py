@@ -100,3 +100,13 @@ def test_a_class_outside_the_allow_list_is_refused_both_ways() -> None:
         CODEC.decode({TAG: "os:system", "f": {}})
     with pytest.raises(ValueError, match="may not cross"):
         CODEC.decode({TAG: "subprocess:Popen", "x": ["ls"]})
+
+
+def test_watcher_messages_cross_as_outgoing() -> None:
+    from spectral.wire import Outgoing
+
+    back = _across([Outgoing(3, '{"roomSeq":3}'), Outgoing(4, "{}", final=True)])
+    assert [(o.seq, o.text, o.final) for o in back] == [
+        (3, '{"roomSeq":3}', False),
+        (4, "{}", True),
+    ]

@@ -378,7 +378,10 @@ async def list_tasks(call: Call, query: models.ListQuery) -> dict[str, Any]:
     tags = list(dict.fromkeys(query.tag))
     if query.parent_id is not None:
         tags.append(task_index.parent_tag(query.parent_id))
-    if tags or query.created_after is not None or query.created_before is not None:
+    # The local registry lists every task unless this is a cluster node (then the
+    # product's database, PostgreSQL, holds every node's rows).
+    everywhere = call.state.cluster is not None
+    if tags or everywhere or query.created_after is not None or query.created_before is not None:
         found = await task_index.list_tasks(
             call.state.sql,
             owner=owner,

@@ -9,7 +9,8 @@ the object lived there. Python values become JSON with a tag for what JSON lacks
 - an enum member: ``{"\\u0000": "module:Class", "e": value}``;
 - a tuple: ``{"\\u0000": "tuple", "t": [...]}``;
 - an exception: ``{"\\u0000": "module:Class", "x": [args], "a": {attribute: value}}``;
-- a dict that happens to hold the tag key: ``{"\\u0000": "dict", "d": {...}}``.
+- a dict that happens to hold the tag key: ``{"\\u0000": "dict", "d": {...}}``;
+- a watcher message (:class:`spectral.wire.Outgoing`): ``{"\\u0000": "out", "s", "t", "f"}``.
 
 Only the classes of the modules in :data:`MODULES` are ever built from a frame (an
 allow-list; nothing is imported or called by name otherwise), so a frame cannot make a
@@ -24,6 +25,8 @@ import enum
 import importlib
 from collections.abc import Mapping
 from typing import Any
+
+from spectral.wire import Outgoing
 
 #: The modules whose dataclasses, named tuples, enums and exceptions may cross nodes.
 MODULES = (
@@ -59,6 +62,8 @@ class Codec:
             return value
         if isinstance(value, list):
             return [self.encode(item) for item in value]
+        if isinstance(value, Outgoing):
+            return {TAG: "out", "s": value.seq, "t": value.text, "f": value.final}
         if isinstance(value, tuple) and not hasattr(value, "_fields"):
             return {TAG: "tuple", "t": [self.encode(item) for item in value]}
         if isinstance(value, Mapping):
@@ -90,6 +95,8 @@ class Codec:
             return tuple(self.decode(item) for item in data["t"])
         if tag == "dict":
             return {key: self.decode(item) for key, item in data["d"].items()}
+        if tag == "out":
+            return Outgoing(int(data["s"]), str(data["t"]), bool(data["f"]))
         cls = self._classes.get(tag)
         if cls is None:
             raise ValueError(f"class {tag!r} may not cross nodes")

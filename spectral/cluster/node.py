@@ -53,6 +53,7 @@ from spectral.cluster.transport import (
     TransportError,
     serve_transport,
 )
+from spectral.cluster.watching import RemoteWatching
 from spectral.errors import ApiError
 
 log = logging.getLogger("spectral.cluster")
@@ -90,6 +91,8 @@ class ClusterNode:
         self.placements = Placements(db)
         self.membership: Membership | None = None
         self.router: Router | None = None
+        #: Serves watchers of objects homed elsewhere (set when the bus runs).
+        self.watching: RemoteWatching | None = None
         self._homes: OrderedDict[Key, str] = OrderedDict()
         self._addresses: dict[str, str] = {}
         self._peers: dict[str, TransportClient] = {}
@@ -146,7 +149,21 @@ class ClusterNode:
         return home is None or home == self.node_id
 
     async def forward(self, kind: str, object_id: str, message: Any, *, create: bool) -> Any:
-        """Run the call on the object's home; its answer, or raise its error."""
+        """Run the call on the object's home; its answer, or raise its error.
+
+        A message carrying a live watcher (``Watch``, ``Subscribe``) cannot travel: the
+        watcher is served here, fed by the bus (spectral/cluster/watching.py).
+        """
+        if getattr(message, "watcher", None) is not None:
+            if self.watching is None:
+                raise ActorBrokenError(f"{kind} {object_id!r}: no bus to watch it from here")
+            return await self.watching.watch(kind, object_id, message, self._forward_plain)
+        return await self._forward(kind, object_id, message, create=create)
+
+    async def _forward_plain(self, kind: str, object_id: str, message: Any) -> Any:
+        return await self._forward(kind, object_id, message, create=False)
+
+    async def _forward(self, kind: str, object_id: str, message: Any, *, create: bool) -> Any:
         body = {"k": kind, "i": object_id, "c": create, "m": self.codec.encode(message)}
         for attempt in (0, 1):
             home = await self._resolve(kind, object_id, create=create)

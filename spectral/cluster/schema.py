@@ -316,6 +316,17 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX integration_deliveries_by_age ON integration_deliveries (created_at);
         """,
     ),
+    # The secrets every node must share (spectral/cluster/secrets.py): the server secret
+    # (API-key pepper, watch-token signing) and the bootstrap admin key.
+    (
+        3,
+        """
+        CREATE TABLE cluster_secrets (
+            name  text COLLATE "C" PRIMARY KEY,
+            value text NOT NULL
+        );
+        """,
+    ),
 )
 
 #: Key of the transaction-level advisory lock that serialises migrations across nodes.

@@ -70,7 +70,8 @@ class Publish:
 class Subscribe:
     """Attach ``watcher`` after this turn's commit; answer where its replay starts."""
 
-    watcher: Watcher
+    #: None: only answer where a subscriber would start (a subscriber on another node).
+    watcher: Watcher | None
     since: int | None = None
     owner: str | None = None
 
@@ -185,10 +186,15 @@ class Room(Actor):
             self.db.execute("DELETE FROM messages WHERE seq <= ?", (seq - self.history_cap,))
         sockets = self.sockets
         delivered = len(sockets)
+        context = self.context
+        tap = getattr(context, "live", None)
+        room_id = self.id
 
         def notify() -> None:
             for item in outgoing:
                 sockets.broadcast(item)
+                if tap is not None:
+                    tap(KIND, room_id, item, "")
 
         self.after_commit(notify)
         self.last_seq = seq
@@ -201,7 +207,8 @@ class Room(Actor):
         # subscriber sees the gap in ``roomSeq`` (the first is not ``since + 1``).
         replay_after = since if since is not None and 0 <= since < self.last_seq else None
         watcher, sockets = message.watcher, self.sockets
-        self.after_commit(lambda: sockets.attach(watcher))
+        if watcher is not None:  # None: a subscriber on another node asks where to start
+            self.after_commit(lambda: sockets.attach(watcher))
         return SubscribeStart(self.last_seq, replay_after)
 
     def _read(self, after: int, upto: int, limit: int) -> list[wire.Outgoing]:

@@ -219,7 +219,8 @@ class ReadHistory:
 class Watch:
     """Attach ``watcher`` after this turn's commit; answer where its replay starts."""
 
-    watcher: Watcher
+    #: None: only answer where a watcher would start (a watcher on another node).
+    watcher: Watcher | None
     since: int | None = None
     epoch: str | None = None
     owner: str | None = None
@@ -579,9 +580,15 @@ class Task(Actor):
         """
         sockets = self.sockets
         bus = self._bus()
+        tap = None if bus is None else bus.live
 
         def notify() -> None:
-            if len(sockets):
+            if tap is not None:
+                for task, event_body, live_type, _ in changes:
+                    outgoing = wire.live_message(live_type, task, event_body, now)
+                    sockets.broadcast(outgoing)
+                    tap(KIND, task["taskId"], outgoing, task["epoch"])
+            elif len(sockets):
                 for task, event_body, live_type, _ in changes:
                     sockets.broadcast(wire.live_message(live_type, task, event_body, now))
             if bus is not None:
@@ -708,10 +715,14 @@ class Task(Actor):
         sockets = self.sockets
         published = TaskEvent(state.owner, state.task_id, state.seq + 1, "deleted", now, None, None)
         bus = self._bus()
+        tap = None if bus is None else bus.live
+        epoch = state.epoch
 
         def notify() -> None:
             sockets.broadcast(outgoing)
             sockets.close_all(CloseReason(CLOSE_NORMAL, "task deleted"))
+            if tap is not None:
+                tap(KIND, state.task_id, outgoing, epoch)
             if bus is not None:
                 bus.publish(published)
 
@@ -754,8 +765,9 @@ class Task(Actor):
                 recovered = True
                 replay_after = message.since if message.since < state.seq else None
         watcher = message.watcher
-        sockets = self.sockets
-        self.after_commit(lambda: sockets.attach(watcher))
+        if watcher is not None:  # None: a watcher on another node asks where to start
+            sockets = self.sockets
+            self.after_commit(lambda: sockets.attach(watcher))
         return WatchStart(state, replay_after, recovered)
 
     def _oldest_seq(self) -> int | None:

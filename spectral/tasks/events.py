@@ -48,12 +48,19 @@ class TaskEvent(NamedTuple):
 
 Listener = Callable[[TaskEvent], None]
 
+#: Cluster mode's tap on watcher messages: ``(kind, id, message, epoch)`` for every
+#: message an object's watchers get, whether or not it has watchers on this node, so
+#: that watchers on other nodes get it too (spectral/cluster/watching.py).
+LiveTap = Callable[[str, str, Any, str], None]
+
 
 @dataclass
 class EventBus:
     """Listeners of committed task events (the router's ``context`` for the Task kind)."""
 
     listeners: list[Listener] = field(default_factory=list)
+    #: Set in cluster mode only (see :data:`LiveTap`).
+    live: LiveTap | None = None
 
     def subscribe(self, listener: Listener) -> None:
         """Call ``listener`` with every later event."""

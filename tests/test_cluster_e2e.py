@@ -1,0 +1,233 @@
+"""Three cluster nodes as real processes: any node answers for any task (docs/cluster.md).
+
+Each test gets a fresh PostgreSQL database and the session's Redis, and three nodes
+with their own data directories.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+from trio_websocket import open_websocket_url
+
+from tests.cluster import Nodes, cluster
+from tests.conftest import WS_HEADERS
+from tests.engines import Redis
+from tests.wsutil import receive
+
+
+async def _create(http: httpx.AsyncClient, task_id: str, **fields: Any) -> dict[str, Any]:
+    response = await http.post("/tasks/create", json={"id": task_id, **fields})
+    assert response.status_code == 201, response.text
+    return response.json()["task"]
+
+
+async def _get(http: httpx.AsyncClient, task_id: str) -> httpx.Response:
+    return await http.get(f"/tasks/{task_id}")
+
+
+async def test_any_node_answers_for_a_task_made_on_another(
+    tmp_path: Path, pg_url: str, redis: Redis
+) -> None:
+    async with (
+        cluster(tmp_path, pg_url, redis.url) as nodes,
+        nodes.client("a") as a,
+        nodes.client("b") as b,
+        nodes.client("c") as c,
+    ):
+        made = await _create(a, "t1", metadata={"k": "v"}, tags=["x"])
+        for http in (a, b, c):
+            got = await _get(http, "t1")
+            assert got.status_code == 200, got.text
+            assert got.json() == made
+        moved = await b.post("/tasks/updateProgress", json={"taskId": "t1", "progress": 40})
+        assert moved.status_code == 200, moved.text
+        assert moved.json()["task"]["progress"] == 40
+        logged = await c.post(
+            "/tasks/addEvent", json={"taskId": "t1", "event": {"type": "log", "message": "hi"}}
+        )
+        assert logged.status_code == 200, logged.text
+        history = await a.get("/tasks/t1/history")
+        assert [e["seq"] for e in history.json()["events"]] == [1, 2, 3]
+        # Refusals keep their answers across nodes.
+        bad = await b.post("/tasks/updateProgress", json={"taskId": "t1", "progress": 400})
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "VALIDATION_ERROR"
+        missing = await _get(c, "nope")
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] == "TASK_NOT_FOUND"
+        done = await c.post("/tasks/complete", json={"taskId": "t1"})
+        assert done.status_code == 200, done.text
+        again = await a.post("/tasks/fail", json={"taskId": "t1", "error": "late"})
+        assert again.status_code == 409, again.text
+        # Listing on every node sees every node's tasks.
+        await _create(b, "t2", tags=["x"])
+        await _create(c, "t3")
+        for http in (a, b, c):
+            listed = await http.get("/tasks", params={"limit": 10})
+            assert listed.status_code == 200, listed.text
+            body = listed.json()
+            assert sorted(t["taskId"] for t in body["tasks"]) == ["t1", "t2", "t3"]
+            assert body["pagination"]["total"] == 3
+            tagged = await http.get("/tasks", params={"tag": "x"})
+            assert sorted(t["taskId"] for t in tagged.json()["tasks"]) == ["t1", "t2"]
+        deleted = await b.delete("/tasks/t1")
+        assert deleted.status_code == 200, deleted.text
+        for http in (a, b, c):
+            assert (await _get(http, "t1")).status_code == 404
+
+
+async def test_a_create_race_has_one_winner(tmp_path: Path, pg_url: str, redis: Redis) -> None:
+    async with (
+        cluster(tmp_path, pg_url, redis.url) as nodes,
+        nodes.client("a") as a,
+        nodes.client("b") as b,
+        nodes.client("c") as c,
+    ):
+        for round_ in range(10):
+            statuses: list[int] = []
+
+            async def create(http: httpx.AsyncClient, task_id: str = f"race-{round_}") -> None:
+                response = await http.post("/tasks/create", json={"id": task_id})
+                statuses.append(response.status_code)
+
+            async with trio.open_nursery() as nursery:
+                for http in (a, b, c):
+                    nursery.start_soon(create, http)
+            assert sorted(statuses) == [201, 409, 409], statuses
+        # The same create with one Idempotency-Key on every node: one task, three 201s.
+        answers: list[httpx.Response] = []
+
+        async def keyed(http: httpx.AsyncClient) -> None:
+            answers.append(
+                await http.post(
+                    "/tasks/create", json={"id": "keyed"}, headers={"Idempotency-Key": "k-1"}
+                )
+            )
+
+        async with trio.open_nursery() as nursery:
+            for http in (a, b, c):
+                nursery.start_soon(keyed, http)
+        assert [r.status_code for r in answers] == [201, 201, 201], [r.text for r in answers]
+        assert len({r.json()["task"]["epoch"] for r in answers}) == 1
+
+
+async def _watch(nodes: Nodes, name: str, task_id: str, seen: list[dict[str, Any]], n: int) -> None:
+    url = f"{nodes.ws_url(name)}/ws/task/{task_id}"
+    async with open_websocket_url(url, extra_headers=WS_HEADERS) as ws:
+        while len(seen) < n:
+            seen.append(await receive(ws))
+
+
+async def test_watchers_on_every_node_get_every_message_in_order(
+    tmp_path: Path, pg_url: str, redis: Redis
+) -> None:
+    async with (
+        cluster(tmp_path, pg_url, redis.url) as nodes,
+        nodes.client("a") as a,
+        nodes.client("b") as b,
+    ):
+        await _create(a, "w1")
+        updates = 60
+        seen: dict[str, list[dict[str, Any]]] = {name: [] for name in ("a", "b", "c")}
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for name in seen:
+                    nursery.start_soon(_watch, nodes, name, "w1", seen[name], updates + 2)
+                # Every watcher has its snapshot before the updates start.
+                while not all(seen.values()):
+                    await trio.sleep(0.01)
+                for value in range(1, updates + 1):
+                    http = a if value % 2 else b  # mutate via the home and a non-home node
+                    response = await http.post(
+                        "/tasks/updateProgress", json={"taskId": "w1", "progress": value}
+                    )
+                    assert response.status_code == 200, response.text
+                done = await b.post("/tasks/complete", json={"taskId": "w1"})
+                assert done.status_code == 200, done.text
+        for name, messages in seen.items():
+            assert messages[0]["type"] == "snapshot", (name, messages[0])
+            seqs = [m["seq"] for m in messages]
+            assert seqs == list(range(1, updates + 3)), (name, seqs)
+            assert [m["task"]["progress"] for m in messages[1:-1]] == list(range(1, updates + 1))
+            assert messages[-1]["type"] == "complete"
+
+
+async def test_a_watcher_joining_mid_stream_on_another_node_resumes_without_gap(
+    tmp_path: Path, pg_url: str, redis: Redis
+) -> None:
+    async with (
+        cluster(tmp_path, pg_url, redis.url, names=("a", "b")) as nodes,
+        nodes.client("a") as a,
+    ):
+        await _create(a, "w2")
+        for value in range(1, 11):
+            await a.post("/tasks/updateProgress", json={"taskId": "w2", "progress": value})
+        url = f"{nodes.ws_url('b')}/ws/task/w2?since=4"
+        async with open_websocket_url(url, extra_headers=WS_HEADERS) as ws:
+            first = [await receive(ws) for _ in range(8)]  # replay 5..11, then the snapshot
+            assert [m["seq"] for m in first] == [5, 6, 7, 8, 9, 10, 11, 11]
+            assert first[-1]["type"] == "snapshot"
+            await a.post("/tasks/updateProgress", json={"taskId": "w2", "progress": 99})
+            live = await receive(ws)
+            assert (live["type"], live["seq"]) == ("progress", 12)
+
+
+async def test_a_killed_home_makes_only_its_tasks_unavailable_until_it_returns(
+    tmp_path: Path, pg_url: str, redis: Redis
+) -> None:
+    async with cluster(tmp_path, pg_url, redis.url) as nodes:
+        async with nodes.client("a") as a, nodes.client("b") as b:
+            await _create(a, "on-a")
+            await _create(b, "on-b")
+            for value in range(1, 6):
+                answer = await b.post(
+                    "/tasks/updateProgress", json={"taskId": "on-a", "progress": value}
+                )
+                assert answer.status_code == 200
+        await nodes.kill("a")
+        async with nodes.client("b") as b, nodes.client("c") as c:
+            down = await _get(b, "on-a")
+            assert down.status_code == 503, down.text
+            assert down.json()["error"]["code"] == "TASK_UNAVAILABLE"
+            assert down.headers.get("retry-after")
+            up = await _get(c, "on-b")
+            assert up.status_code == 200, up.text
+        await nodes.start("a")
+        async with nodes.client("b") as b, nodes.client("c") as c:
+            back = await _get(c, "on-a")
+            assert back.status_code == 200, back.text
+            assert back.json()["progress"] == 5  # every acknowledged update kept
+            moved = await b.post("/tasks/updateProgress", json={"taskId": "on-a", "progress": 6})
+            assert moved.status_code == 200, moved.text
+
+
+async def test_keys_work_on_every_node_and_a_revocation_reaches_all(
+    tmp_path: Path, pg_url: str, redis: Redis
+) -> None:
+    async with (
+        cluster(tmp_path, pg_url, redis.url) as nodes,
+        nodes.client("a") as a,
+        nodes.client("c") as c,
+    ):
+        made = await a.post("/admin/keys", json={"owner": "alice", "role": "service"})
+        assert made.status_code == 201, made.text
+        key = {"X-API-Key": made.json()["key"]}
+        async with (
+            nodes.client("b", headers=key) as alice_b,
+            nodes.client("c", headers=key) as alice_c,
+        ):
+            created = await alice_b.post("/tasks/create", json={"id": "mine"})
+            assert created.status_code == 201, created.text
+            assert (await _get(alice_c, "mine")).status_code == 200
+            theirs = await _create(a, "theirs")  # the admin's own task
+            assert theirs["owner"] != "alice"
+            assert (await _get(alice_c, "theirs")).status_code == 404  # isolation holds remotely
+            revoked = await c.delete(f"/admin/keys/{made.json()['id']}")
+            assert revoked.status_code in (200, 204), revoked.text
+            with trio.fail_after(5):
+                while (await _get(alice_b, "mine")).status_code != 401:
+                    await trio.sleep(0.05)
+            assert (await _get(alice_c, "mine")).status_code == 401
