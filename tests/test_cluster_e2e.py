@@ -89,13 +89,13 @@ async def test_a_create_race_has_one_winner(tmp_path: Path, pg_url: str, redis: 
         for round_ in range(10):
             statuses: list[int] = []
 
-            async def create(http: httpx.AsyncClient, task_id: str = f"race-{round_}") -> None:
+            async def create(http: httpx.AsyncClient, task_id: str, out: list[int]) -> None:
                 response = await http.post("/tasks/create", json={"id": task_id})
-                statuses.append(response.status_code)
+                out.append(response.status_code)
 
             async with trio.open_nursery() as nursery:
                 for http in (a, b, c):
-                    nursery.start_soon(create, http)
+                    nursery.start_soon(create, http, f"race-{round_}", statuses)
             assert sorted(statuses) == [201, 409, 409], statuses
         # The same create with one Idempotency-Key on every node: one task, three 201s.
         answers: list[httpx.Response] = []
