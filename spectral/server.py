@@ -220,7 +220,9 @@ async def _serve_http(
     app: Application, state: ServerState, signals: AsyncIterator[int], out: TextIO
 ) -> None:
     settings = state.settings
-    sock = listen_socket(settings.host, settings.port)
+    # Cluster nodes on one machine may share the public port (the kernel spreads
+    # connections over them); a single server keeps the port to itself.
+    sock = listen_socket(settings.host, settings.port, reuse_port=settings.cluster is not None)
     sock.listen(settings.backlog)
     listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
     url = f"http://{_address(sock)}"
@@ -248,12 +250,14 @@ def _address(sock: socket.socket) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def listen_socket(host: str, port: int) -> socket.socket:
+def listen_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """A bound (not yet listening) TCP socket; port 0 picks a free one."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((host, port))
     except OSError:

@@ -101,6 +101,11 @@ class ClusterNode:
         self.tokens: dict[Key, int] = {}
         self.forwarded = 0
         self.served = 0
+        #: Nodes whose lease has lapsed in PostgreSQL (refreshed every renewal interval):
+        #: calls for their objects fail at once instead of waiting for an answer.
+        self._down: set[str] = set()
+        #: Forwarded calls in flight per home node, cancelled if it goes down.
+        self._in_flight: dict[str, set[trio.CancelScope]] = {}
 
     # -- running ---------------------------------------------------------------------
 
@@ -121,6 +126,7 @@ class ClusterNode:
             )
             self._peer_nursery = nursery
             nursery.start_soon(self._fence_on_lapse)
+            nursery.start_soon(self._watch_peers)
             task_status.started(self)
             try:
                 await trio.sleep_forever()
@@ -140,6 +146,21 @@ class ClusterNode:
             self.tokens.clear()
             await self.membership.wait_status(MemberStatus.CURRENT)
             log.warning("node %s renewed its lease: serving again", self.node_id)
+
+    async def _watch_peers(self) -> None:
+        """Keep :attr:`_down` current: the nodes whose lease PostgreSQL says has lapsed."""
+        assert self.membership is not None
+        while True:
+            try:
+                down = set(await self.db.run(_lapsed_tx, transaction=False))
+            except (DatabaseUnavailableError, psycopg.Error):
+                down = set()  # cannot tell: keep forwarding (and time out if need be)
+            for node_id in down - self._down:
+                log.warning("node %s lost its lease: its objects are unavailable", node_id)
+                for scope in self._in_flight.get(node_id, ()):
+                    scope.cancel()
+            self._down = down
+            await trio.sleep(self.membership.interval)
 
     # -- actors.remote.Remote -----------------------------------------------------------
 
@@ -170,9 +191,22 @@ class ClusterNode:
             if home is None or home == self.node_id:
                 assert self.router is not None
                 return await self.router.call(kind, object_id, message, create=create, here=True)
+            if home in self._down:
+                raise HomeUnavailableError(
+                    f"{kind} {object_id!r}: its node {home} is down", node_id=home
+                )
+            scope = trio.CancelScope()
+            calls = self._in_flight.setdefault(home, set())
+            calls.add(scope)
             try:
-                client = await self._peer(home)
-                reply = await client.call("call", body, timeout=FORWARD_TIMEOUT)
+                with scope:
+                    client = await self._peer(home)
+                    reply = await client.call("call", body, timeout=FORWARD_TIMEOUT)
+                if scope.cancelled_caught:
+                    raise HomeUnavailableError(
+                        f"{kind} {object_id!r}: its node {home} went down during the call",
+                        node_id=home,
+                    )
             except RemoteError as exc:
                 if exc.code == "NOT_HOME" and not attempt:
                     self._homes.pop((kind, object_id), None)
@@ -185,6 +219,8 @@ class ClusterNode:
                 raise HomeUnavailableError(
                     f"{kind} {object_id!r}: its node {home} cannot be reached", node_id=home
                 ) from None
+            finally:
+                calls.discard(scope)
             self.forwarded += 1
             if "e" in reply:
                 raise self.codec.decode(reply["e"])
@@ -305,6 +341,12 @@ class ClusterNode:
         except TypeError:
             log.exception("forwarded call failed with an error that cannot cross nodes")
             return self.codec.encode(ActorCrashedError(f"{type(exc).__name__}: {exc}"))
+
+
+def _lapsed_tx(conn: psycopg.Connection) -> list[str]:
+    return [
+        str(row[0]) for row in conn.execute("SELECT node_id FROM nodes WHERE lease_until < now()")
+    ]
 
 
 def _address_tx(conn: psycopg.Connection, node_id: str) -> str | None:
