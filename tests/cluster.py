@@ -119,11 +119,12 @@ class Nodes:
 async def cluster(
     root: Path, pg_url: str, redis_url: str, names: tuple[str, ...] = ("a", "b", "c")
 ) -> AsyncIterator[Nodes]:
-    """Start ``names`` (one after the other) and stop them all on exit."""
+    """Start ``names`` (at once) and stop them all on exit."""
     async with trio.open_nursery() as nursery:
         nodes = Nodes(nursery, root, pg_url, redis_url)
-        for name in names:
-            await nodes.start(name)
+        async with trio.open_nursery() as starting:
+            for name in names:
+                starting.start_soon(nodes.start, name)
         try:
             yield nodes
         finally:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets as random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,11 +49,13 @@ async def shared_secrets(
     db: Database, data_dir: Path, admin_key_path: Path, override: str | None
 ) -> SharedSecrets:
     """Agree with the cluster on the server secret and the admin key (see the module doc)."""
-    local = server_secret.load_or_create(data_dir)
-    server_hex = await db.run(lambda c: _offer_tx(c, "server", local.hex()))
+    path = data_dir / server_secret.FILE_NAME
+    local = server_secret.load_or_create(data_dir) if path.exists() else None
+    offered = local if local is not None else random.token_bytes(32)
+    server_hex = await db.run(lambda c: _offer_tx(c, "server", offered.hex()))
     server = bytes.fromhex(server_hex)
-    if server != local:
-        log.warning("using the cluster's server secret, not %s", data_dir / "server.secret")
+    if local is not None and server != local:
+        log.warning("using the cluster's server secret, not %s", path)
     if override:
         return SharedSecrets(server, AdminKey(override, "environment"))
     mine = ensure_admin_key(admin_key_path)
