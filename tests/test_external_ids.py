@@ -106,6 +106,23 @@ async def test_a_take_over_loses_to_one_made_meanwhile(registry: Registry) -> No
     assert _rows(registry) == [("o", "E", "theirs")] and not ids.pending
 
 
+async def test_migration_4_keeps_existing_reservations_as_old(tmp_path: Path) -> None:
+    """A registry from before reserved_at: its rows read NULL, judged by their task."""
+    path = tmp_path / "registry.sqlite"
+    before = Registry(path, migrations={index.STREAM: index.MIGRATIONS[:3]})
+    before.conn.execute("INSERT INTO task_external_ids VALUES ('o', 'E', 'dead')")
+    before.close()
+    registry = Registry(path, migrations={index.STREAM: index.MIGRATIONS})
+    try:
+        rows = registry.conn.execute("SELECT * FROM task_external_ids").fetchall()
+        assert rows == [("o", "E", "dead", None)]
+        ids = ExternalIds(SqliteSql(registry.conn), _Tasks().summary_of)
+        assert await ids.reserve("o", "E", "t1") is True  # old and not held: stale
+        assert _rows(registry) == [("o", "E", "t1")]
+    finally:
+        registry.close()
+
+
 # --- the grace period, on SQLite and on PostgreSQL ------------------------------------------
 
 #: Concurrent creates of one external id per round, each as another node.
