@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import trio
@@ -12,7 +12,7 @@ import trio
 from spectral.cluster import schema
 from spectral.cluster.pg import open_database
 from spectral.cluster.sql import PgSql
-from spectral.sql import Sql, SqliteSql
+from spectral.sql import Conn, Sql, SqliteSql
 from spectral.tasks import index
 from spectral.tasks.index import ExternalIdExistsError, ExternalIds
 from storage import Registry
@@ -140,7 +140,16 @@ async def sql(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[S
     pg_url = request.getfixturevalue("pg_url")
     async with open_database(pg_url, size=ROUND) as database:
         await database.run(schema.migrate)
-        yield PgSql(database)
+        yield cast(Sql, PgSql(database))  # PgSql's connection is a Conn
+
+
+def _execute(statement: str, *params: Any) -> Callable[[Conn], None]:
+    """A unit of work that runs one statement."""
+
+    def work(conn: Conn) -> None:
+        conn.execute(statement, params)
+
+    return work
 
 
 async def _reservations(sql: Sql) -> list[tuple[Any, ...]]:
@@ -263,9 +272,7 @@ async def test_concurrent_reservations_have_exactly_one_winner(sql: Sql) -> None
             # A stale reservation met by ROUND concurrent take-overs: again one winner.
             stale = f"S{round_}"
             await sql.run(
-                lambda conn, stale=stale: conn.execute(
-                    "INSERT INTO task_external_ids VALUES ('o', ?, 'dead', 1.0)", (stale,)
-                ),
+                _execute("INSERT INTO task_external_ids VALUES ('o', ?, 'dead', 1.0)", stale),
                 write=True,
             )
             await race(stale, f"s{round_}")
