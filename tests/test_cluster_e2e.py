@@ -114,6 +114,66 @@ async def test_a_create_race_has_one_winner(tmp_path: Path, pg_url: str, redis: 
         assert len({r.json()["task"]["epoch"] for r in answers}) == 1
 
 
+async def test_one_external_id_created_on_three_nodes_at_once_has_one_winner(
+    tmp_path: Path, pg_url: str, redis: Redis
+) -> None:
+    """Three creates with one externalId (other task ids), one per node, at once: one is
+    201, the others 409 EXTERNAL_ID_EXISTS, and every node finds the winner by it."""
+    async with (
+        cluster(tmp_path, pg_url, redis.url) as nodes,
+        nodes.client("a") as a,
+        nodes.client("b") as b,
+        nodes.client("c") as c,
+    ):
+        clients = {"a": a, "b": b, "c": c}
+        for round_ in range(10):
+            external_id = f"ext-{round_}"
+            answers: dict[str, httpx.Response] = {}
+
+            async def create(
+                name: str, task_id: str, external_id: str, answers: dict[str, httpx.Response]
+            ) -> None:
+                answers[name] = await clients[name].post(
+                    "/tasks/create", json={"id": task_id, "externalId": external_id}
+                )
+
+            async with trio.open_nursery() as nursery:
+                for name in clients:
+                    nursery.start_soon(create, name, f"x{round_}-{name}", external_id, answers)
+            won = [name for name, r in answers.items() if r.status_code == 201]
+            assert len(won) == 1, {name: r.text for name, r in answers.items()}
+            for name, response in answers.items():
+                if name not in won:
+                    assert response.status_code == 409, response.text
+                    assert response.json()["error"]["code"] == "EXTERNAL_ID_EXISTS"
+            winner = answers[won[0]].json()["task"]
+            for http in clients.values():
+                found = await http.get(f"/tasks/by-external-id/{external_id}")
+                assert found.status_code == 200, found.text
+                assert found.json()["taskId"] == winner["taskId"] == f"x{round_}-{won[0]}"
+                assert found.json()["externalId"] == external_id
+        # The same create (one task id, one Idempotency-Key) on every node: its own
+        # reservation does not refuse it; one task, three 201s.
+        keyed: list[httpx.Response] = []
+
+        async def again(http: httpx.AsyncClient) -> None:
+            keyed.append(
+                await http.post(
+                    "/tasks/create",
+                    json={"id": "keyed-ext", "externalId": "ext-keyed"},
+                    headers={"Idempotency-Key": "k-ext"},
+                )
+            )
+
+        async with trio.open_nursery() as nursery:
+            for http in clients.values():
+                nursery.start_soon(again, http)
+        assert [r.status_code for r in keyed] == [201] * 3, [r.text for r in keyed]
+        assert len({r.json()["task"]["epoch"] for r in keyed}) == 1
+        found = await c.get("/tasks/by-external-id/ext-keyed")
+        assert found.status_code == 200 and found.json()["taskId"] == "keyed-ext", found.text
+
+
 async def _watch(nodes: Nodes, name: str, task_id: str, seen: list[dict[str, Any]], n: int) -> None:
     url = f"{nodes.ws_url(name)}/ws/task/{task_id}"
     async with open_websocket_url(url, extra_headers=WS_HEADERS) as ws:

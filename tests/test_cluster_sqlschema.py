@@ -38,6 +38,8 @@ STREAMS = {
     task_index.STREAM: task_index.MIGRATIONS,
     integration_store.STREAM: integration_store.MIGRATIONS,
 }
+#: Every migration's version, in order.
+VERSIONS = [version for version, _ in schema.MIGRATIONS]
 #: SQLite tables that stay node-local, or are SQLite's own bookkeeping.
 LOCAL = {"registry_state", "_schema_versions"}
 #: Columns PostgreSQL adds: the writer's node and fencing token; SQLite's implicit rowid.
@@ -490,8 +492,8 @@ async def test_migration_applies_once_from_two_connections(pg_url: str) -> None:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(migrate_on, one)
                     nursery.start_soon(migrate_on, two)
-            assert sorted(results, key=len) == [[]] * 5 + [[1, 2]]
-            assert await one.run(schema.version) == 2
+            assert sorted(results, key=len) == [[]] * 5 + [VERSIONS]
+            assert await one.run(schema.version) == VERSIONS[-1]
 
 
 async def test_migration_2_upgrades_a_version_1_database(
@@ -502,5 +504,34 @@ async def test_migration_2_upgrades_a_version_1_database(
             with monkeypatch.context() as patch:
                 patch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
                 assert await db.run(schema.migrate) == [1]
-            assert await db.run(schema.migrate) == [2]
+            assert await db.run(schema.migrate) == VERSIONS[1:]
             assert await db.run(schema.migrate) == []
+
+
+async def test_migration_4_keeps_external_ids_as_old_reservations(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows from before reserved_at read NULL (old); the trigger's rows stay valid."""
+    with trio.fail_after(60):
+        async with open_database(pg_url, size=1) as db:
+            with monkeypatch.context() as patch:
+                patch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:3])
+                assert await db.run(schema.migrate) == [1, 2, 3]
+            sql = PgSql(db)
+            await sql.run(
+                lambda c: c.execute(
+                    "INSERT INTO task_external_ids VALUES ('alice', 'x0', 'before')"
+                ),
+                write=True,
+            )
+            assert 4 in await db.run(schema.migrate)
+            await sql.run(
+                lambda c: apply(c, [upsert(row("t1", summary={"externalId": "x1"}))]),
+                write=True,
+            )
+            rows = await sql.run(
+                lambda c: c.execute(
+                    "SELECT external_id, task_id, reserved_at FROM task_external_ids ORDER BY 1"
+                ).fetchall()
+            )
+            assert rows == [("x0", "before", None), ("x1", "t1", None)]

@@ -189,7 +189,9 @@ async def _create_with_external_id(call: Call, command: sm.Create, external_id: 
     """Create after reserving the external id (unique per owner; spectral/tasks/index.py).
 
     Of concurrent creates with one external id exactly one gets past the reservation;
-    the others are 409.
+    the others are 409, on any node (a reservation is a create under way for
+    ``RESERVATION_GRACE``). Creates of the same task id (a retry, e.g. one
+    Idempotency-Key on several nodes) all get past, and the task's actor decides.
     """
     ids = call.state.external_ids
     assert ids is not None, "the server sets external_ids"

@@ -327,6 +327,14 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    # When an external id's reservation was written: spectral/tasks/index.py migration 4.
+    # The trigger's rows (a task that holds its external id) leave it NULL, as SQLite's.
+    (
+        4,
+        """
+        ALTER TABLE task_external_ids ADD COLUMN reserved_at double precision;
+        """,
+    ),
 )
 
 #: Key of the transaction-level advisory lock that serialises migrations across nodes.

@@ -13,21 +13,29 @@ a registry rebuilt from the files (storage/reconcile.py) rebuilds them too:
   range, and ``task_tags_by_tag`` the same for an admin across owners. The status
   is copied so that ``?status=`` needs no lookup of the object row (tags never
   change; a status change rewrites the task's few tag rows).
-- ``task_external_ids(owner, external_id, task_id)``: the unique index that makes
-  an external id unique per owner. A create with an external id reserves it here
-  *before* the task exists (:class:`ExternalIds`): an ``INSERT ... ON CONFLICT DO
-  NOTHING``, or an ``UPDATE`` that replaces a stale reservation only if it is still
-  the one that was judged stale, so that of concurrent creates exactly one wins and
-  the losers see its reservation. A reservation whose task does not hold that
-  external id (its create failed, the server died before it ran, the task was
-  deleted) is stale and is taken over. A create under way is known only to its own
-  process (``pending``), where its task does not exist yet.
+- ``task_external_ids(owner, external_id, task_id, reserved_at)``: the unique index
+  that makes an external id unique per owner. A create with an external id reserves
+  it here *before* the task exists (:class:`ExternalIds`): an ``INSERT ... ON CONFLICT
+  DO NOTHING``, or an ``UPDATE`` that replaces a stale reservation only if it is still
+  the one that was judged stale (same task id, same ``reserved_at``: a
+  compare-and-set), so that of concurrent creates exactly one wins and the losers see
+  its reservation. A reservation is judged by its age and its task:
+
+  - younger than :data:`RESERVATION_GRACE`: a create under way (on any node; its task
+    does not exist until it commits), so the external id is taken, unless the
+    reservation is for the same task id (a retry of the same create: "mine");
+  - older, and its task holds that external id: taken (or the same task's);
+  - older, and its task does not hold it (its create failed, the server died before it
+    ran, the task was deleted): stale, taken over.
+
+  Within one process, creates under way are also known in memory (``pending``).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -210,6 +218,16 @@ MIGRATIONS = (
                     SELECT 1 FROM task_external_ids WHERE owner = coalesce(new.owner, '')
                     AND external_id = json_extract(new.summary, '$.externalId'));
         END;
+        """,
+    ),
+    # When a reservation was written (wall-clock seconds): younger than
+    # RESERVATION_GRACE, a reservation whose task does not hold the external id yet is
+    # a create under way on some node, not a stale one (see ExternalIds). Rows from
+    # before, and the triggers' rows (a task that holds its external id), are NULL: old.
+    Migration(
+        4,
+        """
+        ALTER TABLE task_external_ids ADD COLUMN reserved_at REAL;
         """,
     ),
 )
@@ -401,6 +419,15 @@ class ExternalIdExistsError(Exception):
 #: A task's registry summary (staged or committed) by id, or None.
 SummaryOf = Callable[[str], Awaitable[dict[str, Any] | None]]
 
+#: Seconds a reservation is a create under way even though its task does not hold the
+#: external id (yet): longer than any create lasts. A create forwarded to the task's
+#: home gives up after 30 s (spectral/cluster/node.py FORWARD_TIMEOUT), so twice that.
+#: It is compared across nodes' wall clocks, which must agree to well within it.
+RESERVATION_GRACE = 60.0
+
+#: (task id, reserved_at) of a reservation as read; reserved_at 0 for an old row (NULL).
+Seen = tuple[str, float]
+
 
 class ExternalIds:
     """Reservations of external ids, unique per owner (see the module docstring).
@@ -408,11 +435,22 @@ class ExternalIds:
     Args:
         sql: the product's database (migrated with :data:`MIGRATIONS`).
         summary_of: the task's registry summary (staged or committed), or None.
+        grace: seconds a reservation stays a create under way (:data:`RESERVATION_GRACE`).
+        clock: wall-clock seconds (``time.time``), written as ``reserved_at``.
     """
 
-    def __init__(self, sql: Sql, summary_of: SummaryOf) -> None:
+    def __init__(
+        self,
+        sql: Sql,
+        summary_of: SummaryOf,
+        *,
+        grace: float = RESERVATION_GRACE,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.sql = sql
         self.summary_of = summary_of
+        self.grace = grace
+        self.clock = clock
         #: (owner, external id) of creates under way in this process.
         self.pending: set[tuple[str, str]] = set()
 
@@ -428,14 +466,21 @@ class ExternalIds:
         """Reserve ``external_id`` of ``owner`` for ``task_id``.
 
         The reservation is written only where there is none, or in place of a stale one
-        that is still the same (a compare-and-set): of concurrent reservations exactly
-        one wins, whatever interleaves between the statements.
+        that is still the same (a compare-and-set on its task id and ``reserved_at``): of
+        concurrent reservations exactly one wins, whatever interleaves between the
+        statements, on one node or several.
+
+        A reservation for ``task_id`` itself is this create's own (an earlier attempt of
+        it, e.g. the same Idempotency-Key on another node): it is not refused, and not
+        written again unless it is stale (then it is renewed, as a take-over would).
 
         Returns:
-            True if a new reservation was written (release it if the create fails).
+            True if a reservation was written (release it if the create fails); False if
+            the create may go on under an existing one of the same task id.
 
         Raises:
-            ExternalIdExistsError: another live task (or a create under way) holds it.
+            ExternalIdExistsError: another task holds it, or a create under way (a
+                reservation younger than the grace period) of another task id.
         """
         key = (owner, external_id)
         if key in self.pending:
@@ -443,14 +488,22 @@ class ExternalIds:
         self.pending.add(key)  # held while we look: a concurrent create here is refused
         reserved = False
         try:
-            holder = await self.sql.run(lambda conn: _claim(conn, key, task_id), write=True)
-            while holder is not None:
+            now = self.clock()
+            seen = await self.sql.run(lambda conn: _claim(conn, key, task_id, now), write=True)
+            while seen is not None:
+                holder, reserved_at = seen
+                if self.clock() - reserved_at < self.grace:
+                    if holder == task_id:
+                        return False  # mine: an attempt of this same create is under way
+                    raise ExternalIdExistsError(external_id)
                 if await self._holds(owner, external_id, holder):
                     if holder == task_id:
                         return False  # the same task: its create answers TASK_EXISTS (or a replay)
                     raise ExternalIdExistsError(external_id)
-                take_over = functools.partial(_take_over, key=key, stale=holder, task_id=task_id)
-                holder = await self.sql.run(take_over, write=True)
+                take_over = functools.partial(
+                    _take_over, key=key, stale=seen, task_id=task_id, now=self.clock()
+                )
+                seen = await self.sql.run(take_over, write=True)
             reserved = True
             return True
         finally:
@@ -487,28 +540,44 @@ class ExternalIds:
         return [(o, t) for o, t in rows if await self._holds(o, external_id, t)]
 
 
-def _claim(conn: Conn, key: tuple[str, str], task_id: str) -> str | None:
-    """Reserve where there is no reservation (None), else the task holding it."""
-    inserted = conn.execute(
-        "INSERT INTO task_external_ids (owner, external_id, task_id) VALUES (?, ?, ?)"
-        " ON CONFLICT (owner, external_id) DO NOTHING RETURNING task_id",
-        (*key, task_id),
-    ).fetchall()  # all: SQLite finishes the statement only once its rows are read
-    if inserted:
-        return None
-    row = conn.execute(
-        "SELECT task_id FROM task_external_ids WHERE owner = ? AND external_id = ?", key
-    ).fetchone()
-    return None if row is None else str(row[0])
+#: Rounds of insert-or-read before a reservation that keeps vanishing is an error.
+_CLAIM_ROUNDS = 100
 
 
-def _take_over(conn: Conn, key: tuple[str, str], stale: str, task_id: str) -> str | None:
-    """Replace a stale reservation if ``stale`` still holds it (None), else claim again."""
+def _claim(conn: Conn, key: tuple[str, str], task_id: str, now: float) -> Seen | None:
+    """Reserve where there is no reservation (None), else the reservation found.
+
+    On PostgreSQL the row that made the insert do nothing may be deleted (released)
+    before it is read: then the insert is tried again.
+    """
+    for _ in range(_CLAIM_ROUNDS):
+        inserted = conn.execute(
+            "INSERT INTO task_external_ids (owner, external_id, task_id, reserved_at)"
+            " VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (owner, external_id) DO NOTHING RETURNING task_id",
+            (*key, task_id, now),
+        ).fetchall()  # all: SQLite finishes the statement only once its rows are read
+        if inserted:
+            return None
+        row = conn.execute(
+            "SELECT task_id, coalesce(reserved_at, 0) FROM task_external_ids"
+            " WHERE owner = ? AND external_id = ?",
+            key,
+        ).fetchone()
+        if row is not None:
+            return str(row[0]), float(row[1])
+    raise RuntimeError(f"external id {key!r}: the reservation keeps vanishing")
+
+
+def _take_over(
+    conn: Conn, key: tuple[str, str], stale: Seen, task_id: str, now: float
+) -> Seen | None:
+    """Replace a stale reservation if it is still ``stale`` (None), else claim again."""
     updated = conn.execute(
-        "UPDATE task_external_ids SET task_id = ?"
-        " WHERE owner = ? AND external_id = ? AND task_id = ?",
-        (task_id, *key, stale),
+        "UPDATE task_external_ids SET task_id = ?, reserved_at = ?"
+        " WHERE owner = ? AND external_id = ? AND task_id = ? AND coalesce(reserved_at, 0) = ?",
+        (task_id, now, *key, *stale),
     )
     if updated.rowcount == 1:
         return None
-    return _claim(conn, key, task_id)
+    return _claim(conn, key, task_id, now)
