@@ -19,6 +19,11 @@ class ActorBrokenError(ActorError):
     """
 
 
+class ObjectMovedError(ActorError):
+    """The object turned out to live elsewhere (another router took it first): route the
+    call again (actors/remote.py). Raised by a :class:`~actors.remote.Remote`."""
+
+
 class ActorClosedError(ActorError):
     """We closed the actor (eviction, deletion, shutdown) before it handled the message.
 

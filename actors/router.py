@@ -42,6 +42,7 @@ from actors.config import RouterConfig
 from actors.errors import (
     ActorBrokenError,
     ActorClosedError,
+    ObjectMovedError,
     ObjectNotFoundError,
     RouterClosedError,
 )
@@ -187,12 +188,16 @@ class Router:
             Rejected: whatever the kind's handler refused the message with.
         """
         remote = self.remote
-        if (
-            remote is not None
-            and not here
-            and not await remote.route(kind, object_id, create=create)
-        ):
-            return await remote.forward(kind, object_id, message, create=create)
+        if remote is not None and not here:
+            if not await remote.route(kind, object_id, create=create):
+                return await remote.forward(kind, object_id, message, create=create)
+            try:
+                return await self._call_here(kind, object_id, message, create)
+            except ObjectMovedError:  # placed elsewhere meanwhile: that node answers
+                return await remote.forward(kind, object_id, message, create=create)
+        return await self._call_here(kind, object_id, message, create)
+
+    async def _call_here(self, kind: str, object_id: str, message: Any, create: bool) -> Any:
         for _ in range(10):
             cell = await self._activate(kind, object_id, create)
             if not create and not cell.created:

@@ -37,7 +37,13 @@ from typing import Any
 import psycopg
 import trio
 
-from actors import ActorBrokenError, ActorCrashedError, ObjectNotFoundError, Router
+from actors import (
+    ActorBrokenError,
+    ActorCrashedError,
+    ObjectMovedError,
+    ObjectNotFoundError,
+    Router,
+)
 from spectral.cluster.codec import Codec
 from spectral.cluster.errors import HomeUnavailableError, NodeFencedError
 from spectral.cluster.membership import Membership, MemberStatus
@@ -190,7 +196,14 @@ class ClusterNode:
             home = await self._resolve(kind, object_id, create=create)
             if home is None or home == self.node_id:
                 assert self.router is not None
-                return await self.router.call(kind, object_id, message, create=create, here=True)
+                try:
+                    return await self.router.call(
+                        kind, object_id, message, create=create, here=True
+                    )
+                except ObjectMovedError:
+                    if attempt:
+                        raise
+                    continue  # placed on another node meanwhile: activating() cached it
             if home in self._down:
                 raise HomeUnavailableError(
                     f"{kind} {object_id!r}: its node {home} is down", node_id=home
@@ -223,7 +236,11 @@ class ClusterNode:
                 calls.discard(scope)
             self.forwarded += 1
             if "e" in reply:
-                raise self.codec.decode(reply["e"])
+                error = self.codec.decode(reply["e"])
+                if isinstance(error, ObjectMovedError) and not attempt:
+                    self._homes.pop((kind, object_id), None)
+                    continue
+                raise error
             return self.codec.decode(reply["v"])
         raise HomeUnavailableError(f"{kind} {object_id!r}: its home keeps moving", node_id="?")
 
@@ -237,8 +254,8 @@ class ClusterNode:
         except NotHomeError as exc:
             if exc.home is None:
                 raise ObjectNotFoundError(f"{kind} {object_id!r} does not exist") from None
-            self._homes.pop((kind, object_id), None)
-            raise ActorBrokenError(f"{kind} {object_id!r} lives on node {exc.home}") from None
+            self._homes[(kind, object_id)] = exc.home
+            raise ObjectMovedError(f"{kind} {object_id!r} lives on node {exc.home}") from None
         except NodeNotCurrentError:
             raise NodeFencedError(f"node {self.node_id} is not current") from None
         except (DatabaseUnavailableError, psycopg.Error) as exc:
