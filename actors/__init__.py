@@ -12,6 +12,7 @@ from actors.errors import (
     ObjectMovedError,
     ObjectNotFoundError,
     Rejected,
+    RemoteUnavailableError,
     RouterClosedError,
 )
 from actors.messaging import Address
@@ -42,6 +43,7 @@ __all__ = [
     "ObjectMovedError",
     "ObjectNotFoundError",
     "Rejected",
+    "RemoteUnavailableError",
     "Router",
     "RouterClosedError",
     "RouterConfig",

@@ -19,6 +19,14 @@ class ActorBrokenError(ActorError):
     """
 
 
+class RemoteUnavailableError(ActorBrokenError):
+    """The object lives on another router that cannot be reached (actors/remote.py)."""
+
+    def __init__(self, message: str, *, node_id: str) -> None:
+        super().__init__(message)
+        self.node_id = node_id
+
+
 class ObjectMovedError(ActorError):
     """The object turned out to live elsewhere (another router took it first): route the
     call again (actors/remote.py). Raised by a :class:`~actors.remote.Remote`."""

@@ -10,9 +10,9 @@ from actors import (
     ActorBrokenError,
     ActorCrashedError,
     ObjectNotFoundError,
+    RemoteUnavailableError,
     RouterClosedError,
 )
-from spectral.cluster.errors import HomeUnavailableError
 from spectral.errors import ApiError
 from spectral.tasks.actor import TaskRejected
 from spectral.tasks.state import InvalidCommandError, TaskStateError
@@ -49,7 +49,7 @@ def task_error(error: BaseException, task_id: str) -> ApiError:
             return ApiError(404, "TASK_NOT_FOUND", f"task {task_id!r} not found")
         case RouterClosedError():
             return ApiError(503, "SHUTTING_DOWN", "the server is shutting down")
-        case HomeUnavailableError():
+        case RemoteUnavailableError():
             return ApiError(
                 503,
                 "TASK_UNAVAILABLE",

@@ -1,17 +1,11 @@
-"""Errors of cluster mode that reach the API layer (no engine client imported here)."""
+"""Errors of cluster mode (no engine client imported here)."""
 
 from __future__ import annotations
 
-from actors import ActorBrokenError
+from actors import ActorBrokenError, RemoteUnavailableError
 
-
-class HomeUnavailableError(ActorBrokenError):
-    """The object's home node cannot be reached (stopped, killed, or cut off): 503
-    ``TASK_UNAVAILABLE`` until it returns."""
-
-    def __init__(self, message: str, *, node_id: str) -> None:
-        super().__init__(message)
-        self.node_id = node_id
+#: The object's home node cannot be reached: 503 ``TASK_UNAVAILABLE`` until it returns.
+HomeUnavailableError = RemoteUnavailableError
 
 
 class NodeFencedError(ActorBrokenError):
