@@ -291,3 +291,35 @@ async def test_keys_work_on_every_node_and_a_revocation_reaches_all(
                 while (await _get(alice_b, "mine")).status_code != 401:
                     await trio.sleep(0.05)
             assert (await _get(alice_c, "mine")).status_code == 401
+
+
+async def test_the_admin_feed_on_one_node_carries_every_nodes_events(
+    tmp_path: Path, pg_url: str, redis: Redis
+) -> None:
+    async with (
+        cluster(tmp_path, pg_url, redis.url, names=("a", "b")) as nodes,
+        nodes.client("a") as a,
+        nodes.client("b") as b,
+        open_websocket_url(f"{nodes.ws_url('b')}/admin/feed", extra_headers=WS_HEADERS) as ws,
+    ):
+        # Node b follows node a's channel once it has an admin watcher: send events from
+        # a until one shows up on b's feed (later warm-up messages are ignored below).
+        with trio.fail_after(30):
+            for n in range(1000):
+                await _create(a, f"warm-{n}")
+                with trio.move_on_after(0.2):
+                    if (await receive(ws))["taskId"].startswith("warm-"):
+                        break
+        await _create(a, "x")  # homed on a
+        moved = await b.post("/tasks/updateProgress", json={"taskId": "x", "progress": 50})
+        assert moved.status_code == 200
+        await _create(b, "y")  # homed on b
+        got: list[dict[str, Any]] = []
+        with trio.fail_after(10):
+            while len(got) < 3:
+                message = await receive(ws)
+                if not message["taskId"].startswith("warm-"):
+                    got.append(message)
+        per_task = {(m["taskId"], m["seq"], m["type"]) for m in got}
+        assert per_task == {("x", 1, "created"), ("x", 2, "progress"), ("y", 1, "created")}
+        assert [m["seq"] for m in got if m["taskId"] == "x"] == [1, 2]

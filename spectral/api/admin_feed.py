@@ -20,6 +20,14 @@ ROUTE = "/admin/feed"
 SCOPE = "feed:admin"
 
 
+def admin_message(event: TaskEvent) -> wire.Outgoing:
+    """The feed's message for one task event (encoded once)."""
+    body = room_message(event)
+    body["owner"] = event.owner
+    body["timestamp"] = wire.iso(event.timestamp)
+    return wire.Outgoing(event.seq, wire.dumps(body))
+
+
 class AdminFeed:
     """The admins' watchers of every task event."""
 
@@ -30,10 +38,7 @@ class AdminFeed:
         """EventBus listener: offer the event to every admin watcher; never blocks."""
         if not len(self.watchers):
             return
-        body = room_message(event)
-        body["owner"] = event.owner
-        body["timestamp"] = wire.iso(event.timestamp)
-        self.watchers.broadcast(wire.Outgoing(event.seq, wire.dumps(body)))
+        self.watchers.broadcast(admin_message(event))
 
     def close(self, reason: CloseReason) -> int:
         """Close every watcher (server shutting down); returns how many there were."""

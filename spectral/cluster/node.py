@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -97,6 +98,8 @@ class ClusterNode:
         self.placements = Placements(db)
         self.membership: Membership | None = None
         self.router: Router | None = None
+        #: More internal operations, by name (e.g. the admin feed's position).
+        self.operations: dict[str, Callable[[Any], Awaitable[Any]]] = {}
         #: Serves watchers of objects homed elsewhere (set when the bus runs).
         self.watching: RemoteWatching | None = None
         self._homes: OrderedDict[Key, str] = OrderedDict()
@@ -110,6 +113,8 @@ class ClusterNode:
         #: Nodes whose lease has lapsed in PostgreSQL (refreshed every renewal interval):
         #: calls for their objects fail at once instead of waiting for an answer.
         self._down: set[str] = set()
+        #: Every node's epoch, as of the last look at ``nodes`` (the admin feed's peers).
+        self.epochs: dict[str, int] = {}
         #: Forwarded calls in flight per home node, cancelled if it goes down.
         self._in_flight: dict[str, set[trio.CancelScope]] = {}
 
@@ -158,9 +163,12 @@ class ClusterNode:
         assert self.membership is not None
         while True:
             try:
-                down = set(await self.db.run(_lapsed_tx, transaction=False))
+                nodes = await self.db.run(_nodes_tx, transaction=False)
             except (DatabaseUnavailableError, psycopg.Error):
-                down = set()  # cannot tell: keep forwarding (and time out if need be)
+                nodes = None  # cannot tell: keep forwarding (and time out if need be)
+            down = set() if nodes is None else {n for n, (_, lapsed) in nodes.items() if lapsed}
+            if nodes is not None:
+                self.epochs = {node_id: epoch for node_id, (epoch, _) in nodes.items()}
             for node_id in down - self._down:
                 log.warning("node %s lost its lease: its objects are unavailable", node_id)
                 for scope in self._in_flight.get(node_id, ()):
@@ -325,6 +333,15 @@ class ClusterNode:
         self._peers[node_id] = client
         return client
 
+    async def ask(self, node_id: str, op: str, body: Any = None) -> Any:
+        """Run one of :attr:`operations` on another node (TransportError, RemoteError)."""
+        client = await self._peer(node_id)
+        try:
+            return await client.call(op, body, timeout=FORWARD_TIMEOUT)
+        except TransportError:
+            self._drop_peer(node_id)
+            raise
+
     def _drop_peer(self, node_id: str) -> None:
         self._addresses.pop(node_id, None)
         client = self._peers.pop(node_id, None)
@@ -334,6 +351,8 @@ class ClusterNode:
     # -- serving forwarded calls ----------------------------------------------------------
 
     async def _handle(self, op: str, body: Any) -> Any:
+        if op in self.operations:
+            return await self.operations[op](body)
         if op != "call":
             raise ApiError(400, "UNKNOWN_OPERATION", f"no internal operation {op!r}")
         kind, object_id, create = body["k"], body["i"], bool(body["c"])
@@ -360,10 +379,10 @@ class ClusterNode:
             return self.codec.encode(ActorCrashedError(f"{type(exc).__name__}: {exc}"))
 
 
-def _lapsed_tx(conn: psycopg.Connection) -> list[str]:
-    return [
-        str(row[0]) for row in conn.execute("SELECT node_id FROM nodes WHERE lease_until < now()")
-    ]
+def _nodes_tx(conn: psycopg.Connection) -> dict[str, tuple[int, bool]]:
+    """Every node: (its epoch, whether its lease has lapsed)."""
+    rows = conn.execute("SELECT node_id, epoch, lease_until < now() FROM nodes").fetchall()
+    return {str(node_id): (int(epoch), bool(lapsed)) for node_id, epoch, lapsed in rows}
 
 
 def _address_tx(conn: psycopg.Connection, node_id: str) -> str | None:

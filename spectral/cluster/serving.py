@@ -29,6 +29,8 @@ import trio
 
 from actors import Router
 from spectral.cluster import schema
+from spectral.cluster.admin_feed import PREFIX as ADMIN_PREFIX
+from spectral.cluster.admin_feed import ClusterAdminFeed
 from spectral.cluster.bus import Bus, open_bus
 from spectral.cluster.mirror import RegistryMirror
 from spectral.cluster.node import ClusterNode
@@ -38,6 +40,7 @@ from spectral.cluster.sql import PgSql
 from spectral.cluster.watching import LivePublisher, RemoteWatching
 
 if TYPE_CHECKING:
+    from spectral.api.admin_feed import AdminFeed
     from spectral.settings import Settings
     from spectral.tasks.events import EventBus
 
@@ -65,6 +68,7 @@ class Cluster:
     sql: PgSql
     mirror: RegistryMirror
     watching: RemoteWatching | None = None
+    admin_feed: ClusterAdminFeed | None = None
 
 
 def node_identity(data_dir: Path, wanted: str | None) -> str:
@@ -109,10 +113,17 @@ async def open_cluster(settings: Settings) -> AsyncIterator[Cluster]:
             holder: list[Cluster] = []
 
             async def resync(channel: str, after_seq: int) -> tuple[list, int]:
-                watching = holder[0].watching if holder else None
-                if watching is None:
+                parts = holder[0] if holder else None
+                if (
+                    parts is not None
+                    and parts.admin_feed is not None
+                    and channel.startswith(ADMIN_PREFIX)
+                ):
+                    missing, latest = await parts.admin_feed.resync(channel, after_seq)
+                elif parts is not None and parts.watching is not None:
+                    missing, latest = await parts.watching.resync(channel, after_seq)
+                else:
                     return [], after_seq
-                missing, latest = await watching.resync(channel, after_seq)
                 return list(missing), latest
 
             async with open_bus(settings.redis, resync) as bus:
@@ -123,7 +134,11 @@ async def open_cluster(settings: Settings) -> AsyncIterator[Cluster]:
 
 
 async def attach(
-    cluster: Cluster, router: Router, events: EventBus, services: trio.Nursery
+    cluster: Cluster,
+    router: Router,
+    events: EventBus,
+    services: trio.Nursery,
+    admin_feed: AdminFeed,
 ) -> None:
     """Step 4 of the module docstring, once the router is open."""
     cluster.node.router = router
@@ -134,6 +149,9 @@ async def attach(
     await services.start(watching.serve, cluster.bus)
     cluster.node.watching = watching
     events.live = LivePublisher(cluster.bus)
+    feed = cluster.admin_feed = ClusterAdminFeed(cluster.node, cluster.bus, admin_feed)
+    events.subscribe(feed.listener)
+    await services.start(feed.serve)
     log.info(
         "cluster node ready",
         extra={"node": cluster.node.node_id, "mirrored": written, "unlisted": removed},
