@@ -58,9 +58,12 @@ class RegistryMirror:
         deletes: Sequence[tuple[str, str]],
     ) -> None:
         node = self.node_id
+        # Nodes' flushes update shared count rows (per kind, owner, status): taking them in
+        # one order everywhere keeps concurrent flushes from deadlocking on each other.
+        ordered = sorted(upserts, key=lambda r: (r.kind, r.owner or "", r.status or "", r.id))
         with conn.cursor() as cursor:
             if upserts:
-                cursor.executemany(_UPSERT, [(*row.as_params(), node) for row in upserts])
+                cursor.executemany(_UPSERT, [(*row.as_params(), node) for row in ordered])
             if deletes:
                 cursor.executemany(_DELETE, [(kind, id_, node) for kind, id_ in deletes])
 
