@@ -282,6 +282,13 @@ class Router:
         self._evict(cell)
         return True
 
+    def evict_all(self) -> int:
+        """Evict every live actor (after its current turn); returns how many."""
+        cells = [cell for cell in self._live.values() if not cell.closing]
+        for cell in cells:
+            self._evict(cell)
+        return len(cells)
+
     # -- activation --------------------------------------------------------------
 
     async def _activate(self, kind: str, object_id: str, create: bool) -> Cell:

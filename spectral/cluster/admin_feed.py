@@ -69,7 +69,7 @@ class ClusterAdminFeed:
             while True:
                 wanted = set()
                 if len(self.feed.watchers):
-                    wanted = {n for n in self.node.epochs if n != self.node.node_id}
+                    wanted = {n for n in self.node.peers.epochs if n != self.node.node_id}
                 for node_id in set(self._following) - wanted:
                     self._following.pop(node_id).cancel()
                 for node_id in wanted - set(self._following):

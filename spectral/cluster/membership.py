@@ -188,9 +188,9 @@ class Membership:
             await trio.sleep(self.interval)
             await self.renew()
 
-    async def wait_status(self, wanted: MemberStatus) -> None:
-        """Return once the status is ``wanted`` (wrap in fail_after)."""
-        while self.status is not wanted:
+    async def wait_status(self, *wanted: MemberStatus) -> None:
+        """Return once the status is one of ``wanted`` (wrap in fail_after)."""
+        while self.status not in wanted:
             changed = self._changed
             deadline = self._lease.valid_until
             if deadline is None or deadline <= trio.current_time():

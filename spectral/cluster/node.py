@@ -48,18 +48,14 @@ from actors import (
 from spectral.cluster.codec import Codec
 from spectral.cluster.errors import HomeUnavailableError, NodeFencedError
 from spectral.cluster.membership import Membership, MemberStatus
+from spectral.cluster.peers import Peers
 from spectral.cluster.pg import Database, DatabaseUnavailableError
 from spectral.cluster.placement import (
     NodeNotCurrentError,
     NotHomeError,
     Placements,
 )
-from spectral.cluster.transport import (
-    RemoteError,
-    TransportClient,
-    TransportError,
-    serve_transport,
-)
+from spectral.cluster.transport import RemoteError, TransportError, serve_transport
 from spectral.cluster.watching import RemoteWatching
 from spectral.errors import ApiError
 
@@ -69,10 +65,6 @@ Key = tuple[str, str]
 
 #: Homes remembered per node (an entry is ~150 bytes).
 HOME_CACHE = 200_000
-#: Connections kept to each peer.
-PEER_CONNECTIONS = 2
-#: Seconds a forwarded call may take before it counts as lost (the home is stuck).
-FORWARD_TIMEOUT = 30.0
 
 
 class ClusterNode:
@@ -103,20 +95,12 @@ class ClusterNode:
         #: Serves watchers of objects homed elsewhere (set when the bus runs).
         self.watching: RemoteWatching | None = None
         self._homes: OrderedDict[Key, str] = OrderedDict()
-        self._addresses: dict[str, str] = {}
-        self._peers: dict[str, TransportClient] = {}
-        self._peer_nursery: trio.Nursery | None = None
+        #: The other nodes: clients, addresses, which are down.
+        self.peers = Peers(db)
         #: The fencing token of each object activated here.
         self.tokens: dict[Key, int] = {}
         self.forwarded = 0
         self.served = 0
-        #: Nodes whose lease has lapsed in PostgreSQL (refreshed every renewal interval):
-        #: calls for their objects fail at once instead of waiting for an answer.
-        self._down: set[str] = set()
-        #: Every node's epoch, as of the last look at ``nodes`` (the admin feed's peers).
-        self.epochs: dict[str, int] = {}
-        #: Forwarded calls in flight per home node, cancelled if it goes down.
-        self._in_flight: dict[str, set[trio.CancelScope]] = {}
 
     # -- running ---------------------------------------------------------------------
 
@@ -135,9 +119,8 @@ class ClusterNode:
                 "joined the cluster",
                 extra={"node": self.node_id, "epoch": node.epoch, "internal": address},
             )
-            self._peer_nursery = nursery
+            await nursery.start(self.peers.serve, self.membership.interval)
             nursery.start_soon(self._fence_on_lapse)
-            nursery.start_soon(self._watch_peers)
             task_status.started(self)
             try:
                 await trio.sleep_forever()
@@ -149,32 +132,13 @@ class ClusterNode:
         """When the lease lapses, close every live object so no file stays held."""
         assert self.membership is not None
         while True:
-            await self.membership.wait_status(MemberStatus.FENCED)
+            await self.membership.wait_status(MemberStatus.FENCED, MemberStatus.SUPERSEDED)
             log.error("node %s lost its lease: refusing work until it is renewed", self.node_id)
             if self.router is not None:
-                for key in list(self.tokens):
-                    await self.router.evict(*key)
+                self.router.evict_all()
             self.tokens.clear()
             await self.membership.wait_status(MemberStatus.CURRENT)
             log.warning("node %s renewed its lease: serving again", self.node_id)
-
-    async def _watch_peers(self) -> None:
-        """Keep :attr:`_down` current: the nodes whose lease PostgreSQL says has lapsed."""
-        assert self.membership is not None
-        while True:
-            try:
-                nodes = await self.db.run(_nodes_tx, transaction=False)
-            except (DatabaseUnavailableError, psycopg.Error):
-                nodes = None  # cannot tell: keep forwarding (and time out if need be)
-            down = set() if nodes is None else {n for n, (_, lapsed) in nodes.items() if lapsed}
-            if nodes is not None:
-                self.epochs = {node_id: epoch for node_id, (epoch, _) in nodes.items()}
-            for node_id in down - self._down:
-                log.warning("node %s lost its lease: its objects are unavailable", node_id)
-                for scope in self._in_flight.get(node_id, ()):
-                    scope.cancel()
-            self._down = down
-            await trio.sleep(self.membership.interval)
 
     # -- actors.remote.Remote -----------------------------------------------------------
 
@@ -212,17 +176,10 @@ class ClusterNode:
                     if attempt:
                         raise
                     continue  # placed on another node meanwhile: activating() cached it
-            if home in self._down:
-                raise HomeUnavailableError(
-                    f"{kind} {object_id!r}: its node {home} is down", node_id=home
-                )
-            scope = trio.CancelScope()
-            calls = self._in_flight.setdefault(home, set())
-            calls.add(scope)
+            self.peers.check(home, f"{kind} {object_id!r}")
             try:
-                with scope:
-                    client = await self._peer(home)
-                    reply = await client.call("call", body, timeout=FORWARD_TIMEOUT)
+                with self.peers.calling(home) as scope:
+                    reply = await self.peers.call(home, "call", body)
                 if scope.cancelled_caught:
                     raise HomeUnavailableError(
                         f"{kind} {object_id!r}: its node {home} went down during the call",
@@ -234,14 +191,11 @@ class ClusterNode:
                     continue
                 raise ActorCrashedError(f"{kind} {object_id!r}: node {home}: {exc}") from None
             except TransportError as exc:
-                self._drop_peer(home)
                 if exc.unprocessed and not attempt:
                     continue  # maybe restarted at another address: look it up once more
                 raise HomeUnavailableError(
                     f"{kind} {object_id!r}: its node {home} cannot be reached", node_id=home
                 ) from None
-            finally:
-                calls.discard(scope)
             self.forwarded += 1
             if "e" in reply:
                 error = self.codec.decode(reply["e"])
@@ -287,7 +241,7 @@ class ClusterNode:
             found = await self.placements.home_of(kind, object_id)
             if found is not None:
                 home = found.node_id
-                self._addresses[home] = found.rpc_addr
+                self.peers.learn(home, found.rpc_addr)
             elif create:
                 membership = self._membership()
                 if membership.node is None or membership.fenced:
@@ -314,39 +268,9 @@ class ClusterNode:
             raise NodeFencedError(f"node {self.node_id} has not joined the cluster yet")
         return self.membership
 
-    # -- peers ----------------------------------------------------------------------------
-
-    async def _peer(self, node_id: str) -> TransportClient:
-        client = self._peers.get(node_id)
-        if client is not None:
-            return client
-        address = self._addresses.get(node_id)
-        if address is None:
-            address = await self.db.run(lambda c: _address_tx(c, node_id), transaction=False)
-            if address is None:
-                raise TransportError(f"node {node_id} is unknown", unprocessed=True)
-            self._addresses[node_id] = address
-        host, _, port = address.rpartition(":")
-        client = TransportClient(
-            host.strip("[]"), int(port), pool_size=PEER_CONNECTIONS, nursery=self._peer_nursery
-        )
-        self._peers[node_id] = client
-        return client
-
     async def ask(self, node_id: str, op: str, body: Any = None) -> Any:
         """Run one of :attr:`operations` on another node (TransportError, RemoteError)."""
-        client = await self._peer(node_id)
-        try:
-            return await client.call(op, body, timeout=FORWARD_TIMEOUT)
-        except TransportError:
-            self._drop_peer(node_id)
-            raise
-
-    def _drop_peer(self, node_id: str) -> None:
-        self._addresses.pop(node_id, None)
-        client = self._peers.pop(node_id, None)
-        if client is not None and self._peer_nursery is not None:
-            self._peer_nursery.start_soon(client.aclose)
+        return await self.peers.call(node_id, op, body)
 
     # -- serving forwarded calls ----------------------------------------------------------
 
@@ -377,17 +301,6 @@ class ClusterNode:
         except TypeError:
             log.exception("forwarded call failed with an error that cannot cross nodes")
             return self.codec.encode(ActorCrashedError(f"{type(exc).__name__}: {exc}"))
-
-
-def _nodes_tx(conn: psycopg.Connection) -> dict[str, tuple[int, bool]]:
-    """Every node: (its epoch, whether its lease has lapsed)."""
-    rows = conn.execute("SELECT node_id, epoch, lease_until < now() FROM nodes").fetchall()
-    return {str(node_id): (int(epoch), bool(lapsed)) for node_id, epoch, lapsed in rows}
-
-
-def _address_tx(conn: psycopg.Connection, node_id: str) -> str | None:
-    row = conn.execute("SELECT rpc_addr FROM nodes WHERE node_id = %s", (node_id,)).fetchone()
-    return None if row is None else str(row[0])
 
 
 def _lease_options(ttl: float) -> dict[str, float]:
