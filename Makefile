@@ -34,7 +34,7 @@ $(CHROMIUM):
 	@test -x $(CHROMIUM) || \
 		{ echo "make test needs $(CHROMIUM) (the API reference page's browser test)" >&2; exit 1; }
 
-# tests/engines.py starts its own PostgreSQL and Redis (cluster mode, SPEC §15) from Debian's
+# tests/engines.py starts its own PostgreSQL and Redis (cluster mode, docs/cluster.md) from Debian's
 # packages; installed only when missing. Debian's own postgresql service is not used.
 engines:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
@@ -54,8 +54,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Two workers, one test file each at a time (the cluster tests start several nodes each).
 test: lint engines $(NODE_STAMP) $(CHROMIUM)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python bench/actors.py
