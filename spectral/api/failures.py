@@ -14,6 +14,7 @@ from actors import (
     RouterClosedError,
 )
 from spectral.errors import ApiError
+from spectral.sql import SqlError, SqlUnavailableError
 from spectral.tasks.actor import TaskRejected
 from spectral.tasks.state import InvalidCommandError, TaskStateError
 
@@ -77,6 +78,35 @@ def state_error(reason: TaskStateError, task_id: str) -> ApiError:
     if reason.code == "TASK_NOT_FOUND":
         return ApiError(404, reason.code, f"task {task_id!r} not found")
     return ApiError(reason.status, reason.code, str(reason))
+
+
+#: Seconds a client is told to wait before retrying when the database failed.
+STORAGE_RETRY_AFTER = 1
+
+
+def storage_error(error: SqlError) -> ApiError:
+    """503 ``STORAGE_UNAVAILABLE`` for a database error nothing below the API handled."""
+    if isinstance(error, SqlUnavailableError):
+        message = "the database is unavailable; try again later"
+    else:
+        message = "the database could not complete the request; try again later"
+    return ApiError(
+        503, "STORAGE_UNAVAILABLE", message, headers={"Retry-After": str(STORAGE_RETRY_AFTER)}
+    )
+
+
+def sql_error_in(error: BaseException) -> SqlError | None:
+    """``error`` if it is a :class:`SqlError`, or the first of a group made only of them."""
+    if isinstance(error, SqlError):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        matched, rest = error.split(SqlError)
+        if matched is not None and rest is None:
+            first: BaseException = matched
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            return first if isinstance(first, SqlError) else None
+    return None
 
 
 #: Errors :func:`task_error` knows how to answer.
