@@ -23,7 +23,7 @@ from spectral.api import once, rpc
 from spectral.api.call import Call, as_result
 from spectral.api.context import Principal
 from spectral.api.cors import Cors
-from spectral.api.failures import sql_error_in, storage_error, validation_error
+from spectral.api.failures import refuse_nul, sql_error_in, storage_error, validation_error
 from spectral.api.operations import OPERATIONS, Operation, Rest
 from spectral.api.routing import Match, Routes
 from spectral.api.watch import serve_websocket
@@ -227,16 +227,21 @@ def parse_input(
                 if not rest.empty_is_object:
                     raise ApiError(400, "INVALID_JSON", "the body is empty; send a JSON object")
                 body = b"{}"
-            return model.model_validate_json(body)
+            value = model.model_validate_json(body)
+            refuse_nul(value, body)
+            return value
         if rest.source == "query":
             data: dict[str, Any] = {**request.query(), **params}
             for name in getattr(model, "repeated", ()):
                 if name in data:
                     data[name] = request.query_list(name)
-            return model.model_validate(data)
-        return model.model_validate(params)
+            value = model.model_validate(data)
+        else:
+            value = model.model_validate(params)
     except ValidationError as error:
         raise validation_error(error) from None
+    refuse_nul(value)
+    return value
 
 
 def _front_code(status: int) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from actors import (
     ActorBrokenError,
@@ -14,6 +14,8 @@ from actors import (
     RouterClosedError,
 )
 from spectral.errors import ApiError
+from spectral.nul import MESSAGE as NUL_MESSAGE
+from spectral.nul import may_hold_nul, nul_path
 from spectral.sql import SqlError, SqlUnavailableError
 from spectral.tasks.actor import TaskRejected
 from spectral.tasks.state import InvalidCommandError, TaskStateError
@@ -35,6 +37,23 @@ def _field(where: str, loc: tuple[Any, ...]) -> str:
     parts = [where] if where else []
     parts += [str(part) for part in loc]
     return ".".join(parts) or "body"
+
+
+def refuse_nul(value: BaseModel | None, json_text: str | bytes | None = None) -> None:
+    """A 400 naming the first string (or object key) of a validated input holding NUL
+    (see :mod:`spectral.nul`); ``json_text``, the JSON it came from, skips the walk when
+    it cannot hold one."""
+    if value is None or (json_text is not None and not may_hold_nul(json_text)):
+        return
+    path = nul_path(value)
+    if path is not None:
+        field = ".".join(path) or "body"
+        raise ApiError(
+            400,
+            "VALIDATION_ERROR",
+            f"{field}: {NUL_MESSAGE}",
+            [{"field": field, "message": NUL_MESSAGE}],
+        )
 
 
 #: Seconds a client is told to wait before retrying a task whose node is down.
