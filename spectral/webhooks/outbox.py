@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 import trio
 
 from actors import ActorError, ObjectNotFoundError, Router, RouterClosedError
-from spectral.sql import SqlError
+from spectral.sql import SqlError, SqlUnavailableError
 from spectral.tasks.actor import Read, ReadHistory
 from spectral.tasks.events import TaskEvent
 from spectral.webhooks import payload
@@ -51,6 +51,8 @@ BUFFER = 10_000
 BATCH = 1_000
 #: Events read per history page during recovery.
 HISTORY_PAGE = 500
+#: Tries of a batch the database refuses for another reason than being unavailable.
+REFUSALS = 3
 
 
 class Outbox:
@@ -113,15 +115,31 @@ class Outbox:
                 batch.extend(self._late)
                 self._late = []
                 outgoing = await self._expand(batch) + await self._drain_dirty()
-                while True:
-                    try:
-                        await self._write(outgoing)
-                        break
-                    except SqlError:
-                        # The database is busy (the CLI holds the registry) or unreachable:
-                        # keep the batch, retry.
-                        log.exception("webhook outbox: database unavailable; retrying in 1 s")
-                        await trio.sleep(1.0)
+                await self._write_retrying(outgoing)
+
+    async def _write_retrying(self, outgoing: list[Outgoing]) -> None:
+        """:meth:`_write`, again every second while the database is unavailable (busy:
+        the CLI holds the registry; unreachable). A batch the database keeps refusing
+        otherwise is dropped after :data:`REFUSALS` tries rather than blocking every later
+        one: its tasks' cursors did not move, so their next event (or the next start's
+        recovery) reads the missing events back from history."""
+        refused = 0
+        while True:
+            try:
+                await self._write(outgoing)
+                return
+            except SqlUnavailableError:
+                log.exception("webhook outbox: database unavailable; retrying in 1 s")
+            except SqlError:
+                refused += 1
+                if refused >= REFUSALS:
+                    log.exception(
+                        "webhook outbox: the database refuses a batch; dropped",
+                        extra={"events": len(outgoing)},
+                    )
+                    return
+                log.exception("webhook outbox: the database refused a batch; retrying in 1 s")
+            await trio.sleep(1.0)
 
     def _pending(self) -> bool:
         return bool(self._dirty or self._late)
