@@ -193,7 +193,8 @@ async def _serve(settings: Settings, out: TextIO, cluster: Cluster | None) -> No
         summary_of = _summary_reader(router) if cluster is None else _task_summary(router)
         state.external_ids = task_index.ExternalIds(sql, summary_of)
         state.keepalive.interval = settings.ws_ping_interval
-        webhooks = state.webhooks = WebhookService(sql, router, events, settings)
+        node_id = None if cluster is None else cluster.node.node_id
+        webhooks = state.webhooks = WebhookService(sql, router, events, settings, node_id=node_id)
         state.integrations = IntegrationService(integration_store.IntegrationStore(sql))
         metrics.install(router)
         requests = state.requests = RequestLog(settings.log_level)

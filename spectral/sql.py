@@ -11,6 +11,13 @@ constraints, ``INSERT ... ON CONFLICT``, ``RETURNING``) since other nodes write 
 
 SQL text uses ``?`` placeholders on both; the PostgreSQL side turns them into ``%s``, so
 no ``?`` or ``%`` may appear inside a string literal (patterns go in as parameters).
+
+Errors: whatever the engine, a database error leaves :meth:`Sql.run` as a
+:class:`SqlError` with the engine's own exception chained (``__cause__``):
+:class:`SqlUnavailableError` when the database cannot serve now (unreachable, locked,
+out of space, a broken connection: try again later), :class:`SqlConstraintError` when
+a statement broke a constraint (unique, not null, check). Exceptions ``fn`` raises by
+itself pass unchanged.
 """
 
 from __future__ import annotations
@@ -20,6 +27,45 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
+
+
+class SqlError(Exception):
+    """A database error raised by :meth:`Sql.run` (the engine's exception is the cause)."""
+
+
+class SqlUnavailableError(SqlError):
+    """The database cannot serve now (unreachable, busy or locked, full, broken connection)."""
+
+
+class SqlConstraintError(SqlError):
+    """A statement broke a constraint (unique, primary key, not null, check)."""
+
+
+#: SQLite's primary result codes meaning "cannot serve now", not "bad statement".
+_SQLITE_UNAVAILABLE = frozenset(
+    {
+        5,  # SQLITE_BUSY
+        6,  # SQLITE_LOCKED
+        7,  # SQLITE_NOMEM
+        8,  # SQLITE_READONLY
+        10,  # SQLITE_IOERR
+        11,  # SQLITE_CORRUPT
+        13,  # SQLITE_FULL
+        14,  # SQLITE_CANTOPEN
+        15,  # SQLITE_PROTOCOL
+        26,  # SQLITE_NOTADB
+    }
+)
+
+
+def sqlite_error(exc: sqlite3.Error) -> SqlError:
+    """The :class:`SqlError` for an error of the ``sqlite3`` module (not yet chained)."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return SqlConstraintError(str(exc))
+    code = getattr(exc, "sqlite_errorcode", None)  # absent on errors not from SQLite itself
+    if code is not None and code & 0xFF in _SQLITE_UNAVAILABLE:
+        return SqlUnavailableError(str(exc))
+    return SqlError(str(exc))
 
 
 class Rows(Protocol):
@@ -65,6 +111,11 @@ class Sql(Protocol):
             fn: synchronous; it must not touch trio (it may run in a worker thread).
             write: run it in one write transaction, committed when ``fn`` returns and
                 rolled back when it raises. False: a read, perhaps without a transaction.
+
+        Raises:
+            SqlUnavailableError: the database cannot serve now; try again later.
+            SqlConstraintError: a statement broke a constraint.
+            SqlError: any other database error. Nothing was committed in each case.
         """
         ...
 
@@ -90,9 +141,16 @@ class SqliteSql:
         """Run ``fn(conn)`` inline; with ``write``, inside ``BEGIN IMMEDIATE``/``COMMIT``.
 
         Raises:
+            SqlError: a database error (see the module docstring), rolled back.
             RuntimeError: ``write`` while the connection is already in a transaction
                 (units of work do not nest).
         """
+        try:
+            return self._run(fn, write)
+        except sqlite3.Error as exc:
+            raise sqlite_error(exc) from exc
+
+    def _run(self, fn: Callable[[Conn], T], write: bool) -> T:
         conn: Any = self.conn
         if not write:
             return fn(conn)

@@ -117,11 +117,15 @@ class Nodes:
 
 @asynccontextmanager
 async def cluster(
-    root: Path, pg_url: str, redis_url: str, names: tuple[str, ...] = ("a", "b", "c")
+    root: Path,
+    pg_url: str,
+    redis_url: str,
+    names: tuple[str, ...] = ("a", "b", "c"),
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[Nodes]:
-    """Start ``names`` (at once) and stop them all on exit."""
+    """Start ``names`` (at once, with ``env`` added to theirs) and stop them all on exit."""
     async with trio.open_nursery() as nursery:
-        nodes = Nodes(nursery, root, pg_url, redis_url)
+        nodes = Nodes(nursery, root, pg_url, redis_url, dict(env or {}))
         async with trio.open_nursery() as starting:
             for name in names:
                 starting.start_soon(nodes.start, name)

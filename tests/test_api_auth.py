@@ -293,6 +293,7 @@ async def test_key_listing_never_shows_secrets_and_bearer_works(world: World) ->
         ({"owner": "alice", "role": "root"}, "role"),
         ({"role": "reader"}, "owner"),
         ({"owner": "alice", "role": "reader", "name": 5}, "name"),
+        ({"owner": "alice", "role": "reader", "name": "a\x00b"}, "name"),
     ],
 )
 async def test_bad_key_requests_name_the_field(world: World, body: Any, field: str) -> None:

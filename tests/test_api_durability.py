@@ -7,6 +7,7 @@ retention is tested exactly, in virtual time, in tests/test_task_actor.py.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from functools import partial
 from pathlib import Path
@@ -202,6 +203,30 @@ async def test_a_corrupt_task_file_answers_503_while_others_serve(tmp_path: Path
         assert (await http.post("/tasks/updateProgress", json=update)).status_code == 503
         healthy = {"taskId": "healthy", "progress": 5}
         assert (await http.post("/tasks/updateProgress", json=healthy)).status_code == 200
+        assert (await http.get("/health")).json()["status"] == "healthy"
+
+
+async def test_a_busy_product_database_answers_503_then_serves_again(tmp_path: Path) -> None:
+    """A database error nothing handles (the registry's write lock held past its 5 s busy
+    timeout) is 503 STORAGE_UNAVAILABLE, not 500; the server serves again once it is free."""
+    data = tmp_path / "data"
+    async with (
+        running(serve_argv(data), env=SERVE_ENV) as server,
+        httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS, timeout=60) as http,
+    ):
+        key = {"owner": "alice", "role": "service"}
+        holder = sqlite3.connect(data / "registry.sqlite", isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")  # what `spectral keys` holding it would do
+            busy = await http.post("/admin/keys", json=key)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert busy.status_code == 503, busy.text
+        assert busy.json()["error"]["code"] == "STORAGE_UNAVAILABLE"
+        assert "database" in busy.json()["error"]["message"]
+        assert busy.headers["retry-after"] == "1"
+        assert (await http.post("/admin/keys", json=key)).status_code == 201
         assert (await http.get("/health")).json()["status"] == "healthy"
 
 

@@ -348,6 +348,11 @@ BAD_INPUTS: list[tuple[str, Any, str]] = [
     ("batchUpdateProgress", {"updates": []}, "updates"),
     ("batchUpdateProgress", {"updates": "x"}, "updates"),
     ("batchUpdateProgress", {"updates": [{"taskId": "t", "progress": 1}] * 1001}, "updates"),
+    # NUL (U+0000) in any string, as over REST.
+    ("create", {"taskId": "n", "metadata": {"k": ["\x00"]}}, "metadata.k.0"),
+    ("updateProgress", {"taskId": "t", "progress": 1, "message": "\x00"}, "message"),
+    ("fail", {"taskId": "t", "error": "\x00"}, "error"),
+    ("listAll", {"q": "a\x00"}, "q"),
 ]
 
 

@@ -264,6 +264,7 @@ async def test_listing_newest_first_with_filters(client: httpx.AsyncClient) -> N
 
 
 BIG_METADATA = {"blob": "x" * (64 * 1024)}
+Z = "\x00"
 
 # (method, path, body or None, expected status, field the message must name)
 BAD_REQUESTS: list[tuple[str, str, Any, int, str]] = [
@@ -325,6 +326,43 @@ BAD_REQUESTS: list[tuple[str, str, Any, int, str]] = [
     ("GET", "/tasks?limit=1000", None, 400, "limit"),
     ("DELETE", "/tasks/%2E%2E", None, 400, "taskId"),
     ("GET", "/tasks/t/events?since=x", None, 400, "since"),
+    # NUL (U+0000): PostgreSQL text cannot hold it, so no request string may (both modes).
+    ("POST", "/tasks/create", {"id": "n", "metadata": {"k": "a" + Z}}, 400, "metadata.k"),
+    ("POST", "/tasks/create", {"id": "n", "metadata": {"k" + Z: 1}}, 400, "metadata.k"),
+    ("POST", "/tasks/create", {"id": "n", "metadata": {"k": [Z]}}, 400, "metadata.k.0"),
+    ("POST", "/tasks/create", {"id": "n" + Z}, 400, "id"),
+    ("POST", "/tasks/create", {"id": "n", "tags": ["a" + Z]}, 400, "tags.0"),
+    ("POST", "/tasks/create", {"id": "n", "externalId": "e" + Z}, 400, "externalId"),
+    ("POST", "/tasks/create", {"id": "n", "phases": [{"id": "p", "name": Z}]}, 400, "phases.0"),
+    ("POST", "/tasks/updateProgress", {"taskId": "t", "progress": 1, "message": Z}, 400, "message"),
+    (
+        "POST",
+        "/tasks/updateProgress",
+        {"taskId": "t", "progress": 1, "metadata": {Z: 1}},
+        400,
+        "metadata",
+    ),
+    (
+        "POST",
+        "/tasks/addEvent",
+        {"taskId": "t", "event": {"type": "log", "message": Z}},
+        400,
+        "event.message",
+    ),
+    ("POST", "/tasks/fail", {"taskId": "t", "error": "e" + Z}, 400, "error"),
+    ("POST", "/tasks/complete", {"taskId": "t", "metadata": {"r": {"x": Z}}}, 400, "metadata.r.x"),
+    (
+        "POST",
+        "/tasks/batchUpdateProgress",
+        {"updates": [{"taskId": "t", "progress": 1, "message": Z}]},
+        400,
+        "updates.0.message",
+    ),
+    ("GET", "/tasks?owner=a%00", None, 400, "owner"),
+    ("GET", "/tasks?q=a%00", None, 400, "q"),
+    ("GET", "/tasks?tag=a%00", None, 400, "tag.0"),
+    ("GET", "/tasks/by-external-id/a%00b", None, 400, "externalId"),
+    ("GET", "/tasks/t/events?epoch=%00", None, 400, "epoch"),
 ]
 
 

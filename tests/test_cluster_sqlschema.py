@@ -25,6 +25,7 @@ from spectral.cluster import schema
 from spectral.cluster.pg import Database, open_database
 from spectral.cluster.sql import PgSql, translate
 from spectral.integrations import store as integration_store
+from spectral.sql import SqlConstraintError, SqlError
 from spectral.tasks import index as task_index
 from spectral.webhooks import store as webhook_store
 from storage import migrate
@@ -231,7 +232,7 @@ class Twins:
             lite_error = exc
         try:
             await self.sql.run(lambda c: apply(c, steps), write=True)
-        except psycopg.Error as exc:
+        except SqlError as exc:
             assert lite_error is not None, f"PostgreSQL failed alone: {exc}"
             return
         assert lite_error is None, f"SQLite failed alone: {lite_error}"
@@ -430,7 +431,7 @@ async def test_pgsql_rolls_back_on_exception(db: Database) -> None:
         return conn.execute("SELECT count(*) FROM webhook_cursors").fetchone()
 
     assert await sql.run(count) == (0,)
-    with pytest.raises(psycopg.errors.UniqueViolation):
+    with pytest.raises(SqlConstraintError) as caught:
         await sql.run(
             lambda c: c.executemany(
                 "INSERT INTO webhook_cursors (task_id, owner, seq) VALUES (?, ?, ?)",
@@ -438,6 +439,7 @@ async def test_pgsql_rolls_back_on_exception(db: Database) -> None:
             ),
             write=True,
         )
+    assert isinstance(caught.value.__cause__, psycopg.errors.UniqueViolation)
     assert await sql.run(count) == (0,)
 
 

@@ -1,4 +1,5 @@
-"""SqliteSql: a write commits on return and rolls back on an exception; reads run inline."""
+"""SqliteSql: a write commits on return and rolls back on an exception; reads run inline;
+database errors leave as SqlError (constraint, unavailable, other), the original chained."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from spectral.sql import Conn, SqliteSql
+from spectral.sql import Conn, SqlConstraintError, SqlError, SqliteSql, SqlUnavailableError
 
 
 @pytest.fixture
@@ -49,11 +50,12 @@ async def test_a_write_rolls_back_when_the_function_raises(sql: SqliteSql, tmp_p
     assert not sql.conn.in_transaction
     assert _other(tmp_path) == [("a", 1)]
     # An SQL error rolls back the same way, and the connection stays usable.
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(SqlConstraintError) as caught:
         await sql.run(
             lambda conn: conn.executemany("INSERT INTO t VALUES (?, ?)", [("c", 1), ("a", 9)]),
             write=True,
         )
+    assert isinstance(caught.value.__cause__, sqlite3.IntegrityError)
     assert _other(tmp_path) == [("a", 1)]
     assert await sql.run(lambda conn: conn.execute("SELECT v FROM t").fetchall()) == [(1,)]
 
@@ -90,3 +92,27 @@ async def test_writes_do_not_nest(sql: SqliteSql) -> None:
     with pytest.raises(RuntimeError, match="inside another transaction"):
         await sql.run(lambda conn: None, write=True)
     sql.conn.execute("ROLLBACK")
+
+
+async def test_database_errors_are_sql_errors(sql: SqliteSql, tmp_path: Path) -> None:
+    # A bad statement: an SqlError, neither "unavailable" nor a constraint.
+    with pytest.raises(SqlError) as caught:
+        await sql.run(lambda conn: conn.execute("SELECT * FROM nowhere"))
+    assert type(caught.value) is SqlError
+    assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+    # Another connection holds the write lock: unavailable (busy), rolled back, usable.
+    other = sqlite3.connect(tmp_path / "db.sqlite", isolation_level=None, timeout=0)
+    sql.conn.execute("PRAGMA busy_timeout = 0")
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(SqlUnavailableError, match="locked"):
+            await sql.run(lambda conn: conn.execute("INSERT INTO t VALUES ('x', 1)"), write=True)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert not sql.conn.in_transaction
+    await sql.run(lambda conn: conn.execute("INSERT INTO t VALUES ('x', 1)"), write=True)
+    assert _other(tmp_path) == [("x", 1)]
+    # What the function raises by itself passes unchanged.
+    with pytest.raises(KeyError):
+        await sql.run(lambda conn: {}["missing"])

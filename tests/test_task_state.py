@@ -189,6 +189,36 @@ def test_fail_needs_an_error() -> None:
         apply(created(), Fail(error=""), T0)
 
 
+@pytest.mark.parametrize(
+    ("metadata", "field"),
+    [
+        ({"k": "a\x00b"}, "metadata.k"),
+        ({"a\x00": 1}, "metadata.a\\u0000"),
+        ({"k": [1, {"deep": "\x00"}]}, "metadata.k.1.deep"),
+    ],
+)
+def test_nul_in_new_metadata_is_invalid(metadata: dict[str, object], field: str) -> None:
+    """PostgreSQL's jsonb cannot hold it (a cluster mirrors the summary): refused everywhere."""
+    with pytest.raises(InvalidCommandError) as info:
+        created(metadata=metadata)
+    assert info.value.field == field
+    for command in (Progress(progress=1, metadata=metadata), Complete(metadata=metadata)):
+        with pytest.raises(InvalidCommandError) as info:
+            apply(created(), command, T0 + 1)
+        assert info.value.field == field
+    with pytest.raises(InvalidCommandError) as info:
+        apply(created(), Fail(error="bad\x00"), T0 + 1)
+    assert info.value.field == "error"
+
+
+def test_a_task_stored_with_nul_metadata_still_takes_updates() -> None:
+    old = replace(created(), metadata={"old": "a\x00"})  # written before the rule
+    new, _ = apply(old, Progress(progress=5, metadata={"fine": 1}), T0 + 1)
+    assert new.metadata == {"old": "a\x00", "fine": 1}
+    # "\\u0000" spelled out (a backslash and five characters) is no NUL.
+    assert created(metadata={"k": "\\u0000"}).metadata == {"k": "\\u0000"}
+
+
 def test_deadlines() -> None:
     state = created(timeout_seconds=30, ttl_seconds=60)
     assert state.heartbeat_deadline() == T0 + 30 and state.retention_deadline() is None

@@ -80,6 +80,9 @@ async def test_crud_roundtrip(private_client: httpx.AsyncClient) -> None:
         ({"url": HOOK, "eventType": "all", "taskIdPrefix": "a b"}, "taskIdPrefix"),
         ({"url": HOOK, "eventType": "all", "description": "x" * 501}, "description"),
         ({"url": HOOK, "eventType": "all", "owner": "no spaces"}, "owner"),
+        ({"url": HOOK, "eventType": "all", "description": "a\x00b"}, "description"),
+        ({"url": HOOK + "\x00", "eventType": "all"}, "url"),
+        ({"url": HOOK, "eventType": "all", "taskIdPrefix": "a\x00"}, "taskIdPrefix"),
     ],
 )
 async def test_create_rejects_bad_input(
@@ -101,6 +104,7 @@ async def test_update_rejects_bad_input(private_client: httpx.AsyncClient) -> No
         ({"eventType": "nope"}, "eventType"),
         ({"url": "gopher://x/"}, "url"),
         ({}, "body"),
+        ({"description": "\x00"}, "description"),
     ):
         response = await http.put(f"/webhooks/{webhook_id}", json=body)
         assert response.status_code == 400, (body, response.text)

@@ -1,4 +1,5 @@
-"""The pure parts of webhooks: signing, schedule, address checks, filters, payloads."""
+"""The pure parts of webhooks: signing, schedule, address checks, filters, payloads; the
+outbox's handling of database errors."""
 
 from __future__ import annotations
 
@@ -8,15 +9,21 @@ import hmac
 import ipaddress
 import json
 import socket
+import sqlite3
 import time
+from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from spectral.sql import SqlError, SqliteSql, SqlUnavailableError
 from spectral.tasks.state import Event, EventType
 from spectral.webhooks import guard, payload, schedule, signing
 from spectral.webhooks.delivery import target
+from spectral.webhooks.outbox import REFUSALS, Outbox
+from spectral.webhooks.store import WebhookStore
 
 
 def test_secret_is_whsec_and_base64_of_enough_random_bytes() -> None:
@@ -175,3 +182,27 @@ def test_history_events_map_onto_webhook_types() -> None:
         EventType.CANCELED: "canceled",
     }  # fmt: skip
     assert set(mapped.values()) <= set(payload.EVENT_TYPES)
+
+
+async def test_the_outbox_waits_out_an_unavailable_database_and_drops_a_refused_batch(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unavailable: retried until it works. Refused otherwise: dropped after REFUSALS tries
+    (its tasks' cursors did not move, so history fills the gap later), never a wedge."""
+    sql = SqliteSql(sqlite3.connect(":memory:", isolation_level=None))
+    box = Outbox(WebhookStore(sql), router=None)  # type: ignore[arg-type]
+    failures: list[Exception] = [SqlUnavailableError("down")] * 5
+    tries: list[float] = []
+
+    async def write(outgoing: list[Any], *, recovered: bool = False) -> None:
+        tries.append(trio.current_time())
+        if failures:
+            raise failures.pop(0)
+
+    monkeypatch.setattr(box, "_write", write)
+    await box._write_retrying([])
+    assert len(tries) == 6 and tries[-1] - tries[0] == pytest.approx(5.0)
+    tries.clear()
+    failures[:] = [SqlError("refused")] * 10
+    await box._write_retrying([])
+    assert len(tries) == REFUSALS and len(failures) == 10 - REFUSALS

@@ -24,7 +24,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from spectral.access.roles import ROLES, Role
-from spectral.sql import Conn, Sql, SqliteSql
+from spectral.sql import Conn, Sql, SqlError, SqliteSql
 from spectral.wire import iso
 from storage import Migration, Registry
 
@@ -251,8 +250,8 @@ class KeyStore:
         if now - self._touched.get(key_id, 0.0) < TOUCH_INTERVAL:
             return
         self._touched[key_id] = now
-        # Busy (the CLI holds the lock): it is a hint, tried again next minute.
-        with contextlib.suppress(sqlite3.OperationalError):
+        # Busy (the CLI holds the lock) or unreachable: it is a hint, tried again next minute.
+        with contextlib.suppress(SqlError):
             await self.sql.run(
                 lambda conn: conn.execute(
                     "UPDATE api_keys SET last_used_at = ? WHERE id = ?", (now, key_id)

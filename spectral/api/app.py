@@ -23,7 +23,7 @@ from spectral.api import once, rpc
 from spectral.api.call import Call, as_result
 from spectral.api.context import Principal
 from spectral.api.cors import Cors
-from spectral.api.failures import validation_error
+from spectral.api.failures import refuse_nul, sql_error_in, storage_error, validation_error
 from spectral.api.operations import OPERATIONS, Operation, Rest
 from spectral.api.routing import Match, Routes
 from spectral.api.watch import serve_websocket
@@ -76,13 +76,28 @@ class Application:
             answer = await self._dispatch(request, served)
         except ApiError as error:
             answer = error_response(request, error)
-        except Exception:
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            answer = error_response(request, ApiError(500, "INTERNAL", "internal server error"))
+        except Exception as error:
+            answer = error_response(request, self._unhandled(request, error))
         if self.cors is not None:
             self.cors.decorate(request, answer)
         self._finish(request, served, answer.status, started)
         return answer
+
+    @staticmethod
+    def _unhandled(request: Request, error: Exception) -> ApiError:
+        """A database error is 503 ``STORAGE_UNAVAILABLE`` (logged); anything else 500."""
+        failed = sql_error_in(error)
+        if failed is not None:
+            log.warning(
+                "database error on %s %s: %s",
+                request.method,
+                request.path,
+                failed,
+                exc_info=failed,
+            )
+            return storage_error(failed)
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return ApiError(500, "INTERNAL", "internal server error")
 
     def takes_upgrade(self, request: Request) -> bool:
         """WebSocket upgrades of the watch routes."""
@@ -212,16 +227,21 @@ def parse_input(
                 if not rest.empty_is_object:
                     raise ApiError(400, "INVALID_JSON", "the body is empty; send a JSON object")
                 body = b"{}"
-            return model.model_validate_json(body)
+            value = model.model_validate_json(body)
+            refuse_nul(value, body)
+            return value
         if rest.source == "query":
             data: dict[str, Any] = {**request.query(), **params}
             for name in getattr(model, "repeated", ()):
                 if name in data:
                     data[name] = request.query_list(name)
-            return model.model_validate(data)
-        return model.model_validate(params)
+            value = model.model_validate(data)
+        else:
+            value = model.model_validate(params)
     except ValidationError as error:
         raise validation_error(error) from None
+    refuse_nul(value)
+    return value
 
 
 def _front_code(status: int) -> str:

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from spectral.api import once, orpc_wire
 from spectral.api.call import Call, as_result
 from spectral.api.context import Principal
-from spectral.api.failures import validation_error
+from spectral.api.failures import refuse_nul, validation_error
 from spectral.api.operations import Operation
 from spectral.errors import ApiError
 from spectral.front import Request, Response
@@ -128,6 +128,8 @@ def _input(operation: Operation, request: Request) -> Any:
         raise ApiError(400, "MALFORMED_REQUEST", f"Malformed request: {error}") from None
     try:
         # Revalidated from JSON: the very rules (and messages) of the REST bodies.
-        return operation.input.model_validate_json(text)
+        value = operation.input.model_validate_json(text)
     except ValidationError as error:
         raise validation_error(error) from None
+    refuse_nul(value, text)
+    return value

@@ -33,11 +33,12 @@ from spectral import wire
 from spectral.access import tokens
 from spectral.api import admin_feed, models
 from spectral.api.context import Principal
-from spectral.api.failures import TASK_ERRORS, task_error
+from spectral.api.failures import TASK_ERRORS, storage_error, task_error
 from spectral.errors import ApiError
 from spectral.front.websocket import Peer, PeerGone, accept
 from spectral.ops import metrics
 from spectral.rooms import actor as rooms
+from spectral.sql import SqlError
 from spectral.state import ServerState
 from spectral.tasks.actor import KIND, ReadHistory, Watch, WatchStart
 
@@ -149,8 +150,8 @@ async def serve_websocket(state: ServerState, stream: trio.SocketStream, head: b
         try:
             who = await state.auth.authenticate(headers.get, token=params.get("token"), scope=scope)
             del headers
-        except ApiError as error:
-            reason = close_for(error)
+        except (ApiError, SqlError) as error:
+            reason = close_for(error if isinstance(error, ApiError) else storage_error(error))
             await peer.close(reason.code, reason.reason)
             return
         counted = state.auth.open_watch(who)

@@ -23,7 +23,8 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from spectral.cluster.pg import Database
+from spectral.cluster.pg import Database, DatabaseUnavailableError
+from spectral.sql import SqlConstraintError, SqlError, SqlUnavailableError
 
 T = TypeVar("T")
 
@@ -90,7 +91,23 @@ class PgSql:
         """``fn(conn)`` in a worker thread, in one transaction (``write`` changes nothing here).
 
         Raises:
-            DatabaseUnavailableError: PostgreSQL could not be reached or the connection broke.
-            psycopg.Error: any other database error (the transaction was rolled back).
+            SqlUnavailableError: PostgreSQL could not be reached, the connection broke, or
+                the server cannot serve now (shutting down, too many connections, a
+                deadlock or serialization failure, a cancelled statement).
+            SqlConstraintError: a statement broke a constraint.
+            SqlError: any other database error. The transaction was rolled back in each
+                case; the psycopg exception is the cause.
         """
-        return await self.db.run(lambda conn: fn(_PgConn(conn)), transaction=True)
+        try:
+            return await self.db.run(lambda conn: fn(_PgConn(conn)), transaction=True)
+        except (DatabaseUnavailableError, psycopg.Error) as exc:
+            raise pg_error(exc) from exc
+
+
+def pg_error(exc: DatabaseUnavailableError | psycopg.Error) -> SqlError:
+    """The :class:`~spectral.sql.SqlError` for a psycopg error (not yet chained)."""
+    if isinstance(exc, psycopg.errors.IntegrityError):
+        return SqlConstraintError(str(exc))
+    if isinstance(exc, DatabaseUnavailableError | psycopg.OperationalError):
+        return SqlUnavailableError(str(exc) or type(exc).__name__)
+    return SqlError(str(exc) or type(exc).__name__)

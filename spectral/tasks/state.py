@@ -35,6 +35,8 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from spectral import nul
+
 T = TypeVar("T")
 
 #: Largest serialized task metadata (docs/api.md, "Tasks").
@@ -357,6 +359,8 @@ def apply(state: TaskState | None, command: Command, now: float) -> tuple[TaskSt
         case Fail():
             if not command.error:
                 raise InvalidCommandError("error", "must be a non-empty string")
+            if nul.NUL in command.error:
+                raise InvalidCommandError("error", nul.MESSAGE)
             new = _evolve(_finish(state, now, Status.FAILED, seq, command.metadata), failed_at=now)
             new = _evolve(new, error=command.error)
             return new, _event(seq, EventType.ERROR, command.error, None, command.metadata, now)
@@ -458,7 +462,7 @@ def _finish(
 def _merge(current: Mapping[str, Any], extra: Mapping[str, Any] | None) -> Mapping[str, Any]:
     if not extra:
         return current
-    return _check_metadata({**current, **extra})
+    return _check_metadata({**current, **extra}, new=extra)
 
 
 def check_tags(tags: Sequence[str]) -> tuple[str, ...]:
@@ -493,11 +497,21 @@ def _check_progress(value: float) -> float:
     return float(value)
 
 
-def _check_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+def _check_metadata(
+    metadata: dict[str, Any], new: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """``metadata`` if it is plain JSON of at most :data:`MAX_METADATA_BYTES`, and ``new``
+    (the part being added; all of it by default) holds no NUL (:mod:`spectral.nul`):
+    a task stored before that rule keeps working."""
     try:
-        size = len(json.dumps(metadata, separators=(",", ":"), allow_nan=False).encode())
+        text = json.dumps(metadata, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidCommandError("metadata", f"must be plain JSON: {exc}") from None
+    if nul.JSON_NUL in text:  # json.dumps escapes every NUL so
+        path = nul.nul_path(metadata if new is None else new)
+        if path is not None:
+            raise InvalidCommandError(".".join(("metadata", *path)), nul.MESSAGE)
+    size = len(text.encode())
     if size > MAX_METADATA_BYTES:
         raise InvalidCommandError("metadata", f"is {size} bytes; at most {MAX_METADATA_BYTES}")
     return metadata

@@ -12,7 +12,6 @@ still pending and is tried again after the restart (at least once).
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import trio
 
 from spectral import __version__
 from spectral.ops import metrics
+from spectral.sql import SqlError
 from spectral.webhooks import guard, signing
 from spectral.webhooks.schedule import next_delay
 from spectral.webhooks.store import DEAD, DELIVERED, PENDING, AttemptResult, Due, WebhookStore
@@ -35,6 +35,9 @@ WORKERS = 8
 TIMEOUT = 10.0
 #: Longest sleep of the dispatcher with nothing due (redeliveries and new rows wake it).
 IDLE_SECONDS = 60.0
+#: Longest sleep on a cluster: another node may make a delivery homed here due (a
+#: redelivery, a webhook activated there) without a way to wake this node.
+CLUSTER_POLL_SECONDS = 1.0
 #: Finished deliveries are kept this long for ``GET .../deliveries``.
 RETENTION_SECONDS = 7 * 24 * 3600
 #: Bounds of a failing webhook's pause (its failed delivery's next delay, clamped).
@@ -73,6 +76,8 @@ class Deliverer:
         allow_private: skip the SSRF guard (tests, trusted networks).
         workers: concurrent attempts.
         timeout: seconds per attempt.
+        poll: longest sleep between two looks for due deliveries (None: only the next
+            due time, :data:`IDLE_SECONDS` at most, or a :meth:`wake`).
     """
 
     def __init__(
@@ -83,8 +88,10 @@ class Deliverer:
         allow_private: bool = False,
         workers: int = WORKERS,
         timeout: float = TIMEOUT,
+        poll: float | None = None,
     ) -> None:
         self.store = store
+        self.poll = poll
         self.schedule = tuple(schedule)
         self.allow_private = allow_private
         self.workers = workers
@@ -147,9 +154,10 @@ class Deliverer:
                     resumes = [until for until in self._paused.values() if until > now]
                     wake = [following, *resumes] if following else resumes or [None]
                     await self._sleep(min(wake))
-                except sqlite3.OperationalError:
-                    # The registry is busy (e.g. the CLI holds it): try again shortly.
-                    log.exception("webhook dispatcher: registry busy; retrying in 1 s")
+                except SqlError:
+                    # The database is busy (the CLI holds the registry) or unreachable:
+                    # try again shortly.
+                    log.exception("webhook dispatcher: database unavailable; retrying in 1 s")
                     await trio.sleep(1.0)
 
     def _held(self, now: float) -> list[str]:
@@ -166,6 +174,8 @@ class Deliverer:
 
     async def _sleep(self, until: float | None) -> None:
         delay = IDLE_SECONDS if until is None else max(0.0, until - time.time())
+        if self.poll is not None:
+            delay = min(delay, self.poll)
         if delay > 0:
             with trio.move_on_after(delay):
                 await self._wake.wait()
@@ -181,7 +191,7 @@ class Deliverer:
                     await self.store.record_attempts([result])
                     self._note(delivery.webhook_id, result)
                     metrics.WEBHOOK_DELIVERIES.labels(_outcome(result)).inc()
-                except sqlite3.Error:
+                except SqlError:
                     # Not recorded: the row stays pending and is tried again.
                     log.exception("could not record a webhook attempt")
                 finally:

@@ -30,18 +30,18 @@ task as it is when recovered, not as it was after that event.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 
 import trio
 
 from actors import ActorError, ObjectNotFoundError, Router, RouterClosedError
+from spectral.sql import SqlError, SqlUnavailableError
 from spectral.tasks.actor import Read, ReadHistory
 from spectral.tasks.events import TaskEvent
 from spectral.webhooks import payload
 from spectral.webhooks.payload import Outgoing
-from spectral.webhooks.store import NewDelivery, WebhookStore, new_delivery_id
+from spectral.webhooks.store import NewDelivery, Webhook, WebhookStore, new_delivery_id
 
 log = logging.getLogger("spectral.webhooks")
 
@@ -51,6 +51,8 @@ BUFFER = 10_000
 BATCH = 1_000
 #: Events read per history page during recovery.
 HISTORY_PAGE = 500
+#: Tries of a batch the database refuses for another reason than being unavailable.
+REFUSALS = 3
 
 
 class Outbox:
@@ -95,7 +97,13 @@ class Outbox:
         """Recover what earlier runs left, then write live events until cancelled."""
         self._cursors = await self.store.cursors()
         task_status.started()
-        await self._recover()
+        while True:
+            try:
+                await self._recover()
+                break
+            except SqlError:
+                log.exception("webhook outbox: database unavailable; recovering again in 1 s")
+                await trio.sleep(1.0)
         with self._receive:
             while True:
                 batch = [await self._receive.receive()] if not self._pending() else []
@@ -107,14 +115,31 @@ class Outbox:
                 batch.extend(self._late)
                 self._late = []
                 outgoing = await self._expand(batch) + await self._drain_dirty()
-                while True:
-                    try:
-                        await self._write(outgoing)
-                        break
-                    except sqlite3.OperationalError:
-                        # The registry is busy (e.g. the CLI holds it): keep the batch, retry.
-                        log.exception("webhook outbox: registry busy; retrying in 1 s")
-                        await trio.sleep(1.0)
+                await self._write_retrying(outgoing)
+
+    async def _write_retrying(self, outgoing: list[Outgoing]) -> None:
+        """:meth:`_write`, again every second while the database is unavailable (busy:
+        the CLI holds the registry; unreachable). A batch the database keeps refusing
+        otherwise is dropped after :data:`REFUSALS` tries rather than blocking every later
+        one: its tasks' cursors did not move, so their next event (or the next start's
+        recovery) reads the missing events back from history."""
+        refused = 0
+        while True:
+            try:
+                await self._write(outgoing)
+                return
+            except SqlUnavailableError:
+                log.exception("webhook outbox: database unavailable; retrying in 1 s")
+            except SqlError:
+                refused += 1
+                if refused >= REFUSALS:
+                    log.exception(
+                        "webhook outbox: the database refuses a batch; dropped",
+                        extra={"events": len(outgoing)},
+                    )
+                    return
+                log.exception("webhook outbox: the database refused a batch; retrying in 1 s")
+            await trio.sleep(1.0)
 
     def _pending(self) -> bool:
         return bool(self._dirty or self._late)
@@ -173,7 +198,7 @@ class Outbox:
 
     async def _fill(self, task_id: str, owner: str, after: int, upto: int) -> list[Outgoing]:
         """Events ``(after, upto]`` of a task, read from its history (none if no webhook)."""
-        if after >= upto or not self.store.active.get(owner):
+        if after >= upto or not (await self._active()).get(owner):
             return []
         try:
             task = await self.router.call("task", task_id, Read(owner=None))
@@ -193,15 +218,24 @@ class Outbox:
             return []
         return [payload.from_history(owner, task_id, event, task) for event in events]
 
+    async def _active(self) -> dict[str, list[Webhook]]:
+        """The active webhooks by owner; the last ones known if they cannot be read now."""
+        try:
+            return await self.store.fresh()
+        except SqlError:
+            log.exception("webhook outbox: cannot read the webhooks; using the last known")
+            return self.store.active
+
     async def _write(self, outgoing: list[Outgoing], *, recovered: bool = False) -> None:
         deliveries: list[NewDelivery] = []
         cursors: dict[str, tuple[str, int]] = {}
         removed: list[str] = []
+        active = await self._active() if outgoing else self.store.active
         for event in outgoing:
             if event.event_type == _MARK:
                 cursors[event.task_id] = (event.owner, event.seq)
                 continue
-            for webhook in self.store.active.get(event.owner, ()):
+            for webhook in active.get(event.owner, ()):
                 if payload.matches(
                     webhook.event_type, webhook.task_id_prefix, event.event_type, event.task_id
                 ):

@@ -2,6 +2,15 @@
 
 Every method is one unit of work of :class:`~spectral.sql.Sql`, committed before it
 returns (on the registry's SQLite, inline: tens of microseconds each).
+
+On a cluster (``node_id`` given, PostgreSQL shared by every node) each node turns only
+its own tasks' events into deliveries and attempts only their deliveries: the recovery
+queries (:meth:`WebhookStore.lagging`, :meth:`~WebhookStore.vanished`), the cursors and
+the delivery queries (:meth:`~WebhookStore.due`, :meth:`~WebhookStore.next_due_at`)
+keep the tasks whose home is this node (``objects.node_id``, or the ``placements`` row,
+which outlives a deleted task). Webhooks themselves are shared: the cache of active ones
+is read again once it is :data:`CACHE_TTL` seconds old, so another node's change takes
+effect here within that.
 """
 
 from __future__ import annotations
@@ -90,6 +99,9 @@ MIGRATIONS = (
 )
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+#: Seconds the cache of active webhooks is trusted where another process may change them
+#: unseen (not SQLite: a cluster's PostgreSQL).
+CACHE_TTL = 1.0
 
 T = TypeVar("T")
 
@@ -170,18 +182,48 @@ class WebhookStore:
     Args:
         sql: the product's database (migrated with :data:`MIGRATIONS`).
         clock: wall-clock seconds.
+        node_id: this cluster node's id (see the module docstring); None in a single
+            process, where every task is this process's.
+        cache_ttl: seconds the active webhooks are trusted (not on SQLite, where only
+            this process changes them).
+        monotonic: monotonic seconds, for the cache's age.
     """
 
-    def __init__(self, sql: Sql, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        sql: Sql,
+        clock: Callable[[], float] = time.time,
+        *,
+        node_id: str | None = None,
+        cache_ttl: float = CACHE_TTL,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.sql = sql
         self.clock = clock
-        #: Active webhooks by owner, reloaded after every change (read per event);
-        #: empty until :meth:`reload`.
+        self.node_id = node_id
+        self.cache_ttl = cache_ttl
+        self.monotonic = monotonic
+        #: Active webhooks by owner, reloaded after every change made here and, outside
+        #: SQLite, by :meth:`fresh` once older than ``cache_ttl``; empty until loaded.
         self.active: dict[str, list[Webhook]] = {}
+        self._loaded_at: float | None = None
 
     async def reload(self) -> None:
         """Read the active webhooks again (done after every change made here)."""
-        self.active = await self.sql.run(_active)
+        self._loaded(await self.sql.run(_active))
+
+    async def fresh(self) -> dict[str, list[Webhook]]:
+        """The active webhooks by owner, read again first if the cache may be stale."""
+        shared = self.sql.dialect != "sqlite"
+        if self._loaded_at is None or (
+            shared and self.monotonic() - self._loaded_at >= self.cache_ttl
+        ):
+            await self.reload()
+        return self.active
+
+    def _loaded(self, active: dict[str, list[Webhook]]) -> None:
+        self.active = active
+        self._loaded_at = self.monotonic()
 
     async def _change(self, fn: Callable[[Conn], T]) -> T:
         """Run ``fn`` in a write transaction, then reload the active webhooks in the same."""
@@ -189,8 +231,19 @@ class WebhookStore:
         def change(conn: Conn) -> tuple[T, dict[str, list[Webhook]]]:
             return fn(conn), _active(conn)
 
-        result, self.active = await self.sql.run(change, write=True)
+        result, active = await self.sql.run(change, write=True)
+        self._loaded(active)
         return result
+
+    def _homed(self, task_id: str) -> tuple[str, tuple[Any, ...]]:
+        """A JOIN keeping rows whose task ``task_id`` (an SQL expression) is homed here,
+        and its parameters; nothing in a single process."""
+        if self.node_id is None:
+            return "", ()
+        return (
+            f" JOIN placements p ON p.kind = 'task' AND p.id = {task_id} AND p.node_id = ?",
+            (self.node_id,),
+        )
 
     # -- webhooks ------------------------------------------------------------------
 
@@ -277,14 +330,15 @@ class WebhookStore:
     # -- the outbox ----------------------------------------------------------------
 
     async def cursors(self) -> dict[str, int]:
-        """The last seq of each task already turned into deliveries."""
-        rows = await self.sql.run(
-            lambda conn: conn.execute("SELECT task_id, seq FROM webhook_cursors").fetchall()
-        )
+        """The last seq of each task (homed here) already turned into deliveries."""
+        join, params = self._homed("c.task_id")
+        query = f"SELECT c.task_id, c.seq FROM webhook_cursors c{join}"
+        rows = await self.sql.run(lambda conn: conn.execute(query, params).fetchall())
         return {task_id: int(seq) for task_id, seq in rows}
 
     async def lagging(self) -> list[tuple[str, str, int, int]]:
-        """Tasks whose registry seq is past their cursor: (task id, owner, cursor, seq)."""
+        """Tasks (homed here) whose registry seq is past their cursor:
+        (task id, owner, cursor, seq)."""
         # The summary is JSON in a text column: SQLite's json_extract, PostgreSQL's ->>.
         if self.sql.dialect == "sqlite":
             seq = "json_extract(o.summary, '$.seq')"
@@ -295,18 +349,23 @@ class WebhookStore:
             " FROM objects o LEFT JOIN webhook_cursors c ON c.task_id = o.id"
             f" WHERE o.kind = 'task' AND {seq} > coalesce(c.seq, 0)"
         )
-        rows = await self.sql.run(lambda conn: conn.execute(query).fetchall())
+        params: tuple[Any, ...] = ()
+        if self.node_id is not None:
+            query += " AND o.node_id = ?"
+            params = (self.node_id,)
+        rows = await self.sql.run(lambda conn: conn.execute(query, params).fetchall())
         return [(row[0], row[1] or "", int(row[2]), int(row[3])) for row in rows]
 
     async def vanished(self) -> list[tuple[str, str, int]]:
-        """Cursors of tasks the registry no longer lists: (task id, owner, cursor)."""
-        rows = await self.sql.run(
-            lambda conn: conn.execute(
-                "SELECT c.task_id, c.owner, c.seq FROM webhook_cursors c"
-                " WHERE NOT EXISTS (SELECT 1 FROM objects o"
-                " WHERE o.kind = 'task' AND o.id = c.task_id)"
-            ).fetchall()
+        """Cursors of tasks (homed here) the registry no longer lists:
+        (task id, owner, cursor)."""
+        join, params = self._homed("c.task_id")
+        query = (
+            f"SELECT c.task_id, c.owner, c.seq FROM webhook_cursors c{join}"
+            " WHERE NOT EXISTS (SELECT 1 FROM objects o"
+            " WHERE o.kind = 'task' AND o.id = c.task_id)"
         )
+        rows = await self.sql.run(lambda conn: conn.execute(query, params).fetchall())
         return [(task_id, owner, int(seq)) for task_id, owner, seq in rows]
 
     async def write_batch(
@@ -345,8 +404,15 @@ class WebhookStore:
     async def due(
         self, now: float, limit: int, exclude: set[str], paused: Iterable[str] = ()
     ) -> list[Due]:
-        """Pending deliveries of active, unpaused webhooks due by ``now``, soonest first."""
+        """Pending deliveries (of tasks homed here) of active, unpaused webhooks due by
+        ``now``, soonest first."""
         held = set(paused)
+        join, homed = self._homed("d.task_id")
+        query = (
+            f"SELECT d.id, d.body, d.attempts, d.next_attempt_at FROM webhook_deliveries d{join}"
+            " WHERE d.webhook_id = ? AND d.status = 'pending' AND d.next_attempt_at <= ?"
+            " ORDER BY d.next_attempt_at LIMIT ?"
+        )
 
         def due(conn: Conn) -> list[Due]:
             hooks = [
@@ -358,12 +424,7 @@ class WebhookStore:
             ]
             found: list[tuple[float, Due]] = []
             for hook_id, url, secret in hooks:  # one index range per webhook
-                rows = conn.execute(
-                    "SELECT id, body, attempts, next_attempt_at FROM webhook_deliveries"
-                    " WHERE webhook_id = ? AND status = 'pending' AND next_attempt_at <= ?"
-                    " ORDER BY next_attempt_at LIMIT ?",
-                    (hook_id, now, limit + len(exclude)),
-                ).fetchall()
+                rows = conn.execute(query, (*homed, hook_id, now, limit + len(exclude))).fetchall()
                 found.extend(
                     (r[3], Due(r[0], hook_id, url, secret, bytes(r[1]), int(r[2])))
                     for r in rows
@@ -375,15 +436,15 @@ class WebhookStore:
         return await self.sql.run(due)
 
     async def next_due_at(self, after: float) -> float | None:
-        """When the soonest pending delivery of an active webhook due after ``after`` is due."""
-        row = await self.sql.run(
-            lambda conn: conn.execute(
-                "SELECT min(d.next_attempt_at) FROM webhook_deliveries d"
-                " JOIN webhooks w ON w.id = d.webhook_id"
-                " WHERE d.status = 'pending' AND d.next_attempt_at > ? AND w.active = 1",
-                (after,),
-            ).fetchone()
+        """When the soonest pending delivery (of a task homed here) of an active webhook
+        due after ``after`` is due."""
+        join, homed = self._homed("d.task_id")
+        query = (
+            "SELECT min(d.next_attempt_at) FROM webhook_deliveries d"
+            f" JOIN webhooks w ON w.id = d.webhook_id{join}"
+            " WHERE d.status = 'pending' AND d.next_attempt_at > ? AND w.active = 1"
         )
+        row = await self.sql.run(lambda conn: conn.execute(query, (*homed, after)).fetchone())
         return None if row[0] is None else float(row[0])
 
     async def record_attempts(self, results: Sequence[AttemptResult]) -> None:
