@@ -42,6 +42,8 @@ class Nodes:
     redis_url: str
     env: dict[str, str] = field(default_factory=dict)
     running: dict[str, _Running] = field(default_factory=dict)
+    #: More command-line arguments for every node (they win over the defaults).
+    extra: tuple[str, ...] = ()
 
     def argv(self, name: str) -> list[str]:
         """The command line of node ``name``."""
@@ -53,6 +55,7 @@ class Nodes:
             self.redis_url,
             "--node-id",
             name,
+            *self.extra,
         )
 
     async def start(self, name: str) -> Server:
@@ -122,10 +125,12 @@ async def cluster(
     redis_url: str,
     names: tuple[str, ...] = ("a", "b", "c"),
     env: dict[str, str] | None = None,
+    extra: tuple[str, ...] = (),
 ) -> AsyncIterator[Nodes]:
-    """Start ``names`` (at once, with ``env`` added to theirs) and stop them all on exit."""
+    """Start ``names`` (at once, with ``env`` added to theirs and ``extra`` arguments) and
+    stop them all on exit."""
     async with trio.open_nursery() as nursery:
-        nodes = Nodes(nursery, root, pg_url, redis_url, dict(env or {}))
+        nodes = Nodes(nursery, root, pg_url, redis_url, dict(env or {}), extra=extra)
         async with trio.open_nursery() as starting:
             for name in names:
                 starting.start_soon(nodes.start, name)

@@ -14,8 +14,8 @@ import trio
 from trio_websocket import open_websocket_url
 
 from tests.cluster import Nodes, cluster
-from tests.conftest import WS_HEADERS
-from tests.engines import Redis
+from tests.conftest import ADMIN_HEADERS, WS_HEADERS
+from tests.engines import Redis, free_port
 from tests.wsutil import receive
 
 
@@ -323,3 +323,34 @@ async def test_the_admin_feed_on_one_node_carries_every_nodes_events(
         per_task = {(m["taskId"], m["seq"], m["type"]) for m in got}
         assert per_task == {("x", 1, "created"), ("x", 2, "progress"), ("y", 1, "created")}
         assert [m["seq"] for m in got if m["taskId"] == "x"] == [1, 2]
+
+
+async def test_nodes_on_one_machine_share_one_public_port(
+    tmp_path: Path, pg_url: str, redis: Redis
+) -> None:
+    port = free_port()
+    async with cluster(
+        tmp_path, pg_url, redis.url, names=("a", "b"), extra=("--port", str(port))
+    ) as nodes:
+        assert nodes.url("a") == nodes.url("b") == f"http://127.0.0.1:{port}"
+        shared = f"http://127.0.0.1:{port}"
+        answered: set[str] = set()
+        made: list[str] = []
+        with trio.fail_after(60):
+            # Each new connection lands on one of the two (the kernel's choice): keep
+            # opening connections until both have answered, creating a task through each.
+            while len(answered) < 2:
+                async with httpx.AsyncClient(base_url=shared, headers=ADMIN_HEADERS) as http:
+                    node = (await http.get("/health")).json()["cluster"]["node"]
+                    if node not in answered:
+                        task_id = f"via-{node}"
+                        assert (
+                            await http.post("/tasks/create", json={"id": task_id})
+                        ).status_code == 201
+                        made.append(task_id)
+                    answered.add(node)
+        assert answered == {"a", "b"}
+        for _ in range(20):  # whichever node a connection reaches, every task answers
+            async with httpx.AsyncClient(base_url=shared, headers=ADMIN_HEADERS) as http:
+                for task_id in made:
+                    assert (await http.get(f"/tasks/{task_id}")).status_code == 200

@@ -28,6 +28,20 @@ async def health(call: Call, _: None) -> dict[str, Any]:
         "uptimeSeconds": round(state.uptime(), 3),
         "actors": {"live": stats.live, "evicted": stats.evicted},
         "connections": stats.watchers,
+        **({} if state.cluster is None else {"cluster": _cluster_health(state.cluster.node)}),
+    }
+
+
+def _cluster_health(node: Any) -> dict[str, Any]:
+    """This node's id, incarnation, lease status and forwarding counters."""
+    membership = node.membership
+    joined = membership is not None and membership.node is not None
+    return {
+        "node": node.node_id,
+        "epoch": membership.node.epoch if joined else 1,
+        "status": membership.status.value if membership is not None else "fenced",
+        "forwarded": node.forwarded,
+        "served": node.served,
     }
 
 

@@ -200,6 +200,18 @@ class Actors(Answer):
     evicted: int = Field(ge=0)
 
 
+class ClusterHealth(Answer):
+    """This node's part in a cluster (``/health`` in cluster mode only)."""
+
+    node: str = Field(description="this node's id")
+    epoch: int = Field(ge=1, description="this incarnation of the node")
+    status: Literal["current", "fenced", "superseded"] = Field(
+        description="its lease: current, or refusing work (docs/cluster.md)"
+    )
+    forwarded: int = Field(ge=0, description="calls this node sent to their tasks' homes")
+    served: int = Field(ge=0, description="calls other nodes sent to this one")
+
+
 class Health(Answer):
     """``GET /health``."""
 
@@ -208,6 +220,7 @@ class Health(Answer):
     uptime_seconds: float = Field(alias="uptimeSeconds", ge=0)
     actors: Actors
     connections: int = Field(ge=0)
+    cluster: ClusterHealth | None = Field(None, description="cluster mode only")
 
 
 class Broadcasted(Answer):
