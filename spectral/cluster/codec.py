@@ -103,7 +103,8 @@ class Codec:
         if "e" in data:
             return cls(data["e"])
         if "x" in data:
-            error = cls.__new__(cls)
+            # Built without its __init__ (whose signature varies), then given its args.
+            error: BaseException = BaseException.__new__(cls)
             BaseException.__init__(error, *(self.decode(arg) for arg in data["x"]))
             for key, item in data.get("a", {}).items():
                 setattr(error, key, self.decode(item))

@@ -16,6 +16,7 @@ registry (rows a crash kept from being mirrored, rows deleted meanwhile).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import psycopg
 
@@ -54,8 +55,8 @@ class RegistryMirror:
     def _write(
         self,
         conn: psycopg.Connection,
-        upserts: Sequence[ObjectRow],
-        deletes: Sequence[tuple[str, str]],
+        upserts: Sequence[ObjectRow] = (),
+        deletes: Sequence[tuple[str, str]] = (),
     ) -> None:
         node = self.node_id
         # Nodes' flushes update shared count rows (per kind, owner, status): taking them in
@@ -78,13 +79,11 @@ class RegistryMirror:
         ]
         local = {(row.kind, row.id) for row in rows}
         for start in range(0, len(rows), RESYNC_BATCH):
-            batch = rows[start : start + RESYNC_BATCH]
-            await self.db.run(lambda conn, batch=batch: self._write(conn, batch, ()))
+            await self.db.run(partial(self._write, upserts=rows[start : start + RESYNC_BATCH]))
         remote = await self.db.run(self._listed, transaction=False)
         stale = [key for key in remote if key not in local]
         for start in range(0, len(stale), RESYNC_BATCH):
-            batch_keys = stale[start : start + RESYNC_BATCH]
-            await self.db.run(lambda conn, keys=batch_keys: self._write(conn, (), keys))
+            await self.db.run(partial(self._write, deletes=stale[start : start + RESYNC_BATCH]))
         return len(rows), len(stale)
 
     def _listed(self, conn: psycopg.Connection) -> list[tuple[str, str]]:

@@ -122,6 +122,8 @@ class RemoteWatching:
 
         ``forward(kind, id, message)`` runs a call on the object's home.
         """
+        watcher = message.watcher
+        assert watcher is not None  # the node only hands over messages carrying one
         feed = await self._feed(kind, object_id)
         probe = replace(message, watcher=None)
         for _ in range(ATTEMPTS):
@@ -135,7 +137,7 @@ class RemoteWatching:
                     while feed.last is not None and feed.last < position:
                         await feed.moved.wait()
             if feed.last == position and not feed.done.is_set():
-                self.router.sockets(kind, object_id).attach(message.watcher)
+                self.router.sockets(kind, object_id).attach(watcher)
                 return start
         raise ActorBrokenError(f"{kind} {object_id!r} changes faster than its watchers catch up")
 
