@@ -54,9 +54,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Two workers, one test file each at a time (the cluster tests start several nodes each).
 test: lint engines $(NODE_STAMP) $(CHROMIUM)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python bench/actors.py

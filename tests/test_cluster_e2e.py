@@ -260,6 +260,9 @@ async def test_a_killed_home_makes_only_its_tasks_unavailable_until_it_returns(
             back = await _get(c, "on-a")
             assert back.status_code == 200, back.text
             assert back.json()["progress"] == 5  # every acknowledged update kept
+            # The restarted node made PostgreSQL's listing agree with its files again.
+            listed = await c.get("/tasks", params={"q": "on-a"})
+            assert [t["progress"] for t in listed.json()["tasks"]] == [5], listed.text
             moved = await b.post("/tasks/updateProgress", json={"taskId": "on-a", "progress": 6})
             assert moved.status_code == 200, moved.text
 

@@ -99,7 +99,7 @@ async def test_nodes_fence_themselves_while_postgresql_is_down_then_recover(
         async with nodes.client("a") as a:
             assert (await a.post("/tasks/create", json={"id": "p"})).status_code == 201
         async with postgres.stopped(), nodes.client("a") as a:
-            with trio.fail_after(30):  # fenced at 80 % of the 2 s lease
+            with trio.fail_after(30):  # fenced at 80 % of the lease (tests/cluster.py)
                 while (await _update(a, "p", 10)).status_code == 200:
                     await trio.sleep(0.1)
             refused = await _update(a, "p", 20)
