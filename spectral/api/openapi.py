@@ -10,6 +10,7 @@ routes requests from the same table, so what is served is what is described.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator
 from typing import Any, Literal, get_args, get_origin
 
@@ -40,6 +41,14 @@ def build_document(version: str) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for route in documented:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, components)
+    # What the server takes, not what it answers (an error may quote a refused NUL).
+    components[JSON_VALUE] = _json_value()
+    for model in _with_nested(REQUEST_MODELS):
+        _refuse_nul(components[model.__name__])
+    for operations in paths.values():
+        for operation in operations.values():
+            _refuse_nul(operation.get("parameters"))
+            _refuse_nul(operation.get("requestBody"))
     return {
         "openapi": "3.1.0",
         "info": {
@@ -400,3 +409,63 @@ def _error_responses() -> dict[str, Any]:
                 response["headers"] = {"Retry-After": {"$ref": "#/components/headers/RetryAfter"}}
             responses[f"{prefix}Error{status}"] = response
     return responses
+
+
+#: The free-form JSON value the API takes in metadata: any JSON without NUL in a string.
+JSON_VALUE = "JsonValue"
+#: Strings the server takes: none may hold U+0000 (spectral/nul.py; PostgreSQL cannot).
+NO_NUL = "^[^\\u0000]*$"
+
+
+def _json_value() -> dict[str, Any]:
+    """Any JSON value whose strings (object keys included) hold no NUL."""
+    ref = {"$ref": REF.format(model=JSON_VALUE)}
+    return {
+        "description": "any JSON value; no string in it (keys included) holds U+0000",
+        "anyOf": [
+            {"type": "string", "pattern": NO_NUL},
+            {"type": "number"},
+            {"type": "boolean"},
+            {"type": "null"},
+            {"type": "array", "items": ref},
+            {"type": "object", "propertyNames": {"pattern": NO_NUL}, "additionalProperties": ref},
+        ],
+    }
+
+
+def _refuse_nul(node: Any) -> None:
+    """Say in every schema under ``node`` what the server refuses: NUL in any string.
+
+    A string gets the NUL-free pattern (next to its own, through ``allOf``, when that one
+    would let a NUL through); an object's keys too; a free-form object's values become
+    :data:`JSON_VALUE`.
+    """
+    if isinstance(node, list):
+        for item in node:
+            _refuse_nul(item)
+        return
+    if not isinstance(node, dict):
+        return
+    for value in list(node.values()):
+        _refuse_nul(value)
+    if node.get("type") == "string" and "enum" not in node and "const" not in node:
+        _no_nul(node)
+    if node.get("type") == "object" and "additionalProperties" in node:
+        _no_nul(node.setdefault("propertyNames", {}))
+        if node["additionalProperties"] is True:
+            node["additionalProperties"] = {"$ref": REF.format(model=JSON_VALUE)}
+
+
+def _no_nul(string_schema: dict[str, Any]) -> None:
+    """Give a string schema the NUL-free pattern, beside its own if that admits NUL."""
+    own = string_schema.get("pattern")
+    if own is None:
+        string_schema["pattern"] = NO_NUL
+    elif _admits_nul(own):
+        string_schema.setdefault("allOf", []).append({"pattern": NO_NUL})
+
+
+def _admits_nul(pattern: str) -> bool:
+    """Whether a string holding NUL can match ``pattern`` (tried on a few shapes)."""
+    compiled = re.compile(pattern)
+    return any(compiled.search(text) for text in ("\x00", "a\x00", "\x00a", "a\x00a"))
