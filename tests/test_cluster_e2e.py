@@ -247,24 +247,40 @@ async def test_a_killed_home_makes_only_its_tasks_unavailable_until_it_returns(
                     "/tasks/updateProgress", json={"taskId": "on-a", "progress": value}
                 )
                 assert answer.status_code == 200
-        await nodes.kill("a")
-        async with nodes.client("b") as b, nodes.client("c") as c:
-            down = await _get(b, "on-a")
-            assert down.status_code == 503, down.text
-            assert down.json()["error"]["code"] == "TASK_UNAVAILABLE"
-            assert down.headers.get("retry-after")
-            up = await _get(c, "on-b")
-            assert up.status_code == 200, up.text
-        await nodes.start("a")
-        async with nodes.client("b") as b, nodes.client("c") as c:
-            back = await _get(c, "on-a")
-            assert back.status_code == 200, back.text
-            assert back.json()["progress"] == 5  # every acknowledged update kept
-            # The restarted node made PostgreSQL's listing agree with its files again.
-            listed = await c.get("/tasks", params={"q": "on-a"})
-            assert [t["progress"] for t in listed.json()["tasks"]] == [5], listed.text
-            moved = await b.post("/tasks/updateProgress", json={"taskId": "on-a", "progress": 6})
-            assert moved.status_code == 200, moved.text
+        url = f"{nodes.ws_url('b')}/ws/task/on-a"
+        async with open_websocket_url(url, extra_headers=WS_HEADERS) as watcher:
+            snapshot = await receive(watcher)
+            assert (snapshot["type"], snapshot["seq"]) == ("snapshot", 6)
+            await _killed_home_then_back(nodes)
+            async with nodes.client("b") as b:
+                moved = await b.post(
+                    "/tasks/updateProgress", json={"taskId": "on-a", "progress": 6}
+                )
+                assert moved.status_code == 200, moved.text
+            # The watcher on b stayed connected through its task's home's death and return.
+            with trio.fail_after(10):
+                live = await receive(watcher)
+            assert (live["type"], live["seq"], live["task"]["progress"]) == ("progress", 7, 6)
+
+
+async def _killed_home_then_back(nodes: Nodes) -> None:
+    """Kill node a (home of on-a; on-b lives on b), check the others, start a again."""
+    await nodes.kill("a")
+    async with nodes.client("b") as b, nodes.client("c") as c:
+        down = await _get(b, "on-a")
+        assert down.status_code == 503, down.text
+        assert down.json()["error"]["code"] == "TASK_UNAVAILABLE"
+        assert down.headers.get("retry-after")
+        up = await _get(c, "on-b")
+        assert up.status_code == 200, up.text
+    await nodes.start("a")
+    async with nodes.client("b") as b, nodes.client("c") as c:
+        back = await _get(c, "on-a")
+        assert back.status_code == 200, back.text
+        assert back.json()["progress"] == 5  # every acknowledged update kept
+        # The restarted node made PostgreSQL's listing agree with its files again.
+        listed = await c.get("/tasks", params={"q": "on-a"})
+        assert [t["progress"] for t in listed.json()["tasks"]] == [5], listed.text
 
 
 async def test_keys_work_on_every_node_and_a_revocation_reaches_all(
@@ -357,3 +373,25 @@ async def test_nodes_on_one_machine_share_one_public_port(
             async with httpx.AsyncClient(base_url=shared, headers=ADMIN_HEADERS) as http:
                 for task_id in made:
                     assert (await http.get(f"/tasks/{task_id}")).status_code == 200
+
+
+async def test_room_subscribers_on_another_node_get_every_message_in_order(
+    tmp_path: Path, pg_url: str, redis: Redis
+) -> None:
+    async with (
+        cluster(tmp_path, pg_url, redis.url) as nodes,
+        nodes.client("a") as a,
+        nodes.client("c") as c,
+    ):
+        first = await a.post("/rooms/lobby/broadcast", json={"n": 1})  # the room lives on a
+        assert first.status_code == 200, first.text
+        url = f"{nodes.ws_url('b')}/rooms/lobby/subscribe?since=0"
+        async with open_websocket_url(url, extra_headers=WS_HEADERS) as ws:
+            replayed = await receive(ws)
+            assert (replayed["n"], replayed["roomSeq"]) == (1, 1)
+            for n in range(2, 12):  # through a third node: forwarded to a, heard on b
+                sent = await c.post("/rooms/lobby/broadcast", json={"n": n})
+                assert sent.status_code == 200, sent.text
+            with trio.fail_after(10):
+                got = [await receive(ws) for _ in range(10)]
+            assert [(m["n"], m["roomSeq"]) for m in got] == [(n, n) for n in range(2, 12)]
