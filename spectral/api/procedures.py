@@ -376,33 +376,23 @@ async def list_tasks(call: Call, query: models.ListQuery) -> dict[str, Any]:
         owner = who.owner
     status = None if query.status is None else query.status.value
     offset = (query.page - 1) * query.limit
-    registry = call.state.router.registry
     tags = list(dict.fromkeys(query.tag))
     if query.parent_id is not None:
         tags.append(task_index.parent_tag(query.parent_id))
-    # The local registry lists every task unless this is a cluster node (then the
-    # product's database, PostgreSQL, holds every node's rows).
-    everywhere = call.state.cluster is not None
-    if tags or everywhere or query.created_after is not None or query.created_before is not None:
-        found = await task_index.list_tasks(
-            call.state.sql,
-            owner=owner,
-            status=status,
-            id_prefix=query.q or None,
-            tags=tags,
-            created_after=_lower_bound(query.created_after),
-            created_before=_upper_bound(query.created_before),
-            limit=query.limit,
-            offset=offset,
-        )
-        tasks, total = found.summaries, found.total
-    else:
-        page = registry.list(
-            KIND, owner=owner, status=status, id_prefix=query.q or None,
-            limit=query.limit, offset=offset,
-        )  # fmt: skip
-        tasks = [row.summary for row in page.rows]
-        total = page.total
+    # One path in every mode: the product's database lists every task (the registry's
+    # SQLite in one process, PostgreSQL's mirror of every node's rows in a cluster).
+    found = await task_index.list_tasks(
+        call.state.sql,
+        owner=owner,
+        status=status,
+        id_prefix=query.q or None,
+        tags=tags,
+        created_after=_lower_bound(query.created_after),
+        created_before=_upper_bound(query.created_before),
+        limit=query.limit,
+        offset=offset,
+    )
+    tasks, total = found.summaries, found.total
     for task in tasks:  # summaries written before tags existed
         task.setdefault("tags", [])
         task.setdefault("externalId", None)
