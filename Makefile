@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# tests/test_rpc_orpc_client.py runs the real @orpc/client under Node (>= 20) from here.
+# tests/test_rpc_orpc_client.py and tests/test_socketio_client.py run the real @orpc/client and
+# socket.io-client under Node (>= 20) from here.
 NODE_DIR := tests/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 # tests/test_reference_browser.py opens /api-reference in Debian's chromium (via Playwright).
