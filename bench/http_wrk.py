@@ -33,6 +33,11 @@ Scenarios (``--scenario NAME``, repeatable; default all):
   read by bench/fanout_readers.py, a separate process pinned to the client's core:
   one epoll loop over every socket, no task per socket, no JSON decoding, so that
   the readers cost less than the server they measure.
+- ``socketio``: the same 1,000-watcher fan-out (200 updates back to back) twice, each on
+  a fresh server: native WebSocket watchers, then Socket.IO connections on the
+  WebSocket transport following every task (bench/socketio_readers.py, the same epoll
+  loop speaking Engine.IO 4 / Socket.IO 5); ``vs_native_cpu_per_delivery`` is the
+  ratio of the server's CPU per delivery (the target: at most 1.2).
 
 The connection count (``--connections``, default 32 keep-alive; ``--batch-connections``,
 default 8) and ``--duration`` are flags. Every answer's status is checked by wrk's
@@ -84,7 +89,7 @@ from bench.http_load import (  # noqa: E402
 from tests.procs import Server, running  # noqa: E402
 
 WRK_DIR = Path(__file__).resolve().parent / "wrk"
-SCENARIOS = ["mutate", "read", "create", "batch", "fanout"]
+SCENARIOS = ["mutate", "read", "create", "batch", "fanout", "socketio"]
 #: Tasks created before the measurements: t-00000 ... t-00999.
 PREFIX = "t-"
 TASKS = 1000
@@ -364,10 +369,21 @@ async def warm_watcher(url: str, path: str) -> None:
 
 
 async def fanout(
-    bench: Bench, server: Server, watchers: int, updates: int, gap: float
+    bench: Bench,
+    server: Server,
+    watchers: int,
+    updates: int,
+    gap: float,
+    *,
+    socketio: bool = False,
 ) -> dict[str, Any]:
-    """``watchers`` on one new task; ``updates`` sent ``gap`` apart (0: back to back)."""
-    name = f"fanout_{watchers}"
+    """``watchers`` on one new task; ``updates`` sent ``gap`` apart (0: back to back).
+
+    Native WebSocket watchers (bench/fanout_readers.py), or with ``socketio`` Socket.IO
+    connections following every task (bench/socketio_readers.py). Update ``step`` sends
+    progress ``step / 10``, which tells Socket.IO events apart (they carry no seq).
+    """
+    name = f"{'socketio' if socketio else 'fanout'}_{watchers}"
     waited = await wait_quiet(bench)
     task_id = f"fan-{watchers}-{secrets.token_hex(3)}"
     pid = server.process.pid
@@ -377,9 +393,12 @@ async def fanout(
     sent_at: dict[int, float] = {}
     total = watchers * updates
     host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    readers, target = ("fanout_readers.py", f"/ws/task/{task_id}")
+    if socketio:
+        readers, target = ("socketio_readers.py", task_id)
     readers_argv = [
-        *bench.client_pin, sys.executable, str(ROOT / "bench" / "fanout_readers.py"),
-        host, port, f"/ws/task/{task_id}", str(watchers), str(updates),
+        *bench.client_pin, sys.executable, str(ROOT / "bench" / readers),
+        host, port, target, str(watchers), str(updates),
     ]  # fmt: skip
     readers = await trio.lowlevel.open_process(
         readers_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE
@@ -408,7 +427,7 @@ async def fanout(
         for step in range(updates):
             seq = step + 2  # the task's snapshot is seq 1
             sent_at[seq] = time.perf_counter()
-            body = {"taskId": task_id, "progress": float(step % 100)}
+            body = {"taskId": task_id, "progress": step / 10}
             status, data = await conn.request("POST", "/tasks/updateProgress", body)
             if status != 200 or json.loads(data)["task"]["seq"] != seq:
                 bad_answers.append(f"{status} {data[:200]!r}")
@@ -518,6 +537,19 @@ async def repetition(bench: Bench, base: Path, names: list[str]) -> dict[str, An
             log(f"fanout: {watchers} watchers, {updates} updates, gap {gap} s...")
             async with spectral(bench, base, 0) as server:
                 out[f"fanout_{watchers}"] = await fanout(bench, server, watchers, updates, gap)
+    if "socketio" in names:
+        # The same fan-out (1,000 watchers, 200 updates back to back) natively and over
+        # Socket.IO, each on a fresh server, in the same repetition.
+        watchers, updates = (200, 50) if bench.duration < 10 else (1000, 200)
+        for socketio in (False, True):
+            log(f"socketio: {watchers} {'Socket.IO' if socketio else 'native'} watchers...")
+            async with spectral(bench, base, 0) as server:
+                result = await fanout(bench, server, watchers, updates, 0.0, socketio=socketio)
+            out[f"{'socketio' if socketio else 'native'}_{watchers}"] = result
+        native, sio = out[f"native_{watchers}"], out[f"socketio_{watchers}"]
+        if native["server_cpu_us_per_delivery"] and sio["server_cpu_us_per_delivery"]:
+            ratio = sio["server_cpu_us_per_delivery"] / native["server_cpu_us_per_delivery"]
+            sio["vs_native_cpu_per_delivery"] = round(ratio, 3)
     return out
 
 
@@ -529,7 +561,8 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         "client_cpu_share", "client_core_busy", "server_cpu_us_per_request",
         "server_cpu_us_per_update", "missed", "seconds_for_all_updates",
         "server_kib_per_idle_ws", "server_cpu_us_per_delivery", "readers_cpu_s", "server_cpu_s",
-        "server_loop_states", "load_avg_1m", "waited_for_quiet_s", "valid",
+        "server_loop_states", "load_avg_1m", "waited_for_quiet_s", "vs_native_cpu_per_delivery",
+        "valid",
     ]  # fmt: skip
     out: dict[str, list[dict[str, Any]]] = {}
     for run in runs:

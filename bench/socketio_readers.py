@@ -1,0 +1,175 @@
+"""Socket.IO readers for the fan-out benchmark: bench/fanout_readers.py's twin, over
+Socket.IO (Engine.IO 4, WebSocket transport) instead of spectral's native WebSocket.
+
+Run by ``bench/http_wrk.py --scenario socketio`` as a separate process (pinned to
+the client's core)::
+
+    python bench/socketio_readers.py HOST PORT TASK_ID WATCHERS UPDATES
+
+It opens ``WATCHERS`` Socket.IO connections the way ``socket.io-client`` does with
+``transports: ["websocket"]`` (``GET /socket.io/?EIO=4&transport=websocket``, then a
+CONNECT packet carrying the benchmark's admin key as ``auth.token``), waits for each
+one's CONNECT answer, prints ``ready`` and reads every socket from one
+``select.epoll`` loop, answering the server's pings. Each ``job:progress`` event of
+``TASK_ID`` is one receipt. Its update is told by its ``progress``: the benchmark
+sends progress ``step / 10``, so the update's seq is ``round(progress * 10) + 2``
+(seq 1 is the creation). The output is fanout_readers.py's: one JSON line with the
+receipt times per seq, the closes seen and the readers' CPU seconds.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import select
+import socket
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.fanout_readers import cpu_seconds  # noqa: E402
+from bench.http_load import BENCH_KEY, frames  # noqa: E402
+
+#: What a connection asks for: Engine.IO 4 straight over WebSocket.
+PATH = "/socket.io/?EIO=4&transport=websocket"
+PING, PONG = b"2", b"3"
+
+
+def client_frame(text: bytes) -> bytes:
+    """One masked WebSocket text frame (a client's frames must be masked)."""
+    mask = secrets.token_bytes(4)
+    size = len(text)
+    head = bytes([0x81, 0x80 | size]) if size < 126 else bytes([0x81, 0xFE]) + size.to_bytes(2)
+    return head + mask + bytes(byte ^ mask[i % 4] for i, byte in enumerate(text))
+
+
+def open_socket(host: str, port: int) -> tuple[socket.socket, bytearray]:
+    """A Socket.IO connection on the WebSocket transport, connected to ``/``; the bytes
+    read past its CONNECT answer."""
+    sock = socket.create_connection((host, port))
+    key = base64.b64encode(secrets.token_bytes(16)).decode()
+    sock.sendall(
+        (
+            f"GET {PATH} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError("closed during the handshake")
+        data += chunk
+    if not data.startswith(b"HTTP/1.1 101"):
+        raise ConnectionError(f"handshake refused: {data[:100]!r}")
+    buffer = bytearray(data.partition(b"\r\n\r\n")[2])
+    opened = connected = False
+    while not connected:
+        for packet in frames(buffer):
+            if packet.startswith(b"0{"):
+                opened = True
+                token = json.dumps({"token": BENCH_KEY}).encode()
+                sock.sendall(client_frame(b"40" + token))
+            elif packet.startswith(b"40"):
+                connected = opened
+            elif packet.startswith(b"44"):
+                raise ConnectionError(f"connect refused: {packet[:200]!r}")
+            elif packet == PING:
+                sock.sendall(client_frame(PONG))
+        if not connected:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed before the CONNECT answer")
+            buffer += chunk
+    return sock, buffer
+
+
+def update_seq(packet: bytes) -> int:
+    """The seq of the update a ``job:progress`` event tells (see the module docstring)."""
+    at = packet.rfind(b'"progress":') + 11
+    end = at
+    while packet[end : end + 1] not in (b",", b"}", b""):
+        end += 1
+    return round(float(packet[at:end]) * 10) + 2
+
+
+def read_all(
+    sockets: list[socket.socket], buffers: list[bytearray], task_id: str, updates: int
+) -> tuple[dict[int, list[float]], dict[str, int]]:
+    """Read until every socket has ``updates`` events of the task or stdin has a line."""
+    wanted = b'42["job:progress",{"jobId":' + json.dumps(task_id).encode()
+    receipts: dict[int, list[float]] = defaultdict(list)
+    closes: dict[str, int] = {}
+    counts = [0] * len(sockets)
+    poller = select.epoll()
+    by_fd = {}
+    for index, sock in enumerate(sockets):
+        sock.setblocking(False)
+        by_fd[sock.fileno()] = index
+        poller.register(sock.fileno(), select.EPOLLIN)
+    stdin = sys.stdin.fileno()
+    poller.register(stdin, select.EPOLLIN)
+    remaining = len(sockets)
+    while remaining:
+        for fd, _ in poller.poll(1.0):
+            if fd == stdin:
+                return receipts, closes
+            index = by_fd[fd]
+            sock = sockets[index]
+            try:
+                data = sock.recv(262144)
+            except BlockingIOError:
+                continue
+            now = time.perf_counter()
+            if not data:
+                closes["eof"] = closes.get("eof", 0) + 1
+                poller.unregister(fd)
+                remaining -= 1
+                continue
+            buffer = buffers[index]
+            buffer += data
+            try:
+                packets = frames(buffer)
+            except ConnectionError as closed:
+                closes[str(closed)] = closes.get(str(closed), 0) + 1
+                poller.unregister(fd)
+                remaining -= 1
+                continue
+            for packet in packets:
+                if packet == PING:
+                    sock.setblocking(True)
+                    sock.sendall(client_frame(PONG))
+                    sock.setblocking(False)
+                elif packet.startswith(wanted):
+                    receipts[update_seq(packet)].append(now)
+                    counts[index] += 1
+            if counts[index] >= updates:
+                poller.unregister(fd)
+                remaining -= 1
+    return receipts, closes
+
+
+def main() -> None:
+    """Open the connections, say ready, read, print the receipts."""
+    host, port, task_id, watchers, updates = sys.argv[1:6]
+    opened = [open_socket(host, int(port)) for _ in range(int(watchers))]
+    sockets = [sock for sock, _ in opened]
+    buffers = [buffer for _, buffer in opened]
+    print("ready", flush=True)
+    before = cpu_seconds()
+    receipts, closes = read_all(sockets, buffers, task_id, int(updates))
+    used = cpu_seconds() - before
+    print(json.dumps({"receipts": receipts, "closes": closes, "cpu_s": used}), flush=True)
+    for sock in sockets:
+        sock.close()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
