@@ -43,8 +43,8 @@ MIN_SECRET_BYTES = 32
 #: Smallest RSA key accepted (NIST SP 800-131A; PyJWT warns below it too).
 MIN_RSA_BITS = 2048
 
-_SEGMENT = r"[A-Za-z0-9_-]+"
-_JWT_SHAPE = re.compile(rf"^{_SEGMENT}\.{_SEGMENT}\.{_SEGMENT}$")
+# The signature may be empty: an unsigned (``alg: none``) token is refused by name.
+_JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 
 
 class JwtError(ValueError):
@@ -166,7 +166,8 @@ class JwtVerifier:
 
 
 def looks_like_jwt(text: str) -> bool:
-    """True for three base64url segments joined by dots (a JWS compact token)."""
+    """True for three base64url segments joined by dots (a JWS compact token; the last,
+    the signature, may be empty)."""
     return _JWT_SHAPE.match(text) is not None
 
 
