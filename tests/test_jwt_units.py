@@ -154,7 +154,7 @@ def test_a_bad_signature_is_refused(hs: JwtVerifier) -> None:
     assert refused(hs, hs256({"userId": "a"}, "another-secret-of-at-least-32-bytes!!")) == (
         "bad JWT signature"
     )
-    head, body, signature = hs256({"userId": "a"}).split(".")
+    head, _, signature = hs256({"userId": "a"}).split(".")
     forged_body = b64(json.dumps({"userId": "admin", "role": "service"}).encode())
     assert refused(hs, f"{head}.{forged_body}.{signature}") == "bad JWT signature"
 
@@ -257,7 +257,9 @@ def test_only_rsa_and_p256_public_keys_are_accepted(tmp_path: Path) -> None:
     with pytest.raises(JwtConfigError, match="use an RSA"):
         load("ed.pem", ed25519.Ed25519PrivateKey.generate().public_key())
     with pytest.raises(JwtConfigError, match="1024 bits"):
-        load("small.pem", rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key())
+        load(
+            "small.pem", rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key()
+        )
     with pytest.raises(JwtConfigError, match="cannot read"):
         load_public_key(tmp_path / "missing.pem")
     (tmp_path / "junk.pem").write_text("not a key")
