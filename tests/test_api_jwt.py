@@ -62,6 +62,7 @@ class Jwts:
                 try:
                     return json.loads(await ws.get_message())["type"]
                 except ConnectionClosed as closed:
+                    assert closed.reason is not None
                     return closed.reason.code
 
     async def sse(self, path: str, headers: dict[str, str] | None = None) -> int:

@@ -36,6 +36,7 @@ from spectral.sql import SqliteSql
 from storage import Registry
 
 SECRET = "a-test-secret-of-at-least-32-bytes!!"
+NONE: dict[str, str] = {}  # no headers
 HOUR = 3600
 
 
@@ -320,12 +321,13 @@ async def unauthenticated(call: Any) -> str:
 async def test_a_jwt_is_a_bearer_credential_and_a_token_on_any_route(auth: Authenticator) -> None:
     token = hs256({"userId": 7, "role": "service"})
     expected = Principal("jwt:7", "7", "service")
-    assert await auth.authenticate({"authorization": f"Bearer {token}"}.get) == expected
-    assert await auth.authenticate({}.get, token=token) == expected
-    assert await auth.authenticate({}.get, token=token, scope="task:t") == expected
+    headers = {"authorization": f"Bearer {token}"}
+    assert await auth.authenticate(headers.get) == expected
+    assert await auth.authenticate(NONE.get, token=token) == expected
+    assert await auth.authenticate(NONE.get, token=token, scope="task:t") == expected
     assert await auth.authenticate_secret(f"  {token} ") == expected
     expired = hs256({"userId": 7, "exp": int(time.time()) - HOUR})
-    message = await unauthenticated(auth.authenticate({}.get, token=expired))
+    message = await unauthenticated(auth.authenticate(NONE.get, token=expired))
     assert message == "JWT refused: the JWT has expired (exp)"
     assert "expired" in await unauthenticated(auth.authenticate_secret(expired))
 
@@ -341,12 +343,13 @@ async def test_authenticate_secret_takes_keys_too(auth: Authenticator) -> None:
 async def test_without_jwt_settings_a_jwt_is_an_invalid_key(auth: Authenticator) -> None:
     auth.jwt = None
     token = hs256({"userId": "alice", "role": "service"})
-    message = await unauthenticated(auth.authenticate({"authorization": f"Bearer {token}"}.get))
+    headers = {"authorization": f"Bearer {token}"}
+    message = await unauthenticated(auth.authenticate(headers.get))
     assert message == "the API key is not valid (unknown or revoked)"
-    assert await unauthenticated(auth.authenticate({}.get, token=token)) == (
+    assert await unauthenticated(auth.authenticate(NONE.get, token=token)) == (
         "send a valid API key (X-API-Key)"
     )
-    assert "malformed" in await unauthenticated(auth.authenticate({}.get, token=token, scope="t"))
+    assert "malformed" in await unauthenticated(auth.authenticate(NONE.get, token=token, scope="t"))
 
 
 async def test_watch_tokens_minted_with_a_jwt(auth: Authenticator) -> None:
@@ -354,10 +357,10 @@ async def test_watch_tokens_minted_with_a_jwt(auth: Authenticator) -> None:
     who = await auth.authenticate_secret(hs256({"userId": "alice", "exp": exp}))
     token, expires_at = auth.mint(who, "task:t", 900)
     assert expires_at == exp  # no later than the JWT
-    watcher = await auth.authenticate({}.get, token=token, scope="task:t")
+    watcher = await auth.authenticate(NONE.get, token=token, scope="task:t")
     assert watcher == Principal("jwt:alice", "alice", "reader", scope="task:t")
     lasting = await auth.authenticate_secret(hs256({"userId": "alice"}))
     assert auth.mint(lasting, "task:t", 900)[1] > exp
     auth.jwt = None  # JWTs switched off: what they minted stops working too
-    message = await unauthenticated(auth.authenticate({}.get, token=token, scope="task:t"))
+    message = await unauthenticated(auth.authenticate(NONE.get, token=token, scope="task:t"))
     assert "no longer accepted" in message
