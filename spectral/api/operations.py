@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from spectral.api import admin, models, ops, procedures, rpc_procedures, schemas, sse
 from spectral.api import dashboard as dashboard_api
+from spectral.api import jobs as jobs_api
 from spectral.api import integrations as integration_api
 from spectral.api import rooms as room_api
 from spectral.api import webhooks as webhook_api
@@ -66,6 +67,10 @@ TAGS = {
         '(docs/api.md, "Authentication and isolation").'
     ),
     "webhooks": 'Signed, durable webhooks for task events (docs/api.md, "Webhooks").',
+    "jobs": (
+        "The seeds' jobs system: tasks as its jobs, in its shapes and state names "
+        '(docs/api.md, "The seeds\' jobs system").'
+    ),
     "integrations": (
         "Inbound provider callbacks that drive tasks by external id "
         '(docs/api.md, "Provider callbacks").'
@@ -242,8 +247,10 @@ def _tasks() -> list[Operation]:
             errors=(400, *AUTH, 409, 413, 422, 503), links=CREATE_LINKS,
             description="`id` or `taskId`; an id any owner uses is 409 `TASK_EXISTS`; an "
             "`externalId` another task of the owner has is 409 `EXTERNAL_ID_EXISTS`. "
-            "`parentId`: one of the caller's tasks, not finished (409 `PARENT_TERMINAL`), "
-            "at most 8 levels; `phases` make one child `{taskId}:{id}` each.",
+            "`parentId`: one of the new task's owner's tasks, not finished (409 "
+            "`PARENT_TERMINAL`), at most 8 levels; `phases` make one child `{taskId}:{id}` "
+            "each. `owner` (admin keys only; another key naming another owner is 403): "
+            "the task is that owner's in every respect.",
         ),
         *(
             Operation(
@@ -432,6 +439,31 @@ def _webhooks() -> list[Operation]:
     ]  # fmt: skip
 
 
+JOB_ID = path_parameter(
+    "jobId", "the task's id: 1-128 characters of A-Z a-z 0-9 . _ : - (not only dots)",
+    models.ID_PATTERN,
+)
+
+
+def _jobs() -> list[Operation]:
+    return [
+        Operation(
+            "listJobs", "jobs", "Page through jobs, newest first", jobs_api.list_jobs,
+            models.JobsQuery, schemas.JobPage,
+            rest=(Rest("GET", "/jobs", "jobs.list", source="query"),), errors=(400, *AUTH),
+            description="The caller's tasks as jobs (admins: every owner's, `owner` "
+            "narrows), in `GET /tasks`' order. `status`: `failed` takes failed and canceled "
+            "tasks; `delayed` is accepted and finds nothing.",
+        ),
+        Operation(
+            "getJob", "jobs", "One job", jobs_api.get_job, models.JobRef, schemas.Job,
+            rest=(Rest("GET", "/jobs/{jobId}", "jobs.get", source="path"),),
+            errors=(400, *AUTH, 404, 503), parameters=(JOB_ID,),
+            description="The task `jobId` in the seed's shape; another owner's is 404.",
+        ),
+    ]  # fmt: skip
+
+
 INTEGRATION_ID = path_parameter("id", "the integration's id")
 _CREATED_INTEGRATION = "$response.body#/id"
 #: From a registered integration to what may be done with it.
@@ -612,6 +644,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *_watch(),
     *_rooms(),
     *_webhooks(),
+    *_jobs(),
     *_integrations(),
     *_access(),
     *_operations(),
