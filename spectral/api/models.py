@@ -296,8 +296,9 @@ class JobsQuery(Query):
     page: Annotated[int, Field(ge=1, le=1_000_000)] = 1
     limit: Annotated[int, Field(ge=1, le=100)] = 10
     status: JobState = Field(
-        "", description="waiting, active, completed, failed (failed and canceled tasks) or "
-        "delayed (never any); empty: every state"
+        "",
+        description="waiting, active, completed, failed (failed and canceled tasks) or "
+        "delayed (never any); empty: every state",
     )
     owner: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
 

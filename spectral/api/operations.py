@@ -20,8 +20,8 @@ from pydantic import BaseModel
 
 from spectral.api import admin, models, ops, procedures, rpc_procedures, schemas, sse
 from spectral.api import dashboard as dashboard_api
-from spectral.api import jobs as jobs_api
 from spectral.api import integrations as integration_api
+from spectral.api import jobs as jobs_api
 from spectral.api import rooms as room_api
 from spectral.api import webhooks as webhook_api
 from spectral.api.call import Call
@@ -402,7 +402,9 @@ def _webhooks() -> list[Operation]:
             rest=(Rest("POST", "/webhooks", "webhooks.create"),), status=201,
             errors=(400, *AUTH, 413), answer_text="created; `secret` is shown only here",
             description="A URL on a loopback, private, link-local or metadata address is "
-            "400 `WEBHOOK_URL_FORBIDDEN` (unless SPECTRAL_WEBHOOK_ALLOW_PRIVATE=1).",
+            "400 `WEBHOOK_URL_FORBIDDEN` (unless SPECTRAL_WEBHOOK_ALLOW_PRIVATE=1). "
+            '`format`: `spectral` (the default) or `seed-jobs` (the seeds\' jobs system\'s '
+            "bodies; no delivery for events it has no form of).",
         ),
         Operation(
             "getWebhook", "webhooks", "One webhook", hooks.get_webhook, None, schemas.Webhook,
@@ -411,7 +413,8 @@ def _webhooks() -> list[Operation]:
         ),
         Operation(
             "updateWebhook", "webhooks",
-            "Change url, eventType, description, taskIdPrefix or active", hooks.update_webhook,
+            "Change url, eventType, description, taskIdPrefix, active or format",
+            hooks.update_webhook,
             hooks.UpdateWebhook, schemas.Webhook,
             rest=(Rest("PUT", "/webhooks/{id}", "webhooks.update"),),
             errors=(400, *AUTH, 404, 413), parameters=hook,
@@ -440,7 +443,8 @@ def _webhooks() -> list[Operation]:
 
 
 JOB_ID = path_parameter(
-    "jobId", "the task's id: 1-128 characters of A-Z a-z 0-9 . _ : - (not only dots)",
+    "jobId",
+    "the task's id: 1-128 characters of A-Z a-z 0-9 . _ : - (not only dots)",
     models.ID_PATTERN,
 )
 
