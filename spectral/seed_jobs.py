@@ -91,19 +91,30 @@ def job_view(task: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def job_event(event: TaskEvent) -> tuple[str, dict[str, Any]] | None:
-    """The seed's event for a committed task event: ``(kind, payload)``, kind being
-    ``progress``, ``completed`` or ``failed``; None when the seed has no such event
-    (created, log events without progress, deleted)."""
-    kind = EVENTS.get(event.event_type)
-    task = event.task
-    if task is None:
+def event_kind(event: TaskEvent) -> str | None:
+    """The kind of the seed's event for a committed task event: ``progress``,
+    ``completed`` or ``failed``; None when the seed has no such event (created, log
+    events without progress, deleted)."""
+    if event.task is None:
         return None
-    if kind is None:
+    kind = EVENTS.get(event.event_type)
+    if (
+        kind is None
+        and event.event_type == "event"
+        and (event.event or {}).get("progress") is not None
+    ):
         # A log event that moved progress reads as progress in the seed's terms.
-        if event.event_type != "event" or (event.event or {}).get("progress") is None:
-            return None
         kind = "progress"
+    return kind
+
+
+def job_event(event: TaskEvent) -> tuple[str, dict[str, Any]] | None:
+    """The seed's event for a committed task event: ``(kind, payload)`` (kind as
+    :func:`event_kind`); None when the seed has no such event."""
+    kind = event_kind(event)
+    task = event.task
+    if kind is None or task is None:
+        return None
     payload: dict[str, Any] = {
         "jobId": event.task_id,
         "state": STATES[task["status"]],

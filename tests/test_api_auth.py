@@ -103,6 +103,8 @@ ROUTES: list[tuple[str, bool, str, str, Any]] = [
     ("cancel", True, "POST", "/tasks/cancel", {"taskId": "{t}"}),
     ("delete", True, "DELETE", "/tasks/{t}", None),
     ("token", False, "POST", "/tokens/watch", {"taskId": "{t}"}),
+    # The seeds' jobs system's view (docs/api.md, "The seeds' jobs system").
+    ("job", False, "GET", "/jobs/{t}", None),
     # The original's POST /tasks/{procedure} form.
     ("getById", False, "POST", "/tasks/getById", {"taskId": "{t}"}),
     ("getHistory", False, "POST", "/tasks/getHistory", {"taskId": "{t}"}),

@@ -104,3 +104,20 @@ async def test_every_check_agrees_with_the_document_on_integrations_and_callback
     assert result.returncode == 0, report
     assert "6 selected" in report and "Stateful" in report, report
     assert "Traceback" not in server.output, server.output
+
+
+async def test_every_check_agrees_with_the_document_on_jobs(
+    server: Server, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """``--checks all`` on the seeds' jobs routes (docs/api.md, "The seeds' jobs system"):
+    every valid query is accepted, every invalid one refused, answers as documented."""
+    for n in range(3):
+        made = await client.post("/tasks/create", json={"taskId": f"job-{n}"})
+        assert made.status_code == 201, made.text
+    result = await _schemathesis(
+        f"{server.url}/openapi.json", tmp_path, "--checks", "all", "--include-path-regex", "^/jobs"
+    )
+    report = result.stdout.decode(errors="replace")
+    assert result.returncode == 0, report
+    assert "2 selected" in report, report
+    assert "Traceback" not in server.output, server.output

@@ -151,3 +151,26 @@ def test_webhook_payload(command: sm.Command, event_type: str, expected: dict[st
     body = seed_jobs.webhook_payload(task_event(event_type, state, event))
     assert body == {"id": "job-1", "jobname": "job-1", "userId": "u1", **expected}
     assert list(body)[-1] == "eventType"
+
+
+@pytest.mark.parametrize(
+    ("command", "event_type", "kind"),
+    [
+        (None, "created", None),
+        (sm.Progress(progress=40), "progress", "progress"),
+        (sm.Log(message="half", progress=50), "event", "progress"),
+        (sm.Log(message="hello"), "event", None),
+        (sm.Complete(), "completed", "completed"),
+        (sm.Fail(error="boom"), "failed", "failed"),
+        (sm.TimeOut(), "failed", "failed"),
+        (sm.Cancel(), "canceled", "failed"),
+    ],
+)
+def test_event_kind_is_the_kind_job_event_answers(
+    command: sm.Command | None, event_type: str, kind: str | None
+) -> None:
+    state, event = run() if command is None else run(command)
+    seen = task_event(event_type, state, event)
+    assert seed_jobs.event_kind(seen) == kind
+    found = seed_jobs.job_event(seen)
+    assert (None if found is None else found[0]) == kind

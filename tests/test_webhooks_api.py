@@ -83,6 +83,9 @@ async def test_crud_roundtrip(private_client: httpx.AsyncClient) -> None:
         ({"url": HOOK, "eventType": "all", "description": "a\x00b"}, "description"),
         ({"url": HOOK + "\x00", "eventType": "all"}, "url"),
         ({"url": HOOK, "eventType": "all", "taskIdPrefix": "a\x00"}, "taskIdPrefix"),
+        ({"url": HOOK, "eventType": "all", "format": "bullmq"}, "format"),
+        ({"url": HOOK, "eventType": "all", "format": None}, "format"),
+        ({"url": HOOK, "eventType": "all", "format": 1}, "format"),
     ],
 )
 async def test_create_rejects_bad_input(
@@ -105,6 +108,8 @@ async def test_update_rejects_bad_input(private_client: httpx.AsyncClient) -> No
         ({"url": "gopher://x/"}, "url"),
         ({}, "body"),
         ({"description": "\x00"}, "description"),
+        ({"format": "seed"}, "format"),
+        ({"format": None}, "format"),
     ):
         response = await http.put(f"/webhooks/{webhook_id}", json=body)
         assert response.status_code == 400, (body, response.text)
@@ -113,6 +118,26 @@ async def test_update_rejects_bad_input(private_client: httpx.AsyncClient) -> No
     assert bad_limit.status_code == 400
     assert bad_limit.json()["error"]["details"][0]["field"] == "limit"
     assert (await http.post("/webhooks", content=b"{")).json()["error"]["code"] == "INVALID_JSON"
+
+
+async def test_format_is_spectral_unless_seed_jobs_is_asked_and_may_change(
+    private_client: httpx.AsyncClient,
+) -> None:
+    http = private_client
+    plain = await http.post("/webhooks", json={"url": HOOK, "eventType": "all"})
+    assert plain.status_code == 201 and plain.json()["format"] == "spectral"
+    seed = await http.post(
+        "/webhooks", json={"url": HOOK, "eventType": "completed", "format": "seed-jobs"}
+    )
+    assert seed.status_code == 201, seed.text
+    assert seed.json()["format"] == "seed-jobs" and seed.json()["secret"].startswith("whsec_")
+    seed_id = seed.json()["id"]
+    assert (await http.get(f"/webhooks/{seed_id}")).json()["format"] == "seed-jobs"
+    back = await http.put(f"/webhooks/{seed_id}", json={"format": "spectral"})
+    assert back.status_code == 200 and back.json()["format"] == "spectral"
+    assert back.json()["eventType"] == "completed"
+    listed = (await http.get("/webhooks")).json()["webhooks"]
+    assert [w["format"] for w in listed] == ["spectral", "spectral"]
 
 
 async def test_roles_and_isolation(private_client: httpx.AsyncClient) -> None:

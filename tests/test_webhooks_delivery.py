@@ -10,6 +10,7 @@ business, not these tests'.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -183,6 +184,79 @@ async def test_filters_payloads_and_signatures(tmp_path: Path) -> None:
     assert done["timestamp"].endswith("Z") and done["id"].startswith("msg_")
     assert by_key[("misc-1", "failed")]["error"] == "boom"
     assert by_key[("misc-2", "deleted")]["task"] is None
+
+
+async def test_seed_jobs_format_for_tasks_an_admin_creates_for_a_user(tmp_path: Path) -> None:
+    """A seed-jobs webhook gets the seed's bodies, signed, for the events the seed has a
+    form of, and no delivery for the others; tasks an admin creates with ``owner`` reach
+    that owner's webhooks."""
+    receiver = Receiver()
+    async with trio.open_nursery() as nursery:
+        await receiver.start(nursery)
+        async with serving(tmp_path / "data", _env()) as (_server, http):
+            made = await http.post("/admin/keys", json={"owner": "u1", "role": "service"})
+            u1 = {"X-API-Key": made.json()["key"]}
+            hooks = {
+                "seed": await subscribe(http, receiver, "seed", owner="u1", format="seed-jobs"),
+                "seed-canceled": await subscribe(
+                    http, receiver, "seed-canceled", "canceled", headers=u1, format="seed-jobs"
+                ),
+                "seed-progress": await subscribe(
+                    http, receiver, "seed-progress", "progress", owner="u1", format="seed-jobs"
+                ),
+                "plain": await subscribe(http, receiver, "plain", headers=u1),
+            }
+            created = {"owner": "u1", "metadata": {"name": "export"}}
+            await post(http, "/tasks/create", {"taskId": "j1", **created})
+            await post(http, "/tasks/updateProgress", {"taskId": "j1", "progress": 40}, headers=u1)
+            log = {"eventType": "log", "message": "hello"}
+            await post(http, "/tasks/addEvent", {"taskId": "j1", "event": log}, headers=u1)
+            moved = {"eventType": "progress", "message": "more", "progress": 60}
+            await post(http, "/tasks/addEvent", {"taskId": "j1", "event": moved}, headers=u1)
+            done = {"taskId": "j1", "metadata": {"result": {"rows": 3}}}
+            await post(http, "/tasks/complete", done, headers=u1)
+            await post(http, "/tasks/create", {"taskId": "j2", "owner": "u1"})
+            await post(http, "/tasks/fail", {"taskId": "j2", "error": "boom"}, headers=u1)
+            await post(http, "/tasks/create", {"taskId": "j3", "owner": "u1"})
+            await post(http, "/tasks/cancel", {"taskId": "j3"})
+            assert (await http.delete("/tasks/j3", headers=u1)).status_code == 200
+
+            # j3's deletion is the last event: once the spectral webhook has it, every
+            # delivery of every event exists; once none is pending, nothing more comes.
+            await until(lambda: len(receiver.payloads("plain")) == 10)
+            settled = {name: await until_settled(http, hook) for name, hook in hooks.items()}
+        receiver.stop()
+
+    assert receiver.bad == []  # every delivery verified with standardwebhooks
+    assert {d["status"] for found in settled.values() for d in found} == {"delivered"}
+    assert {p["owner"] for p in receiver.payloads("plain")} == {"u1"}
+    job = {"jobname": "export", "userId": "u1"}
+    progress = [
+        {"id": "j1", **job, "progress": 40, "eventType": "progress"},
+        {"id": "j1", **job, "progress": 60, "eventType": "progress"},
+    ]
+    completed = {"id": "j1", **job, "result": {"rows": 3}, "eventType": "completed"}
+    failed = {"id": "j2", "jobname": "j2", "userId": "u1", "error": "boom", "eventType": "failed"}
+    canceled = {
+        "id": "j3", "jobname": "j3", "userId": "u1", "error": "canceled", "eventType": "failed",
+    }  # fmt: skip
+
+    def received(name: str) -> list[str]:
+        return sorted(json.dumps(p, sort_keys=True) for p in receiver.payloads(name))
+
+    def expected(*bodies: dict[str, Any]) -> list[str]:
+        return sorted(json.dumps(b, sort_keys=True) for b in bodies)
+
+    assert received("seed") == expected(*progress, completed, failed, canceled)
+    assert received("seed-canceled") == expected(canceled)
+    assert received("seed-progress") == expected(*progress)
+    # Key order as the seed sends it: the event type last.
+    assert all(list(p)[-1] == "eventType" for p in receiver.payloads("seed"))
+    # No delivery at all for created, the plain log event and deleted.
+    assert sorted(d["eventType"] for d in settled["seed"]) == [
+        "canceled", "completed", "event", "failed", "progress",
+    ]  # fmt: skip
+    assert len({m for _p, m, _s in receiver.arrivals}) == len(receiver.arrivals)
 
 
 async def test_retried_until_it_succeeds_and_received_once(tmp_path: Path) -> None:

@@ -39,6 +39,36 @@ async def test_changes_keep_the_active_cache_current(registry: Registry) -> None
     assert await store.list() == []
 
 
+async def test_a_webhook_keeps_its_format(registry: Registry) -> None:
+    store = WebhookStore(SqliteSql(registry.conn), clock=lambda: 1000.0)
+    plain = await store.create("o", "http://x/", "all")
+    seed = await store.create("o", "http://y/", "all", format="seed-jobs")
+    assert (plain.format, plain.public()["format"]) == ("spectral", "spectral")
+    assert await store.get(seed.id) == seed and seed.public()["format"] == "seed-jobs"
+    changed = await store.update(plain.id, {"format": "seed-jobs"})
+    assert changed is not None and changed.format == "seed-jobs"
+    assert [w.format for w in store.active["o"]] == ["seed-jobs", "seed-jobs"]
+
+
+def test_webhooks_made_before_formats_are_spectral(tmp_path: Path) -> None:
+    """Migration 3 on a registry at version 2: every existing webhook is ``spectral``."""
+    first = Registry(
+        tmp_path / "r.sqlite", migrations={webhook_store.STREAM: webhook_store.MIGRATIONS[:2]}
+    )
+    first.conn.execute(
+        "INSERT INTO webhooks (id, owner, url, event_type, active, secret, created_at,"
+        " updated_at) VALUES ('wh_1', 'o', 'http://x/', 'all', 1, 's', 1.0, 1.0)"
+    )
+    first.conn.commit()
+    first.close()
+    again = Registry(
+        tmp_path / "r.sqlite", migrations={webhook_store.STREAM: webhook_store.MIGRATIONS}
+    )
+    [row] = again.conn.execute("SELECT format FROM webhooks").fetchall()
+    assert row[0] == "spectral"
+    again.close()
+
+
 async def test_the_outbox_queries_and_delivery_bookkeeping(registry: Registry) -> None:
     now = [1000.0]
     store = WebhookStore(SqliteSql(registry.conn), clock=lambda: now[0])

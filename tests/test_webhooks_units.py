@@ -169,6 +169,52 @@ def test_body_fields_per_event_type() -> None:
     assert gone["task"] is None and "progress" not in gone
 
 
+def _seed_task(**changes: object) -> dict[str, object]:
+    return _task(**{"status": "in-progress", **changes})
+
+
+@pytest.mark.parametrize(
+    ("subscription", "event_type", "task", "event", "spectral", "seed"),
+    [
+        ("all", "created", _seed_task(status="pending"), {}, True, False),
+        ("all", "progress", _seed_task(), {"progress": 40}, True, True),
+        ("progress", "event", _seed_task(), {"progress": 50}, False, True),
+        ("all", "event", _seed_task(), {"progress": None}, True, False),
+        ("completed", "completed", _seed_task(status="success"), {}, True, True),
+        ("failed", "canceled", _seed_task(status="canceled"), {}, False, False),
+        ("canceled", "canceled", _seed_task(status="canceled"), {}, True, True),
+        ("all", "deleted", None, None, True, False),
+    ],
+)
+def test_which_webhooks_take_an_event_by_format(
+    subscription: str,
+    event_type: str,
+    task: dict[str, object] | None,
+    event: dict[str, object] | None,
+    spectral: bool,
+    seed: bool,
+) -> None:
+    """A seed-jobs webhook takes only what the seed has a form of, with the same filters
+    (a log event that moved progress counting as progress)."""
+    outgoing = payload.Outgoing("o", "t", 2, event_type, 0.0, task, event)
+    assert payload.takes(payload.SPECTRAL, subscription, None, outgoing) is spectral
+    assert payload.takes(payload.SEED_JOBS, subscription, None, outgoing) is seed
+    assert payload.takes(payload.SEED_JOBS, subscription, "x-", outgoing) is False
+
+
+def test_render_by_format() -> None:
+    done = payload.Outgoing(
+        "u1", "t", 4, "canceled", 0.0, _seed_task(status="canceled", progress=40), {}
+    )
+    seed = json.loads(payload.render(payload.SEED_JOBS, "msg_1", done))
+    assert seed == {
+        "id": "t", "jobname": "t", "userId": "u1", "error": "canceled", "eventType": "failed",
+    }  # fmt: skip
+    assert json.loads(payload.render(payload.SPECTRAL, "msg_1", done)) == json.loads(
+        payload.body("msg_1", done)
+    )
+
+
 def test_history_events_map_onto_webhook_types() -> None:
     def event(kind: EventType) -> Event:
         return Event(

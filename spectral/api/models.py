@@ -19,6 +19,7 @@ from pydantic import (
     StringConstraints,
 )
 
+from spectral.access.keys import OWNER_PATTERN
 from spectral.tasks.state import (
     EXTERNAL_ID_PATTERN,
     MAX_TAGS,
@@ -98,6 +99,14 @@ Timestamp = Annotated[
 ]
 
 
+#: An owner as keys name it (docs/api.md, "Authentication and isolation").
+Owner = Annotated[
+    str,
+    StringConstraints(pattern=OWNER_PATTERN),
+    Field(description="1-128 characters of A-Z a-z 0-9 . _ : -"),
+]
+
+
 class Body(BaseModel):
     """Base of request bodies: strict types, no NaN, unknown fields ignored."""
 
@@ -146,6 +155,10 @@ class CreateTask(Body):
     on_child_failure: Literal["fail", "ignore"] = Field("fail", alias="onChildFailure")
     complete_with_children: bool = Field(False, alias="completeWithChildren")
     phases: Annotated[list[Phase], Field(min_length=1, max_length=MAX_PHASES)] | None = None
+    #: Admins only: whose task it is (default: the key's owner).
+    owner: Owner | None = Field(
+        None, description="admins only: the task's owner (default: the key's owner)"
+    )
 
 
 class UpdateProgress(Body):
@@ -267,6 +280,29 @@ class ExternalIdQuery(Query):
     owner: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
 
 
+#: The seeds' job states (spectral/seed_jobs.py); ``""`` (the seed's ``status=``) is any.
+JobState = Literal["", "waiting", "active", "completed", "failed", "delayed"]
+
+
+class JobRef(Body):
+    """``GET /jobs/{jobId}``: a task id under the seed's name."""
+
+    job_id: TaskId = Field(alias="jobId")
+
+
+class JobsQuery(Query):
+    """``GET /jobs``: the seeds' listing (``owner``: admins)."""
+
+    page: Annotated[int, Field(ge=1, le=1_000_000)] = 1
+    limit: Annotated[int, Field(ge=1, le=100)] = 10
+    status: JobState = Field(
+        "",
+        description="waiting, active, completed, failed (failed and canceled tasks) or "
+        "delayed (never any); empty: every state",
+    )
+    owner: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+
+
 class WatchQuery(Query):
     """``GET /ws/task/{taskId}`` and ``GET /rooms/{roomId}/subscribe``."""
 
@@ -294,8 +330,11 @@ __all__ = [
     "ExternalIdQuery",
     "Fail",
     "HistoryQuery",
+    "JobRef",
+    "JobsQuery",
     "ListQuery",
     "NewEvent",
+    "Owner",
     "Phase",
     "TaskId",
     "TaskRef",

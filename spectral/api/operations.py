@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from spectral.api import admin, models, ops, procedures, rpc_procedures, schemas, sse
 from spectral.api import dashboard as dashboard_api
 from spectral.api import integrations as integration_api
+from spectral.api import jobs as jobs_api
 from spectral.api import rooms as room_api
 from spectral.api import webhooks as webhook_api
 from spectral.api.call import Call
@@ -66,6 +67,10 @@ TAGS = {
         '(docs/api.md, "Authentication and isolation").'
     ),
     "webhooks": 'Signed, durable webhooks for task events (docs/api.md, "Webhooks").',
+    "jobs": (
+        "The seeds' jobs system: tasks as its jobs, in its shapes and state names "
+        '(docs/api.md, "The seeds\' jobs system").'
+    ),
     "integrations": (
         "Inbound provider callbacks that drive tasks by external id "
         '(docs/api.md, "Provider callbacks").'
@@ -242,8 +247,10 @@ def _tasks() -> list[Operation]:
             errors=(400, *AUTH, 409, 413, 422, 503), links=CREATE_LINKS,
             description="`id` or `taskId`; an id any owner uses is 409 `TASK_EXISTS`; an "
             "`externalId` another task of the owner has is 409 `EXTERNAL_ID_EXISTS`. "
-            "`parentId`: one of the caller's tasks, not finished (409 `PARENT_TERMINAL`), "
-            "at most 8 levels; `phases` make one child `{taskId}:{id}` each.",
+            "`parentId`: one of the new task's owner's tasks, not finished (409 "
+            "`PARENT_TERMINAL`), at most 8 levels; `phases` make one child `{taskId}:{id}` "
+            "each. `owner` (admin keys only; another key naming another owner is 403): "
+            "the task is that owner's in every respect.",
         ),
         *(
             Operation(
@@ -395,7 +402,9 @@ def _webhooks() -> list[Operation]:
             rest=(Rest("POST", "/webhooks", "webhooks.create"),), status=201,
             errors=(400, *AUTH, 413), answer_text="created; `secret` is shown only here",
             description="A URL on a loopback, private, link-local or metadata address is "
-            "400 `WEBHOOK_URL_FORBIDDEN` (unless SPECTRAL_WEBHOOK_ALLOW_PRIVATE=1).",
+            "400 `WEBHOOK_URL_FORBIDDEN` (unless SPECTRAL_WEBHOOK_ALLOW_PRIVATE=1). "
+            '`format`: `spectral` (the default) or `seed-jobs` (the seeds\' jobs system\'s '
+            "bodies; no delivery for events it has no form of).",
         ),
         Operation(
             "getWebhook", "webhooks", "One webhook", hooks.get_webhook, None, schemas.Webhook,
@@ -404,7 +413,8 @@ def _webhooks() -> list[Operation]:
         ),
         Operation(
             "updateWebhook", "webhooks",
-            "Change url, eventType, description, taskIdPrefix or active", hooks.update_webhook,
+            "Change url, eventType, description, taskIdPrefix, active or format",
+            hooks.update_webhook,
             hooks.UpdateWebhook, schemas.Webhook,
             rest=(Rest("PUT", "/webhooks/{id}", "webhooks.update"),),
             errors=(400, *AUTH, 404, 413), parameters=hook,
@@ -428,6 +438,32 @@ def _webhooks() -> list[Operation]:
             rest=(Rest("POST", "/webhooks/{id}/deliveries/{deliveryId}/redeliver",
                        "webhooks.redeliver", source="none"),),
             status=202, errors=(*AUTH, 404), parameters=(WEBHOOK_ID, DELIVERY_ID),
+        ),
+    ]  # fmt: skip
+
+
+JOB_ID = path_parameter(
+    "jobId",
+    "the task's id: 1-128 characters of A-Z a-z 0-9 . _ : - (not only dots)",
+    models.ID_PATTERN,
+)
+
+
+def _jobs() -> list[Operation]:
+    return [
+        Operation(
+            "listJobs", "jobs", "Page through jobs, newest first", jobs_api.list_jobs,
+            models.JobsQuery, schemas.JobPage,
+            rest=(Rest("GET", "/jobs", "jobs.list", source="query"),), errors=(400, *AUTH),
+            description="The caller's tasks as jobs (admins: every owner's, `owner` "
+            "narrows), in `GET /tasks`' order. `status`: `failed` takes failed and canceled "
+            "tasks; `delayed` is accepted and finds nothing.",
+        ),
+        Operation(
+            "getJob", "jobs", "One job", jobs_api.get_job, models.JobRef, schemas.Job,
+            rest=(Rest("GET", "/jobs/{jobId}", "jobs.get", source="path"),),
+            errors=(400, *AUTH, 404, 503), parameters=(JOB_ID,),
+            description="The task `jobId` in the seed's shape; another owner's is 404.",
         ),
     ]  # fmt: skip
 
@@ -612,6 +648,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *_watch(),
     *_rooms(),
     *_webhooks(),
+    *_jobs(),
     *_integrations(),
     *_access(),
     *_operations(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 import trio
@@ -71,12 +72,14 @@ DELETE_CONCURRENCY = 16
 
 
 async def create(call: Call, body: models.CreateTask) -> Result:
-    """Create a task owned by the caller's owner (with its phases' children, if any)."""
+    """Create a task owned by the caller's owner, or by ``owner`` for an admin (with its
+    phases' children, if any)."""
     require_write(call.who)
-    depth = 1 if body.parent_id is None else await _child_depth(call, body.parent_id)
+    owner = _new_owner(call, body.owner)
+    depth = 1 if body.parent_id is None else await _child_depth(call, owner, body.parent_id)
     phase_ids = _phase_ids(body, depth)
     for index, child_id in enumerate(phase_ids):
-        if not _is_phase_of(call, child_id, body.task_id):
+        if not _is_phase_of(call, owner, child_id, body.task_id):
             raise ApiError(
                 409,
                 "TASK_EXISTS",
@@ -85,7 +88,7 @@ async def create(call: Call, body: models.CreateTask) -> Result:
             )
     command = sm.Create(
         task_id=body.task_id,
-        owner=call.who.owner,
+        owner=owner,
         epoch=secrets.token_hex(8),
         status=sm.Status(body.status),
         progress=body.progress,
@@ -120,9 +123,21 @@ async def create(call: Call, body: models.CreateTask) -> Result:
     return Result(payload, replayed_at=result.replayed_at)
 
 
-async def _child_depth(call: Call, parent_id: str) -> int:
-    """The depth of a new child of ``parent_id``: the parent must be the caller's, live,
-    and not at the deepest level (400 naming ``parentId``, or 409 if it is finished)."""
+def _new_owner(call: Call, requested: str | None) -> str:
+    """Whose new task it is: the caller's owner, or ``owner`` when an admin names one
+    (another owner named by a non-admin is 403, as for ``POST /webhooks``)."""
+    who = call.who
+    if requested is None or requested == who.owner:
+        return who.owner
+    if not who.is_admin:
+        raise ApiError(403, "FORBIDDEN", "only an admin key may create another owner's task")
+    return requested
+
+
+async def _child_depth(call: Call, owner: str, parent_id: str) -> int:
+    """The depth of a new child of ``parent_id``: the parent must be ``owner``'s (the new
+    task's), live, and not at the deepest level (400 naming ``parentId``, or 409 if it is
+    finished)."""
     try:
         parent = await call.state.router.call(KIND, parent_id, Read(call.who.owner_filter))
     except TASK_ERRORS as error:
@@ -131,8 +146,8 @@ async def _child_depth(call: Call, parent_id: str) -> int:
         ):
             raise _field_error("parentId", f"no task {parent_id!r}") from None
         raise task_error(error, parent_id) from None
-    if parent["owner"] != call.who.owner:
-        # An admin creating in its own name: the tree stays within one owner.
+    if parent["owner"] != owner:
+        # An admin's parent of another owner: the tree stays within one owner.
         raise _field_error("parentId", f"no task {parent_id!r}")
     if parent["status"] in ("success", "failed", "canceled"):
         raise ApiError(
@@ -163,13 +178,13 @@ def _phase_ids(body: models.CreateTask, depth: int) -> list[str]:
     return ids
 
 
-def _is_phase_of(call: Call, child_id: str, task_id: str) -> bool:
-    """True unless a task ``child_id`` exists that is not a child of ``task_id`` of the
-    caller's owner (the registry's row: creations are listed before their answers)."""
+def _is_phase_of(call: Call, owner: str, child_id: str, task_id: str) -> bool:
+    """True unless a task ``child_id`` exists that is not a child of ``task_id`` of
+    ``owner`` (the registry's row: creations are listed before their answers)."""
     row = call.state.router.registry.get(KIND, child_id)
     if row is None or row.summary is None:
         return True
-    return row.owner == call.who.owner and row.summary.get("parentId") == task_id
+    return row.owner == owner and row.summary.get("parentId") == task_id
 
 
 async def _counted(call: Call, child_id: str) -> None:
@@ -365,49 +380,79 @@ async def children(call: Call, query: models.ChildrenQuery) -> dict[str, Any]:
 
 async def list_tasks(call: Call, query: models.ListQuery) -> dict[str, Any]:
     """A page of tasks, newest first (admins may filter by owner; others see their own)."""
-    who = call.who
-    if who.is_admin:
-        owner = query.owner
-    elif query.owner is not None and query.owner != who.owner:
-        # Asking for another owner's tasks finds nothing: no owner has a "/" (and no NUL,
-        # which PostgreSQL's text refuses).
-        owner = "/no-such-owner"
-    else:
-        owner = who.owner
-    status = None if query.status is None else query.status.value
-    offset = (query.page - 1) * query.limit
     tags = list(dict.fromkeys(query.tag))
     if query.parent_id is not None:
         tags.append(task_index.parent_tag(query.parent_id))
-    # One path in every mode: the product's database lists every task (the registry's
-    # SQLite in one process, PostgreSQL's mirror of every node's rows in a cluster).
-    found = await task_index.list_tasks(
-        call.state.sql,
-        owner=owner,
-        status=status,
+    tasks, total = await task_page(
+        call,
+        owner=query.owner,
+        status=None if query.status is None else query.status.value,
+        page=query.page,
+        limit=query.limit,
         id_prefix=query.q or None,
         tags=tags,
         created_after=_lower_bound(query.created_after),
         created_before=_upper_bound(query.created_before),
-        limit=query.limit,
-        offset=offset,
     )
-    tasks, total = found.summaries, found.total
+    return {
+        "tasks": tasks,
+        "count": len(tasks),
+        "pagination": pagination(total, query.page, query.limit),
+    }
+
+
+async def task_page(
+    call: Call,
+    *,
+    owner: str | None,
+    status: task_index.Statuses,
+    page: int,
+    limit: int,
+    id_prefix: str | None = None,
+    tags: Sequence[str] = (),
+    created_after: float | None = None,
+    created_before: float | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of the tasks the caller may list, newest first, and how many match.
+
+    ``owner``: the owner asked for; an admin's narrows (None: every owner's), anyone
+    else's is their own or finds nothing. The listing behind ``GET /tasks`` and
+    ``GET /jobs``.
+    """
+    who = call.who
+    if who.is_admin:
+        listed = owner
+    elif owner is not None and owner != who.owner:
+        # Asking for another owner's tasks finds nothing: no owner has a "/" (and no NUL,
+        # which PostgreSQL's text refuses).
+        listed = "/no-such-owner"
+    else:
+        listed = who.owner
+    # One path in every mode: the product's database lists every task (the registry's
+    # SQLite in one process, PostgreSQL's mirror of every node's rows in a cluster).
+    found = await task_index.list_tasks(
+        call.state.sql,
+        owner=listed,
+        status=status,
+        id_prefix=id_prefix,
+        tags=tags,
+        created_after=created_after,
+        created_before=created_before,
+        limit=limit,
+        offset=(page - 1) * limit,
+    )
+    tasks = found.summaries
     for task in tasks:  # summaries written before tags existed
         task.setdefault("tags", [])
         task.setdefault("externalId", None)
         for name, value in _TREE_DEFAULTS.items():  # and before trees
             task.setdefault(name, value)
-    return {
-        "tasks": tasks,
-        "count": len(tasks),
-        "pagination": {
-            "total": total,
-            "page": query.page,
-            "limit": query.limit,
-            "pages": math.ceil(total / query.limit),
-        },
-    }
+    return tasks, found.total
+
+
+def pagination(total: int, page: int, limit: int) -> dict[str, int]:
+    """A listing's ``pagination``: total, page, limit, pages."""
+    return {"total": total, "page": page, "limit": limit, "pages": math.ceil(total / limit)}
 
 
 _TREE_DEFAULTS = {

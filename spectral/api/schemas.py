@@ -160,6 +160,42 @@ class TaskPage(Answer):
     pagination: Pagination
 
 
+class JobTimes(Answer):
+    """A job's times in milliseconds since the epoch; null when not yet."""
+
+    created: int = Field(ge=0)
+    started: int | None = Field(ge=0)
+    finished: int | None = Field(ge=0)
+
+
+class Job(Answer):
+    """A task as the seeds' jobs system shows it (docs/api.md, "The seeds' jobs system")."""
+
+    id: str = Field(description="the task's id")
+    name: str = Field(description="the task's `metadata.name` when a string, else its id")
+    state: Literal["waiting", "active", "completed", "failed"] = Field(
+        description="pending → waiting, in-progress → active, success → completed, "
+        "failed and canceled → failed"
+    )
+    progress: Percent
+    result: Any = Field(
+        None, description="completed only: the completion's `metadata.result`, if it had one"
+    )
+    failed_reason: str | None = Field(
+        None,
+        alias="failedReason",
+        description='failed only: the task\'s error ("canceled" for a canceled task)',
+    )
+    timestamp: JobTimes
+
+
+class JobPage(Answer):
+    """``GET /jobs``: newest first."""
+
+    jobs: list[Job]
+    pagination: Pagination
+
+
 class HistoryPage(Answer):
     """``GET /tasks/{taskId}/history``: oldest first."""
 
@@ -250,6 +286,13 @@ class Webhook(Answer):
     description: str | None
     task_id_prefix: str | None = Field(alias="taskIdPrefix")
     active: bool
+    # A default only so that the SDK reads a server from before formats: this server
+    # always sends it.
+    format: Literal["spectral", "seed-jobs"] = Field(
+        "spectral",
+        description="the bodies' shape: spectral's, or the seeds' jobs system's "
+        '(docs/api.md, "Webhooks: format seed-jobs")',
+    )
     created_at: Timestamp = Field(alias="createdAt")
     updated_at: Timestamp = Field(alias="updatedAt")
 

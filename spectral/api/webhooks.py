@@ -17,6 +17,8 @@ from spectral.webhooks.service import WebhookService
 from spectral.webhooks.store import Webhook
 
 Subscription = Literal["progress", "completed", "failed", "canceled", "all"]
+#: The bodies' shape (spectral/webhooks/payload.py FORMATS; docs/api.md, "Webhooks").
+Format = Literal["spectral", "seed-jobs"]
 Description = Annotated[str, StringConstraints(max_length=500)]
 Prefix = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
 Owner = Annotated[str, StringConstraints(pattern=keys.OWNER_PATTERN)]
@@ -46,6 +48,7 @@ class CreateWebhook(Body):
     task_id_prefix: Prefix | None = Field(None, alias="taskIdPrefix")
     #: Admins only: whose tasks the webhook receives (default: the key's owner).
     owner: Owner | None = None
+    format: Format = "spectral"
 
     @field_validator("url")
     @classmethod
@@ -54,13 +57,15 @@ class CreateWebhook(Body):
 
 
 class UpdateWebhook(Body):
-    """``PUT /webhooks/{id}``: any of url, eventType, description, taskIdPrefix, active."""
+    """``PUT /webhooks/{id}``: any of url, eventType, description, taskIdPrefix, active,
+    format."""
 
     url: str | None = None
     event_type: Subscription | None = Field(None, alias="eventType")
     description: Description | None = None
     task_id_prefix: Prefix | None = Field(None, alias="taskIdPrefix")
     active: bool | None = None
+    format: Format | None = None
 
     @field_validator("url")
     @classmethod
@@ -87,6 +92,7 @@ _COLUMNS = {
     "description": "description",
     "task_id_prefix": "task_id_prefix",
     "active": "active",
+    "format": "format",
 }
 
 
@@ -142,7 +148,7 @@ async def create_webhook(call: Call, body: CreateWebhook) -> dict[str, Any]:
         raise ApiError(403, "FORBIDDEN", "only an admin key may create another owner's webhook")
     await _vet(call, body.url)
     webhook = await _service(call).store.create(
-        owner, body.url, body.event_type, body.description, body.task_id_prefix
+        owner, body.url, body.event_type, body.description, body.task_id_prefix, body.format
     )
     return {**webhook.public(), "secret": webhook.secret}
 
@@ -160,7 +166,7 @@ async def update_webhook(call: Call, body: UpdateWebhook) -> dict[str, Any]:
     changes = {
         _COLUMNS[name]: getattr(body, name) for name in body.model_fields_set if name in _COLUMNS
     }
-    for column in ("url", "event_type", "active"):
+    for column in ("url", "event_type", "active", "format"):
         if column in changes and changes[column] is None:
             field = {"event_type": "eventType"}.get(column, column)
             raise ApiError(
@@ -173,7 +179,7 @@ async def update_webhook(call: Call, body: UpdateWebhook) -> dict[str, Any]:
         raise ApiError(
             400,
             "VALIDATION_ERROR",
-            "body: send at least one of url, eventType, description, taskIdPrefix, active",
+            "body: send at least one of url, eventType, description, taskIdPrefix, active, format",
             [{"field": "body", "message": "nothing to change"}],
         )
     if "url" in changes:

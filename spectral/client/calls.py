@@ -99,6 +99,8 @@ NOT_METHODS: dict[str, str] = {
     "referenceAsset": "a script of that page",
     "dashboard": "the dashboard, a page for people",
     "callback": "the provider's side: signed with the integration's secret, not a key",
+    "getJob": "the seeds' jobs system's view of get_task(), for its own clients",
+    "listJobs": "the seeds' jobs system's view of list_tasks(), for its own clients",
 }
 
 

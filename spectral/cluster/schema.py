@@ -335,6 +335,13 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         ALTER TABLE task_external_ids ADD COLUMN reserved_at double precision;
         """,
     ),
+    # A webhook's bodies' shape: spectral/webhooks/store.py migration 3.
+    (
+        5,
+        """
+        ALTER TABLE webhooks ADD COLUMN format text COLLATE "C" NOT NULL DEFAULT 'spectral';
+        """,
+    ),
 )
 
 #: Key of the transaction-level advisory lock that serialises migrations across nodes.

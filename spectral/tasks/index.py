@@ -275,11 +275,15 @@ class TaskPage:
 COUNT_CAP = 5_000
 
 
+#: A listing's status filter: one status, any of several, or None (any).
+Statuses = str | tuple[str, ...] | None
+
+
 async def list_tasks(
     sql: Sql,
     *,
     owner: str | None,
-    status: str | None,
+    status: Statuses,
     id_prefix: str | None,
     tags: Sequence[str],
     created_after: float | None,
@@ -290,7 +294,8 @@ async def list_tasks(
     """A page of tasks with tags and/or a creation-time range (newest first).
 
     ``created_after <= created_at < created_before`` (the caller turns the request's
-    bounds, which exclude, into these).
+    bounds, which exclude, into these). ``status``: one status, a tuple of them (any
+    of them; an empty tuple matches nothing), or None (any status).
 
     With tags, the rarest tag's rows drive (an index range in created_at order; the
     per-tag counts say which is rarest) and every other tag is a primary-key probe;
@@ -309,11 +314,20 @@ async def list_tasks(
     )
 
 
+def _status_part(column: str, status: str | tuple[str, ...]) -> tuple[str, list[Any]]:
+    """The condition on ``column`` of a status filter (never true for no status)."""
+    if isinstance(status, str):
+        return f"{column} = ?", [status]
+    if not status:
+        return "1 = 0", []
+    return f"{column} IN ({', '.join('?' * len(status))})", list(status)
+
+
 def _page(
     conn: Conn,
     join: str,
     owner: str | None,
-    status: str | None,
+    status: Statuses,
     id_prefix: str | None,
     tags: Sequence[str],
     created_after: float | None,
@@ -333,7 +347,7 @@ def _page(
     if owner is not None:
         base.append((f"{prefix}owner = ?", [owner]))
     if status is not None:
-        base.append((f"{prefix}status = ?", [status]))
+        base.append(_status_part(f"{prefix}status", status))
     if id_prefix:
         base.append((f"{prefix}id >= ? AND {prefix}id < ?", [id_prefix, id_prefix + "\U0010ffff"]))
         kept = None
@@ -392,21 +406,21 @@ def _capped_count(conn: Conn, table: str, clause: str, params: list[Any]) -> int
     return int(conn.execute(sql, [*params, COUNT_CAP + 1]).fetchone()[0])
 
 
-def _tag_count(conn: Conn, tag: str, owner: str | None, status: str | None) -> int:
+def _tag_count(conn: Conn, tag: str, owner: str | None, status: Statuses) -> int:
     where, params = _where(
         [("tag = ?", [tag])]
         + ([("owner = ?", [owner])] if owner is not None else [])
-        + ([("status = ?", [status])] if status is not None else [])
+        + ([_status_part("status", status)] if status is not None else [])
     )
     sql = f"SELECT coalesce(sum(n), 0) FROM task_tag_counts WHERE {where}"
     return int(conn.execute(sql, params).fetchone()[0])
 
 
-def _object_count(conn: Conn, owner: str | None, status: str | None) -> int:
+def _object_count(conn: Conn, owner: str | None, status: Statuses) -> int:
     where, params = _where(
         [("kind = 'task'", [])]
         + ([("owner = ?", [owner])] if owner is not None else [])
-        + ([("status = ?", [status])] if status is not None else [])
+        + ([_status_part("status", status)] if status is not None else [])
     )
     sql = f"SELECT coalesce(sum(n), 0) FROM object_counts WHERE {where}"
     return int(conn.execute(sql, params).fetchone()[0])

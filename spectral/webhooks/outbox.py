@@ -236,9 +236,7 @@ class Outbox:
                 cursors[event.task_id] = (event.owner, event.seq)
                 continue
             for webhook in active.get(event.owner, ()):
-                if payload.matches(
-                    webhook.event_type, webhook.task_id_prefix, event.event_type, event.task_id
-                ):
+                if payload.takes(webhook.format, webhook.event_type, webhook.task_id_prefix, event):
                     delivery_id = new_delivery_id()
                     deliveries.append(
                         NewDelivery(
@@ -247,7 +245,7 @@ class Outbox:
                             event.task_id,
                             event.seq,
                             event.event_type,
-                            payload.body(delivery_id, event),
+                            payload.render(webhook.format, delivery_id, event),
                         )
                     )
             if event.event_type == "deleted":

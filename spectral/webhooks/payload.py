@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from spectral import seed_jobs
 from spectral.tasks.events import TaskEvent
 from spectral.tasks.state import Event, EventType
 from spectral.wire import event_json, iso
 
 #: What a webhook's ``eventType`` may be: one type, or ``all``.
 SUBSCRIPTIONS = ("progress", "completed", "failed", "canceled", "all")
+#: What a webhook's ``format`` may be: spectral's bodies, or the seeds' jobs system's.
+SPECTRAL, SEED_JOBS = "spectral", "seed-jobs"
+FORMATS = (SPECTRAL, SEED_JOBS)
 #: Every event type a webhook receives.
 EVENT_TYPES = ("created", "progress", "event", "completed", "failed", "canceled", "deleted")
 
@@ -35,6 +39,38 @@ def matches(subscription: str, prefix: str | None, event_type: str, task_id: str
     if subscription != "all" and subscription != event_type:
         return False
     return not prefix or task_id.startswith(prefix)
+
+
+def takes(format: str, subscription: str, prefix: str | None, outgoing: Outgoing) -> bool:
+    """Whether a webhook of ``format`` subscribed to ``subscription`` (and ``prefix``)
+    takes this event.
+
+    A ``seed-jobs`` webhook takes none of the events the seed has no form of (created,
+    plain log events, deleted): no delivery is made for them. Its filter reads a log
+    event that moved progress as ``progress``, as the seed does; ``canceled`` takes
+    cancelations, which it receives as the seed's ``failed``.
+    """
+    event_type = outgoing.event_type
+    if format == SEED_JOBS:
+        if seed_jobs.event_kind(outgoing) is None:
+            return False
+        if event_type == "event":
+            event_type = "progress"
+    return matches(subscription, prefix, event_type, outgoing.task_id)
+
+
+def render(format: str, delivery_id: str, outgoing: Outgoing) -> bytes:
+    """The body of a delivery of an event a webhook of ``format`` takes (:func:`takes`):
+    :func:`body`, or :func:`spectral.seed_jobs.webhook_payload`'s for ``seed-jobs``."""
+    if format == SEED_JOBS:
+        seed = seed_jobs.webhook_payload(outgoing)
+        assert seed is not None, "takes() said the seed has a form of it"
+        return _encode(seed)
+    return body(delivery_id, outgoing)
+
+
+def _encode(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def from_history(owner: str, task_id: str, event: Event, task: dict[str, Any]) -> Outgoing:
@@ -71,4 +107,4 @@ def body(delivery_id: str, outgoing: Outgoing) -> bytes:
         payload["error"] = task["error"]
     payload["task"] = task
     payload["timestamp"] = iso(outgoing.timestamp)
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    return _encode(payload)

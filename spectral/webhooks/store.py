@@ -96,6 +96,14 @@ MIGRATIONS = (
             ON webhook_deliveries (webhook_id, next_attempt_at) WHERE status = 'pending';
         """,
     ),
+    # The bodies' shape (spectral/webhooks/payload.py FORMATS); every earlier webhook's
+    # is spectral's.
+    Migration(
+        3,
+        """
+        ALTER TABLE webhooks ADD COLUMN format TEXT NOT NULL DEFAULT 'spectral';
+        """,
+    ),
 )
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
@@ -120,6 +128,8 @@ class Webhook:
     secret: str
     created_at: float
     updated_at: float
+    #: The bodies' shape: ``spectral`` or ``seed-jobs`` (spectral/webhooks/payload.py).
+    format: str = "spectral"
 
     def public(self) -> dict[str, Any]:
         """The webhook as the API answers it (never the secret)."""
@@ -131,6 +141,7 @@ class Webhook:
             "description": self.description,
             "taskIdPrefix": self.task_id_prefix,
             "active": self.active,
+            "format": self.format,
             "createdAt": iso(self.created_at),
             "updatedAt": iso(self.updated_at),
         }
@@ -162,7 +173,7 @@ class NewDelivery:
 
 _WEBHOOK_COLUMNS = (
     "id, owner, url, event_type, description, task_id_prefix, active, secret,"
-    " created_at, updated_at"
+    " created_at, updated_at, format"
 )
 
 
@@ -254,6 +265,7 @@ class WebhookStore:
         event_type: str,
         description: str | None = None,
         task_id_prefix: str | None = None,
+        format: str = "spectral",
     ) -> Webhook:
         """Add an active webhook with a new secret."""
         now = self.clock()
@@ -268,14 +280,15 @@ class WebhookStore:
             new_secret(),
             now,
             now,
+            format,
         )
         row = (
             webhook.id, owner, url, event_type, description, task_id_prefix, 1,
-            webhook.secret, now, now,
+            webhook.secret, now, now, format,
         )  # fmt: skip
         await self._change(
             lambda conn: conn.execute(
-                f"INSERT INTO webhooks ({_WEBHOOK_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", row
+                f"INSERT INTO webhooks ({_WEBHOOK_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", row
             )
         )
         return webhook
@@ -294,8 +307,9 @@ class WebhookStore:
         return await self.sql.run(lambda conn: _select(conn, "WHERE owner = ?", (owner,)))
 
     async def update(self, webhook_id: str, changes: dict[str, Any]) -> Webhook | None:
-        """Change some of url, event_type, description, active; None if missing."""
-        allowed = {"url", "event_type", "description", "active", "task_id_prefix"}
+        """Change some of url, event_type, description, active, task_id_prefix, format;
+        None if missing."""
+        allowed = {"url", "event_type", "description", "active", "task_id_prefix", "format"}
         if not set(changes) <= allowed:
             raise ValueError(f"cannot change {sorted(set(changes) - allowed)}")
         assignments = ", ".join(f"{column} = ?" for column in changes)
@@ -611,4 +625,5 @@ def _webhook(row: Sequence[Any]) -> Webhook:
         secret=row[7],
         created_at=float(row[8]),
         updated_at=float(row[9]),
+        format=row[10],
     )
