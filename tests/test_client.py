@@ -508,3 +508,18 @@ def test_unsent_progress_is_kept_unless_a_newer_value_came() -> None:
     pending.put("a", 11, None)  # newer than what failed to send
     pending.restore(taken)
     assert sorted((i["taskId"], i["progress"]) for i in pending.take()) == [("a", 11), ("b", 20)]
+
+
+async def test_an_admin_creates_a_task_for_another_owner(server: Server) -> None:
+    async with AsyncClient(server.url, ADMIN_KEY) as admin:
+        task = await admin.create_task("sdk-for-u1", owner="u1", metadata={"name": "export"})
+        assert task.owner == "u1"
+        u1 = await admin.create_key(owner="u1", role="service")
+        u2 = await admin.create_key(owner="u2", role="service")
+    async with AsyncClient(server.url, u1.key) as client:
+        assert (await client.get_task("sdk-for-u1")).owner == "u1"
+        with pytest.raises(AuthError):
+            await client.create_task("sdk-for-u2", owner="u2")
+    async with AsyncClient(server.url, u2.key) as client:
+        with pytest.raises(NotFoundError):
+            await client.get_task("sdk-for-u1")

@@ -147,8 +147,12 @@ def create_task(
     on_child_failure: str | None = None,
     complete_with_children: bool | None = None,
     phases: Sequence[Mapping[str, Any]] | None = None,
+    owner: str | None = None,
 ) -> Call[schemas.Task]:
     """``POST /tasks/create``; answers the new task.
+
+    ``owner``: an admin key may create the task for another owner (e.g. a backend
+    creating each user's jobs); other keys may only name their own.
 
     ``tags``: up to 16, fixed at creation; ``external_id``: your own id for the task,
     unique per owner (a second one is 409 ``EXTERNAL_ID_EXISTS``). ``parent_id``,
@@ -171,6 +175,7 @@ def create_task(
             "onChildFailure": on_child_failure,
             "completeWithChildren": complete_with_children,
             "phases": None if phases is None else [dict(p) for p in phases],
+            "owner": owner,
         }
     )
     return Call("POST", "/tasks/create", body, mutating=True, read=_task)
