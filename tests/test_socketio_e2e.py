@@ -540,7 +540,7 @@ async def test_a_connection_counts_as_a_watch_connection(tmp_path: Path) -> None
         first = await Polling(http).handshake()
         await first.connect({"token": key})
         second = await Polling(http).handshake()
-        await second.post('40{"token":"%s"}' % key)
+        await second.post("40" + json.dumps({"token": key}))
         refused = await second.next_packet()
         assert refused.startswith("44") and "too many" in refused
         await first.post("41")  # leaving the namespace frees the slot
