@@ -571,3 +571,38 @@ async def test_cross_origin_polling_follows_the_cors_origins(tmp_path: Path) -> 
         assert preflight.status_code == 204
         assert preflight.headers["access-control-allow-origin"] == "http://app.example"
         assert "POST" in preflight.headers["access-control-allow-methods"]
+
+
+async def test_shutdown_closes_every_session(tmp_path: Path) -> None:
+    async with (
+        running(serve_argv(tmp_path / "data"), env=SERVE_ENV) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=60) as http,
+    ):
+        session = await Polling(http).handshake()
+        await session.connect({"token": ADMIN_KEY})
+        answered: list[list[str] | Exception] = []
+        async with trio.open_nursery() as nursery:
+
+            async def pending_poll() -> None:
+                try:
+                    answered.append(await session.poll())
+                except httpx.TransportError as error:
+                    answered.append(error)
+
+            nursery.start_soon(pending_poll)
+            socket, _ = await direct_socket(nursery, server, ADMIN_KEY)
+            await socket.connect()
+            assert await socket.ack(1, "subscribe:job", "x") == {"ok": True}
+            server.terminate()
+            with trio.fail_after(30):
+                try:
+                    while True:
+                        await socket.ws.get_message()
+                except ConnectionClosed as closed:
+                    assert closed.reason.code == 1001
+            with trio.fail_after(30):
+                assert await server.wait() == 0
+            nursery.cancel_scope.cancel()
+        # The poll, held since before the WebSocket opened, is answered CLOSE (only if it
+        # had not reached the server before the listener closed is it refused instead).
+        assert answered == [["1"]] or isinstance(answered[0], httpx.TransportError), answered
