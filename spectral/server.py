@@ -132,6 +132,7 @@ def build_authenticator(
         token_key=server_secret.derive(secret, "watch-tokens"),
         limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
         watchers_per_key=settings.watchers_per_key,
+        jwt=settings.jwt_verifier(),
     )
 
 

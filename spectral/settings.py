@@ -6,11 +6,21 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from spectral.webhooks.schedule import DEFAULT_SCHEDULE, parse_schedule
+
+if TYPE_CHECKING:
+    from spectral.access.jwts import JwtVerifier
 
 #: Environment variables that map onto settings fields.
 ENVIRONMENT = {
@@ -37,6 +47,11 @@ ENVIRONMENT = {
     "SPECTRAL_INTERNAL_HOST": "internal_host",
     "SPECTRAL_INTERNAL_PORT": "internal_port",
     "SPECTRAL_CLUSTER_LEASE": "cluster_lease",
+    "SPECTRAL_JWT_SECRET": "jwt_secret",
+    "SPECTRAL_JWT_PUBLIC_KEY": "jwt_public_key",
+    "SPECTRAL_JWT_OWNER_CLAIM": "jwt_owner_claim",
+    "SPECTRAL_JWT_AUDIENCE": "jwt_audience",
+    "SPECTRAL_JWT_ISSUER": "jwt_issuer",
 }
 
 
@@ -97,11 +112,35 @@ class Settings(BaseModel):
     #: Seconds of a node's lease in PostgreSQL; it fences itself a fifth of it earlier.
     cluster_lease: float = Field(5.0, ge=0.5, le=600)
 
+    #: JWTs (docs/api.md, "JWT"): the HS256 secret, or a PEM public key (RS256 or ES256).
+    jwt_secret: str | None = Field(None, min_length=1, repr=False)
+    jwt_public_key: Path | None = None
+    #: The claim that names a JWT's owner.
+    jwt_owner_claim: str = Field("sub", min_length=1)
+    #: When set, a JWT's ``aud`` must contain it / its ``iss`` must equal it.
+    jwt_audience: str | None = Field(None, min_length=1)
+    jwt_issuer: str | None = Field(None, min_length=1)
+
     @model_validator(mode="after")
     def _cluster_needs_both(self) -> Settings:
         if (self.cluster is None) != (self.redis is None):
             raise ValueError("cluster mode needs both --cluster (PostgreSQL) and --redis")
         return self
+
+    @field_validator("jwt_public_key")
+    @classmethod
+    def _usable_key(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None:
+            if info.data.get("jwt_secret") is not None:
+                raise ValueError("set SPECTRAL_JWT_SECRET or SPECTRAL_JWT_PUBLIC_KEY, not both")
+            # Imported only when configured: the JWT stack is not loaded otherwise.
+            from spectral.access.jwts import JwtConfigError, load_public_key
+
+            try:
+                load_public_key(value)  # read again at start-up; checked here to fail early
+            except JwtConfigError as error:
+                raise ValueError(str(error)) from None
+        return value
 
     @field_validator("webhook_retry_schedule", mode="before")
     @classmethod
@@ -146,6 +185,18 @@ class Settings(BaseModel):
         }
         values.update({k: v for k, v in (flags or {}).items() if v is not None})
         return cls(**values)
+
+    def jwt_verifier(self) -> JwtVerifier | None:
+        """The JWT verifier of these settings (reads the key file), or None: no JWTs."""
+        from spectral.access.jwts import JwtVerifier
+
+        return JwtVerifier.from_settings(
+            secret=self.jwt_secret,
+            public_key=self.jwt_public_key,
+            owner_claim=self.jwt_owner_claim,
+            audience=self.jwt_audience,
+            issuer=self.jwt_issuer,
+        )
 
     @property
     def admin_key_path(self) -> Path:

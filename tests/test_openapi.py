@@ -105,7 +105,9 @@ def test_security_public_routes_and_schemes() -> None:
     schemes = DOCUMENT["components"]["securitySchemes"]
     assert schemes["apiKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
     assert schemes["bearer"]["type"] == "http" and schemes["bearer"]["scheme"] == "bearer"
-    assert DOCUMENT["security"] == [{"apiKey": []}, {"bearer": []}]
+    assert schemes["jwt"] == {**schemes["jwt"], "type": "http", "bearerFormat": "JWT"}
+    assert schemes["jwtQuery"] == {**schemes["jwtQuery"], "in": "query", "name": "token"}
+    assert DOCUMENT["security"] == [{"apiKey": []}, {"bearer": []}, {"jwt": []}, {"jwtQuery": []}]
     public = {path for _, path, operation in _operations() if operation.get("security") == []}
     served_publicly = {
         rest.path for o in OPERATIONS if o.access in ("public", "signed") for rest in o.rest

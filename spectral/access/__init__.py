@@ -1,3 +1,3 @@
 """Who may do what: API keys (``keys``), authentication (``auth``), watch tokens
-(``tokens``), rate limits (``ratelimit``), the data dir's secret (``secret``) and the
-bootstrap admin key (``adminkey``)."""
+(``tokens``), JWT principals (``jwts``), rate limits (``ratelimit``), the data dir's
+secret (``secret``) and the bootstrap admin key (``adminkey``)."""

@@ -1,10 +1,13 @@
-"""Who is asking, and may they: API keys, watch tokens, rate limits, watch-connection caps.
+"""Who is asking, and may they: API keys, JWTs, watch tokens, rate limits, watch-connection caps.
 
 The HTTP layer calls :meth:`Authenticator.authenticate` once per request (and the
 WebSocket front door once per connection) and gets a
 :class:`~spectral.api.context.Principal` or an :class:`~spectral.errors.ApiError`
-(401, or 429 with ``Retry-After``). What each role may do is decided where the
-operation is (``context.require_write`` / ``require_admin``), so REST and RPC share it.
+(401, or 429 with ``Retry-After``); a layer that receives a bare credential (Socket.IO's
+``auth.token``) calls :meth:`Authenticator.authenticate_secret`. A JWT (when configured,
+:mod:`spectral.access.jwts`) is accepted wherever a key is, and as ``?token=`` anywhere.
+What each role may do is decided where the operation is (``context.require_write`` /
+``require_admin``), so REST and RPC share it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from spectral.access import tokens
+from spectral.access.jwts import KEY_ID_PREFIX, JwtError, JwtVerifier, looks_like_jwt
 from spectral.access.keys import KeyStore
 from spectral.access.ratelimit import RateLimiter, retry_after_header
 from spectral.api.context import ADMIN_OWNER, Principal
@@ -53,6 +57,7 @@ class Authenticator:
         limiter: the per-key rate limiter (admins are never limited).
         watchers_per_key: open watch connections (WebSocket and SSE) per key; 0 = no cap.
         clock: wall-clock seconds.
+        jwt: the JWT verifier, or None when JWTs are not accepted.
     """
 
     keys: KeyStore
@@ -61,6 +66,7 @@ class Authenticator:
     limiter: RateLimiter
     watchers_per_key: int = 1000
     clock: Callable[[], float] = time.time
+    jwt: JwtVerifier | None = None
     _watching: dict[str, int] = field(default_factory=dict)
 
     async def authenticate(
@@ -74,19 +80,39 @@ class Authenticator:
 
         Args:
             headers: looks up a request header by lower-case name.
-            token: a ``?token=`` value, honoured only where ``scope`` is given (watch routes).
-            scope: the watch scope of the route (``task:<id>``), for tokens.
+            token: a ``?token=`` value: a JWT on any route (when JWTs are configured), a
+                watch token only where ``scope`` is given (watch routes).
+            scope: the watch scope of the route (``task:<id>``), for watch tokens.
 
         Raises:
             ApiError: 401 (no, bad, revoked or out-of-scope credential), 429 (rate limited).
         """
         secret = credential(headers)
         if secret is not None:
-            who = await self._from_key(secret)
+            who = await self._from_secret(secret)
+        elif token and self._is_jwt(token):
+            who = self._from_jwt(token)
         elif token and scope is not None:
             who = await self._from_token(token, scope)
         else:
-            raise unauthenticated()
+            raise unauthenticated(self._ask())
+        self.check_rate(who)
+        return who
+
+    async def authenticate_secret(self, secret: str) -> Principal:
+        """The principal of a bare credential (an API key or a JWT), rate limit applied.
+
+        For transports that carry the credential outside HTTP headers, such as
+        Socket.IO's ``auth.token``. Watch tokens are not accepted here: they are
+        scoped to one route's task or room.
+
+        Raises:
+            ApiError: 401 (empty, bad, revoked or expired credential), 429 (rate limited).
+        """
+        secret = secret.strip()
+        if not secret:
+            raise unauthenticated(self._ask())
+        who = await self._from_secret(secret)
         self.check_rate(who)
         return who
 
@@ -104,8 +130,13 @@ class Authenticator:
             )
 
     def mint(self, who: Principal, scope: str, ttl_seconds: float) -> tuple[str, float]:
-        """A watch token for ``scope`` on behalf of ``who``; returns it and its expiry."""
+        """A watch token for ``scope`` on behalf of ``who``; returns it and its expiry.
+
+        A token minted with a JWT expires no later than that JWT.
+        """
         expires_at = float(int(self.clock() + ttl_seconds))
+        if who.expires_at is not None:
+            expires_at = min(expires_at, float(int(who.expires_at)))
         grant = tokens.WatchGrant(who.key_id, who.owner_filter, scope, expires_at)
         return tokens.sign(grant, self.token_key), expires_at
 
@@ -125,6 +156,30 @@ class Authenticator:
         else:
             self._watching.pop(who.key_id, None)
 
+    def _is_jwt(self, secret: str) -> bool:
+        return self.jwt is not None and looks_like_jwt(secret)
+
+    def _ask(self) -> str:
+        if self.jwt is None:
+            return "send a valid API key (X-API-Key)"
+        return "send a valid API key (X-API-Key) or JWT (Authorization: Bearer)"
+
+    async def _from_secret(self, secret: str) -> Principal:
+        # Shapes never overlap: keys are ``spk_…`` (no dot), JWTs three dotted segments.
+        if self._is_jwt(secret):
+            return self._from_jwt(secret)
+        return await self._from_key(secret)
+
+    def _from_jwt(self, token: str) -> Principal:
+        assert self.jwt is not None
+        try:
+            identity = self.jwt.verify(token)
+        except JwtError as error:
+            raise unauthenticated(f"JWT refused: {error}") from None
+        return Principal(
+            identity.key_id, identity.owner, identity.role, expires_at=identity.expires_at
+        )
+
     async def _from_key(self, secret: str) -> Principal:
         if hmac.compare_digest(secret.encode(), self.admin_secret.encode()):
             return Principal(BOOTSTRAP_KEY_ID, ADMIN_OWNER, "admin")
@@ -140,7 +195,12 @@ class Authenticator:
             raise unauthenticated(f"watch token refused: {error}") from None
         if grant.scope != scope:
             raise unauthenticated("watch token refused: it is for another task or room")
-        if grant.key_id != BOOTSTRAP_KEY_ID and not await self.keys.is_live(grant.key_id):
+        if grant.key_id.startswith(KEY_ID_PREFIX):
+            # Minted with a JWT: no stored key to revoke; valid until its own expiry (no
+            # later than the JWT's), and only while this server accepts JWTs.
+            if self.jwt is None:
+                raise unauthenticated("watch token refused: JWTs are no longer accepted")
+        elif grant.key_id != BOOTSTRAP_KEY_ID and not await self.keys.is_live(grant.key_id):
             raise unauthenticated("watch token refused: its key was revoked")
         if grant.owner is None:
             return Principal(grant.key_id, ADMIN_OWNER, "admin", scope=grant.scope)

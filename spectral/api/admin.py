@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
-from spectral.access import keys, tokens
+from spectral.access import jwts, keys, tokens
 from spectral.access.auth import BOOTSTRAP_KEY_ID
 from spectral.api import admin_feed, procedures
 from spectral.api.call import Call
@@ -99,7 +99,8 @@ async def watch_token(call: Call, body: WatchTokenRequest) -> dict[str, Any]:
 async def whoami(call: Call, _: None) -> dict[str, Any]:
     """The caller's key: its id, owner, role and name."""
     who = call.who
-    key = None if who.key_id == BOOTSTRAP_KEY_ID else await call.state.auth.keys.get(who.key_id)
+    stored = who.key_id != BOOTSTRAP_KEY_ID and not who.key_id.startswith(jwts.KEY_ID_PREFIX)
+    key = await call.state.auth.keys.get(who.key_id) if stored else None
     name = None if key is None else key.name
     return {"keyId": who.key_id, "owner": who.owner, "role": who.role, "name": name}
 

@@ -182,7 +182,8 @@ class Application:
         return json_response(outcome.status, outcome.payload, once.replay_headers(outcome))
 
     async def _authenticate(self, request: Request, scope: str | None) -> Principal:
-        query = request.query() if scope is not None else {}
+        # ``?token=``: a watch token (watch routes) or a JWT (any route, when configured).
+        query = request.query() if "token=" in request.query_string else {}
         return await self.state.auth.authenticate(
             request.headers.get, token=query.get("token"), scope=scope
         )

@@ -23,13 +23,18 @@ ADMIN_OWNER = "admin"
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated caller: the key's id, its owner, its role (and a token's scope)."""
+    """An authenticated caller: the key's id, its owner, its role (and a token's scope).
+
+    A JWT's principal has the key id ``jwt:<owner>`` (:mod:`spectral.access.jwts`).
+    """
 
     key_id: str
     owner: str
     role: Role
     #: Set for a watch token: the one task or room (``task:<id>``) it may watch.
     scope: str | None = None
+    #: Set for a JWT with ``exp``: the watch tokens it mints expire no later (unix seconds).
+    expires_at: float | None = None
 
     @property
     def is_admin(self) -> bool:

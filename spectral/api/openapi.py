@@ -58,7 +58,9 @@ def build_document(version: str) -> dict[str, Any]:
             "description": (
                 "Every route of the HTTP API. Send `X-API-Key: <key>` (or "
                 "`Authorization: Bearer <key>`) on every route but `/health`, "
-                "`/openapi.json` and `/api-reference`. Errors are "
+                "`/openapi.json` and `/api-reference`; where the server accepts JWTs, "
+                "`Authorization: Bearer <jwt>` or `?token=<jwt>` instead (docs/api.md, "
+                '"JWT"). Errors are '
                 '`{"error": {"code", "message", "details"?}}` (under `/rpc`: oRPC\'s '
                 "error body). Watching over WebSocket (`/ws/task/{taskId}`) is described "
                 "in docs/api.md: it is served before the HTTP application."
@@ -66,7 +68,7 @@ def build_document(version: str) -> dict[str, Any]:
             "license": {"name": "MIT", "identifier": "MIT"},
         },
         "tags": [{"name": name, "description": text} for name, text in TAGS.items()],
-        "security": [{"apiKey": []}, {"bearer": []}],
+        "security": [{"apiKey": []}, {"bearer": []}, {"jwt": []}, {"jwtQuery": []}],
         "paths": paths,
         "components": {
             "schemas": dict(sorted(components.items())),
@@ -281,7 +283,13 @@ def _operation(route: Route, components: dict[str, Any]) -> dict[str, Any]:
     if operation.access in ("public", "signed"):
         item["security"] = []
     elif operation.access == "token":
-        item["security"] = [{"apiKey": []}, {"bearer": []}, {"watchToken": []}]
+        item["security"] = [
+            {"apiKey": []},
+            {"bearer": []},
+            {"jwt": []},
+            {"jwtQuery": []},
+            {"watchToken": []},
+        ]
     parameters: list[dict[str, Any]] = [copy.deepcopy(p) for p in route.parameters]
     if route.query is not None:
         # A watch token is the watchToken security scheme, not a parameter; path fields
@@ -359,6 +367,19 @@ def _security_schemes() -> dict[str, Any]:
     return {
         "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
         "bearer": {"type": "http", "scheme": "bearer", "description": "the API key as a token"},
+        "jwt": {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "a JWT, where the server accepts them (`SPECTRAL_JWT_SECRET` or "
+            '`SPECTRAL_JWT_PUBLIC_KEY`; docs/api.md, "JWT")',
+        },
+        "jwtQuery": {
+            "type": "apiKey",
+            "in": "query",
+            "name": "token",
+            "description": "a JWT as `?token=`, on every route (where the server accepts JWTs)",
+        },
         "watchToken": {
             "type": "apiKey",
             "in": "query",

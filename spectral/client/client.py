@@ -43,7 +43,13 @@ from spectral.client.tracking import (
     failure_text,
     outcome_of,
 )
-from spectral.client.watching import asubscribe_room, awatch_task, subscribe_room, watch_task
+from spectral.client.watching import (
+    asubscribe_room,
+    awatch_task,
+    credentials,
+    subscribe_room,
+    watch_task,
+)
 
 DEFAULT_URL = "http://127.0.0.1:8094"
 #: Statuses after which a call that is not repeatable was surely not applied.
@@ -144,16 +150,14 @@ class _Base:
         self.rng = rng or random.Random()
 
     def _headers(self) -> dict[str, str]:
-        headers = {"User-Agent": "spectral-client"}
-        if self.api_key:
-            headers["X-API-Key"] = self.api_key
-        return headers
+        return {"User-Agent": "spectral-client", **credentials(self.api_key, self.token)[0]}
 
     def _request(self, call: Call[Any]) -> dict[str, Any]:
         headers = {"Idempotency-Key": call.idempotency_key} if call.mutating else {}
         params = dict(call.params or {})
-        if self.token and not self.api_key:
-            params["token"] = self.token
+        query_token = credentials(self.api_key, self.token)[1]
+        if query_token:
+            params["token"] = query_token
         return {
             "method": call.method,
             "url": call.path,
@@ -308,7 +312,9 @@ class Client(_Base, _Operations):
     Args:
         base_url: the server (default ``$SPECTRAL_URL``, else http://127.0.0.1:8094).
         api_key: sent as ``X-API-Key`` (default ``$SPECTRAL_API_KEY``).
-        token: a watch token instead of a key (reads of its one task).
+        token: instead of a key, a JWT (sent as ``Authorization: Bearer``; every call its
+            role allows, when the server accepts JWTs) or a watch token (sent as
+            ``?token=``; reads of its one task).
         timeout: seconds per attempt.
         retry: the retry budget (:class:`RetryPolicy`: 30 s, full jitter).
         breaker: the circuit breaker (:class:`CircuitBreaker`: opens after 5 failures).

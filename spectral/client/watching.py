@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -55,6 +56,20 @@ _CLOSE_AUTH = 4401
 _CLOSE_NOT_FOUND = 4404
 _CLOSE_RATE_LIMITED = 4429
 _CLOSE_FATAL = {1008: "INVALID_QUERY", 1009: "MESSAGE_TOO_BIG"}
+
+
+# A JWT is three base64url segments (a watch token has two; docs/api.md, "JWT").
+_JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
+
+
+def credentials(api_key: str | None, token: str | None) -> tuple[dict[str, str], str | None]:
+    """The headers and the ``?token=`` value to send: a key as ``X-API-Key``, a JWT as
+    ``Authorization: Bearer`` (out of URLs and their logs), a watch token as ``?token=``."""
+    if api_key:
+        return {"X-API-Key": api_key}, None
+    if token and _JWT_SHAPE.match(token):
+        return {"Authorization": f"Bearer {token}"}, None
+    return {}, token
 
 
 class WatchGaveUp(UnavailableError):
@@ -219,7 +234,7 @@ def _stream(
         base = "http://" + base.removeprefix("ws://")
     elif base.startswith("wss://"):
         base = "https://" + base.removeprefix("wss://")
-    headers = {"X-API-Key": api_key} if api_key else {}
+    headers, token = credentials(api_key, token)
     return _Stream(
         url=base + path,
         headers=headers,
