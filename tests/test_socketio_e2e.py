@@ -8,11 +8,13 @@ No assertion depends on timing: every wait is for a packet, under a generous bou
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
@@ -606,3 +608,30 @@ async def test_shutdown_closes_every_session(tmp_path: Path) -> None:
         # The poll, held since before the WebSocket opened, is answered CLOSE (only if it
         # had not reached the server before the listener closed is it refused instead).
         assert answered == [["1"]] or isinstance(answered[0], httpx.TransportError), answered
+
+
+async def test_a_jwt_connects_as_its_owner(tmp_path: Path) -> None:
+    secret = "socketio-test-secret-0123456789abcdef"
+    env = {**SERVE_ENV, "SPECTRAL_JWT_SECRET": secret, "SPECTRAL_JWT_OWNER_CLAIM": "userId"}
+
+    def token(user: str, ttl: int, role: str = "reader") -> str:
+        claims = {"userId": user, "role": role, "exp": int(time.time()) + ttl}
+        return jwt.encode(claims, secret, "HS256")
+
+    async with (
+        running(serve_argv(tmp_path / "data"), env=env) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=60) as http,
+    ):
+        session = await Polling(http).handshake()
+        assert (await session.connect({"token": token("user-7", 3600)}))["userId"] == "user-7"
+        by_query = await Polling(http).handshake(token=token("user-8", 3600))
+        assert (await by_query.connect())["userId"] == "user-8"
+        expired = await Polling(http).handshake()
+        await expired.post("40" + json.dumps({"token": token("user-7", -60)}))
+        refused = await expired.next_packet()
+        assert refused.startswith('44{"message":'), refused
+        service = {"Authorization": f"Bearer {token('user-7', 3600, 'service')}"}
+        await create(http, service, "jwt-1")
+        await mutate(http, service, "updateProgress", taskId="jwt-1", progress=3)
+        name, payload = event_of(await session.next_packet())
+        assert (name, payload["jobId"]) == ("job:progress", "jwt-1")

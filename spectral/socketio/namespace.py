@@ -52,15 +52,14 @@ class Socket:
 
 
 async def authenticate(auth: Authenticator, secret: str | None) -> Principal:
-    """The principal of a bare credential (API key or, where configured, JWT).
+    """The principal of a bare credential (an API key, or a JWT where configured).
 
     Raises:
         ApiError: 401 (none, or refused), 429 (rate limited).
     """
     if not secret or not secret.strip():
         raise unauthenticated("send a credential: auth.token, Authorization: Bearer or ?token=")
-    bearer = "Bearer " + secret.strip()
-    return await auth.authenticate(lambda name: bearer if name == "authorization" else None)
+    return await auth.authenticate_secret(secret)
 
 
 def job_id_of(args: list[Any]) -> str | None:
