@@ -75,9 +75,9 @@ class Application:
         served = _Served()
         if socketio.is_socketio(request.path) and self.state.socketio is not None:
             served.route = socketio.ROUTE  # Engine.IO's own answers, CORS included
-            answer = await self.state.socketio.handle(request)
-            self._finish(request, served, answer.status, started)
-            return answer
+            engine = await self.state.socketio.handle(request)
+            self._finish(request, served, engine.status, started)
+            return engine
         try:
             answer = await self._dispatch(request, served)
         except ApiError as error:
@@ -123,7 +123,8 @@ class Application:
         if server is not None and socketio.is_socketio(request.path):
             started = time.perf_counter()
             ended = await server.upgrade(request, stream, head)
-            fields = {} if ended.who is None else {"keyId": ended.who.key_id}
+            who = ended.who
+            fields = {} if who is None else {"keyId": who.key_id, "owner": who.owner}
             self.requests.request(
                 "GET",
                 request.path,

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
+from typing import cast
 
 import trio
 
@@ -32,7 +33,7 @@ from spectral.ops import metrics
 from spectral.socketio import engineio
 from spectral.socketio.engineio import ErrorCode, PayloadError
 from spectral.socketio.feed import JobsFeed
-from spectral.socketio.namespace import JobsNamespace, Socket
+from spectral.socketio.namespace import JobsNamespace
 from spectral.socketio.sessions import (
     PARSE_ERROR,
     TRANSPORT_CLOSED,
@@ -47,7 +48,8 @@ from spectral.wire import encode
 #: The paths served (socket.io-client asks for ``/socket.io/``).
 PATHS = frozenset({"/socket.io/", "/socket.io"})
 ROUTE = "/socket.io/"
-#: What a WebSocket peer's client sends, message by message.
+#: What a WebSocket peer's client sends, message by message (``Peer.messages()``, an
+#: async generator, closed when the connection is done with it).
 Messages = AsyncGenerator[str | bytes, None]
 _TEXT = ("content-type", "text/plain; charset=UTF-8")
 _OK = ("content-type", "text/html")
@@ -111,11 +113,11 @@ class SocketIO:
             if request.method != "GET":
                 return _error(ErrorCode.BAD_HANDSHAKE_METHOD)
             try:
-                session = self.sessions.open(Transport.POLLING, _credential(request))
+                opened = self.sessions.open(Transport.POLLING, _credential(request))
             except SessionsClosedError:
                 message = envelope("SHUTTING_DOWN", "the server is shutting down")
                 return Response(503, encode(message), [_JSON])
-            return Response(200, session.open_packet().encode(), [_TEXT])
+            return Response(200, opened.open_packet().encode(), [_TEXT])
         session = self.sessions.get(sid)
         if session is None:
             return _error(ErrorCode.UNKNOWN_SID)
@@ -197,7 +199,7 @@ class SocketIO:
         session: Session | None = None
         who: Principal | None = None
         try:
-            async with aclosing(peer.messages()) as messages:
+            async with aclosing(cast(Messages, peer.messages())) as messages:
                 if sid is None:
                     try:
                         session = self.sessions.open(Transport.WEBSOCKET, _credential(request))
@@ -214,13 +216,12 @@ class SocketIO:
                         return Ended(peer.close_code, None)
                     session = probed
                 await self._converse(peer, session, messages)
-                if isinstance(session.socket, Socket):
-                    who = session.socket.who
         except PeerGone:
             pass
         finally:
             if session is not None:
                 session.close(TRANSPORT_CLOSED)
+                who = session.joined
             await peer.abort()
         return Ended(peer.close_code, who)
 

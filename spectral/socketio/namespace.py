@@ -126,6 +126,7 @@ class JobsNamespace:
             session.send_message(packets.connect_error("too many watch connections for this key"))
             return
         socket = session.socket = Socket(who, secrets.token_urlsafe(15))
+        session.joined = who
         session.send_message(packets.connected(socket.socket_id))
         greeting = {
             "message": CONNECTED_MESSAGE,

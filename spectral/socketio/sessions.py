@@ -116,8 +116,10 @@ class Session:
         self.config = config
         self.handler = handler
         self.watcher = Watcher(config.queue_size)
-        #: The Socket.IO layer's state once the client joined the namespace.
+        #: The Socket.IO layer's state while the client is joined to the namespace.
         self.socket: Any = None
+        #: Who last joined the namespace on this session (kept for the request log).
+        self.joined: Any = None
         self.upgrading = False
         self.closed = False
         self._on_close = on_close
