@@ -49,6 +49,8 @@ from spectral.ops.logs import RequestLog
 from spectral.rooms.actor import room_kind
 from spectral.rooms.feed import RoomFeed
 from spectral.settings import Settings
+from spectral.socketio.http import SocketIO
+from spectral.socketio.sessions import EngineConfig
 from spectral.sql import Sql, SqliteSql
 from spectral.state import ServerState
 from spectral.tasks import index as task_index
@@ -134,6 +136,17 @@ def build_authenticator(
     )
 
 
+def build_socketio(settings: Settings, auth: Authenticator) -> SocketIO:
+    """The Socket.IO endpoint (docs/api.md, "Socket.IO (the seeds' jobs system)")."""
+    config = EngineConfig(
+        ping_interval=settings.socketio_ping_interval,
+        ping_timeout=settings.socketio_ping_timeout,
+        queue_size=settings.watcher_queue,
+        send_timeout=settings.ws_send_timeout,
+    )
+    return SocketIO(auth, config, settings.cors_origins)
+
+
 def tune_gc() -> None:
     """Freeze start-up objects and raise thresholds: the collector dominated fan-out CPU."""
     gc.collect()
@@ -199,10 +212,12 @@ async def _serve(settings: Settings, out: TextIO, cluster: Cluster | None) -> No
         state.integrations = IntegrationService(integration_store.IntegrationStore(sql))
         metrics.install(router)
         requests = state.requests = RequestLog(settings.log_level)
+        socketio = state.socketio = build_socketio(settings, auth)
         app = Application(state)
         feed = RoomFeed(router)
         events.subscribe(feed.listener)
         events.subscribe(state.admin_feed.listener)
+        events.subscribe(socketio.feed.listener)
         # Product services live as long as HTTP serving, inside the router's lifetime.
         async with trio.open_nursery() as services:
             if cluster is not None:
@@ -212,6 +227,7 @@ async def _serve(settings: Settings, out: TextIO, cluster: Cluster | None) -> No
             await services.start(requests.serve)
             await services.start(feed.serve)
             await services.start(webhooks.serve)
+            await services.start(socketio.serve)
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 await _serve_http(app, state, signals, out)
             services.cancel_scope.cancel()
@@ -242,6 +258,8 @@ async def _serve_http(
         await listener.aclose()
         going_away = CloseReason(CLOSE_GOING_AWAY, "server shutting down")
         closed = state.router.close_watchers(going_away) + state.admin_feed.close(going_away)
+        if state.socketio is not None:
+            closed += state.socketio.close(going_away)
         front.close()
         log.info("shutting down", extra={"watchersClosed": closed, "open": front.connections})
         connections.cancel_scope.deadline = trio.current_time() + settings.graceful_timeout

@@ -35,6 +35,8 @@ ENVIRONMENT = {
     "SPECTRAL_WS_SEND_TIMEOUT": "ws_send_timeout",
     "SPECTRAL_WS_PING_INTERVAL": "ws_ping_interval",
     "SPECTRAL_CORS_ORIGINS": "cors_origins",
+    "SPECTRAL_SOCKETIO_PING_INTERVAL": "socketio_ping_interval",
+    "SPECTRAL_SOCKETIO_PING_TIMEOUT": "socketio_ping_timeout",
     "SPECTRAL_ROOM_HISTORY": "room_history",
     "SPECTRAL_WEBHOOK_RETRY_SCHEDULE": "webhook_retry_schedule",
     "SPECTRAL_WEBHOOK_ALLOW_PRIVATE": "webhook_allow_private",
@@ -85,6 +87,10 @@ class Settings(BaseModel):
     watchers_per_key: int = Field(1000, ge=0)
     #: Messages each room keeps for subscribers resuming with ``since`` (docs/api.md, "Rooms").
     room_history: int = Field(1000, ge=1, le=1_000_000)
+    #: Seconds between Engine.IO pings on ``/socket.io/`` (socket.io's default).
+    socketio_ping_interval: float = Field(25.0, gt=0, le=3600)
+    #: Seconds a Socket.IO client has to answer a ping (socket.io's default).
+    socketio_ping_timeout: float = Field(20.0, gt=0, le=3600)
     #: Origins allowed to call the API from a browser (CORS); empty = same origin only.
     cors_origins: tuple[str, ...] = ()
     #: Seconds before each webhook delivery attempt, the first included (docs/api.md, "Webhooks").

@@ -21,6 +21,7 @@ from spectral.tasks.events import EventBus
 if TYPE_CHECKING:
     from spectral.cluster.serving import Cluster
     from spectral.integrations.service import IntegrationService
+    from spectral.socketio.http import SocketIO
     from spectral.tasks.index import ExternalIds
     from spectral.webhooks.service import WebhookService
 
@@ -52,6 +53,8 @@ class ServerState:
     external_ids: ExternalIds | None = None
     #: Inbound integrations and their callbacks (set by ``serve``).
     integrations: IntegrationService | None = None
+    #: The Socket.IO endpoint ``/socket.io/`` and its jobs feed (set by ``serve``).
+    socketio: SocketIO | None = None
     #: This node's cluster parts, in cluster mode only (docs/cluster.md).
     cluster: Cluster | None = None
 

@@ -30,6 +30,7 @@ from spectral.api.watch import serve_websocket
 from spectral.errors import ApiError, envelope
 from spectral.front import Answer, Request, Response, StreamingResponse
 from spectral.ops import metrics
+from spectral.socketio import http as socketio
 from spectral.state import ServerState
 from spectral.wire import encode
 
@@ -72,6 +73,11 @@ class Application:
         """Answer one request (errors are answers too)."""
         started = time.perf_counter()
         served = _Served()
+        if socketio.is_socketio(request.path) and self.state.socketio is not None:
+            served.route = socketio.ROUTE  # Engine.IO's own answers, CORS included
+            engine = await self.state.socketio.handle(request)
+            self._finish(request, served, engine.status, started)
+            return engine
         try:
             answer = await self._dispatch(request, served)
         except ApiError as error:
@@ -100,19 +106,36 @@ class Application:
         return ApiError(500, "INTERNAL", "internal server error")
 
     def takes_upgrade(self, request: Request) -> bool:
-        """WebSocket upgrades of the watch routes."""
-        return (
-            request.method == "GET"
-            and request.path.startswith(WATCH_PREFIXES)
-            and request.headers.get("upgrade", "").lower() == "websocket"
-        )
+        """WebSocket upgrades of the watch routes and of ``/socket.io/``."""
+        if request.method != "GET" or request.headers.get("upgrade", "").lower() != "websocket":
+            return False
+        if socketio.is_socketio(request.path):
+            return self.state.socketio is not None and self.state.socketio.takes_upgrade(request)
+        return request.path.startswith(WATCH_PREFIXES)
 
     async def upgrade(self, request: Request, stream: trio.abc.Stream) -> None:
-        """Serve a watch WebSocket on the upgraded connection."""
+        """Serve a watch (or Socket.IO) WebSocket on the upgraded connection."""
         head = f"GET {request.target} HTTP/1.1\r\n".encode("latin-1") + b"".join(
             f"{name}: {value}\r\n".encode("latin-1") for name, value in request.headers.items()
         )
-        await serve_websocket(self.state, stream, head + b"\r\n")
+        head += b"\r\n"
+        server = self.state.socketio
+        if server is not None and socketio.is_socketio(request.path):
+            started = time.perf_counter()
+            ended = await server.upgrade(request, stream, head)
+            who = ended.who
+            fields = {} if who is None else {"keyId": who.key_id, "owner": who.owner}
+            self.requests.request(
+                "GET",
+                request.path,
+                socketio.ROUTE,
+                101,
+                started,
+                closeCode=ended.close_code,
+                **fields,
+            )
+            return
+        await serve_websocket(self.state, stream, head)
 
     def refuse(self, request: Request | None, status: int, message: str) -> Response:
         """A request refused by the front (400, 408, 413, 431): answered and logged."""
