@@ -121,6 +121,9 @@ def test_security_public_routes_and_schemes() -> None:
             "/openapi.json",
             "/api-reference",
             "/api-reference/{file}",
+            # socket.io-client's bundle, where Socket.IO servers serve it.
+            "/socket.io/socket.io.js",
+            "/socket.io/socket.io.min.js",
             # No API key: the provider's own signature (401 without one).
             "/callbacks/{integrationId}",
         }

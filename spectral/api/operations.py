@@ -634,6 +634,18 @@ def _operations() -> list[Operation]:
             parameters=(path_parameter("file", "the file's name, with its version"),),
         ),
         Operation(
+            "socketioClient", "jobs", "The socket.io-client browser bundle (4.8.4, vendored)",
+            ops.socketio_client, None, text,
+            rest=(
+                Rest("GET", "/socket.io/socket.io.js", "jobs.socketioClient", source="none"),
+                Rest("GET", "/socket.io/socket.io.min.js", "jobs.socketioClientMin",
+                     source="none"),
+            ),
+            media_type="text/javascript", access="public",
+            description="Served where a Socket.IO server serves it, so that pages loading "
+            "`/socket.io/socket.io.js` work unchanged (docs/api.md, \"Socket.IO\").",
+        ),
+        Operation(
             "dashboard", "operations", "The dashboard (works offline; docs/dashboard.md)",
             dashboard_api.dashboard, None, text,
             rest=(Rest("GET", "/", "ops.dashboard", source="none"),),

@@ -12,7 +12,14 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from spectral import __version__
 from spectral.api.call import Call
 from spectral.api.context import require_admin
-from spectral.api.reference import accepts_gzip, asset, compress, reference_page
+from spectral.api.reference import (
+    SOCKETIO_CLIENT,
+    accepts_gzip,
+    asset,
+    compress,
+    reference_page,
+    vendored,
+)
 from spectral.errors import ApiError
 from spectral.front import Response
 from spectral.ops import metrics
@@ -100,5 +107,24 @@ async def api_reference_asset(call: Call, _: None) -> Response:
             if name not in _compressed:
                 _compressed[name] = await trio.to_thread.run_sync(compress, body)
         body = _compressed[name]
+        headers.append(("content-encoding", "gzip"))
+    return Response(200, body, headers)
+
+
+async def socketio_client(call: Call, _: None) -> Response:
+    """The socket.io-client bundle (vendored), where a Socket.IO server serves it, so
+    that pages with ``<script src="/socket.io/socket.io.js">`` work unchanged."""
+    body = vendored(SOCKETIO_CLIENT)
+    headers = [
+        ("content-type", "text/javascript; charset=utf-8"),
+        ("cache-control", "public, max-age=3600"),
+        ("x-content-type-options", "nosniff"),
+        ("vary", "accept-encoding"),
+    ]
+    if accepts_gzip(call.request.header("accept-encoding")):
+        async with _compressing:
+            if SOCKETIO_CLIENT not in _compressed:
+                _compressed[SOCKETIO_CLIENT] = await trio.to_thread.run_sync(compress, body)
+        body = _compressed[SOCKETIO_CLIENT]
         headers.append(("content-encoding", "gzip"))
     return Response(200, body, headers)

@@ -24,6 +24,9 @@ from importlib import resources
 
 #: The vendored bundle (``spectral/static/vendor``), named with its version.
 SCALAR = "scalar-api-reference-1.76.0.js"
+#: socket.io-client's browser bundle (``LICENSE-socket.io-client``), served at
+#: ``/socket.io/socket.io.js`` and ``.min.js`` as a Socket.IO server does.
+SOCKETIO_CLIENT = "socket.io-4.8.4.min.js"
 #: Where the page loads it from.
 SCALAR_PATH = f"/api-reference/{SCALAR}"
 
@@ -107,6 +110,11 @@ def asset(name: str) -> bytes | None:
     """A vendored file the page loads, by name (None: no such file)."""
     if name != SCALAR:
         return None
+    return vendored(name)
+
+
+def vendored(name: str) -> bytes:
+    """A file of ``spectral/static/vendor`` (the page's bundle, socket.io-client's)."""
     return (resources.files("spectral") / "static" / "vendor" / name).read_bytes()
 
 

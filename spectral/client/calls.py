@@ -97,6 +97,7 @@ NOT_METHODS: dict[str, str] = {
     "openapi": "the document itself",
     "reference": "a page for people",
     "referenceAsset": "a script of that page",
+    "socketioClient": "socket.io-client's bundle, for browsers",
     "dashboard": "the dashboard, a page for people",
     "callback": "the provider's side: signed with the integration's secret, not a key",
     "getJob": "the seeds' jobs system's view of get_task(), for its own clients",
