@@ -223,7 +223,7 @@ async def _serve(settings: Settings, out: TextIO, cluster: Cluster | None) -> No
             if cluster is not None:
                 from spectral.cluster.serving import attach
 
-                await attach(cluster, router, events, services, state.admin_feed)
+                await attach(cluster, router, events, services, state.admin_feed, socketio.feed)
             await services.start(requests.serve)
             await services.start(feed.serve)
             await services.start(webhooks.serve)

@@ -110,3 +110,21 @@ def test_watcher_messages_cross_as_outgoing() -> None:
         (3, '{"roomSeq":3}', False),
         (4, "{}", True),
     ]
+
+
+def test_an_admin_feed_message_gives_back_its_task_event() -> None:
+    # Other nodes' Socket.IO sockets get job events from the admin channel's messages
+    # (spectral/cluster/admin_feed.py): the event must come back whole.
+    from spectral.api.admin_feed import admin_message
+    from spectral.cluster.admin_feed import task_event
+    from spectral.tasks.events import TaskEvent
+    from spectral.wire import event_json, task_json
+
+    state, event = sm.apply(None, sm.Create(task_id="t1", owner="u1", epoch="e"), 1_780_000_000.0)
+    state, event = sm.apply(state, sm.Progress(progress=40), 1_780_000_001.25)
+    sent = TaskEvent(
+        "u1", "t1", 2, "progress", event.timestamp, task_json(state), event_json(event)
+    )
+    assert task_event(admin_message(sent).text) == sent
+    gone = TaskEvent("u1", "t1", 3, "deleted", 1_780_000_002.5, None, None)
+    assert task_event(admin_message(gone).text) == gone

@@ -16,6 +16,7 @@ from trio_websocket import open_websocket_url
 from tests.cluster import Nodes, cluster
 from tests.conftest import ADMIN_HEADERS, WS_HEADERS
 from tests.engines import Redis, free_port
+from tests.test_socketio_e2e import Socket, nursery_websocket
 from tests.wsutil import receive
 
 
@@ -342,6 +343,60 @@ async def test_the_admin_feed_on_one_node_carries_every_nodes_events(
         per_task = {(m["taskId"], m["seq"], m["type"]) for m in got}
         assert per_task == {("x", 1, "created"), ("x", 2, "progress"), ("y", 1, "created")}
         assert [m["seq"] for m in got if m["taskId"] == "x"] == [1, 2]
+
+
+async def test_socketio_sockets_get_the_job_events_of_tasks_homed_on_another_node(
+    tmp_path: Path, pg_url: str, redis: Redis
+) -> None:
+    async with (
+        cluster(tmp_path, pg_url, redis.url, names=("a", "b")) as nodes,
+        nodes.client("a") as a,
+        nodes.client("b") as b,
+        trio.open_nursery() as nursery,
+    ):
+        created = await a.post("/admin/keys", json={"owner": "u1", "role": "service"})
+        assert created.status_code == 201, created.text
+        url = f"{nodes.ws_url('b')}/socket.io/?EIO=4&transport=websocket"
+        ws = await nursery_websocket(nursery, url)
+        assert (await ws.get_message()).startswith("0{")
+        socket = Socket(ws)
+        await socket.connect({"token": created.json()["key"]})
+        assert await socket.ack(1, "subscribe:job", "x") == {"ok": True}
+
+        async def progress(http: httpx.AsyncClient, task_id: str, value: float) -> None:
+            moved = await http.post(
+                "/tasks/updateProgress", json={"taskId": task_id, "progress": value}
+            )
+            assert moved.status_code == 200, moved.text
+
+        # Node b follows node a's channel once it has a socket: send u1's events from a
+        # until one shows up on b (later warm-up events are ignored below).
+        with trio.fail_after(30):
+            for n in range(1000):
+                await _create(a, f"warm-{n}", owner="u1")
+                await progress(a, f"warm-{n}", 1)
+                with trio.move_on_after(0.2):
+                    if (await socket.next_event())[1]["jobId"].startswith("warm-"):
+                        break
+        await _create(a, "x", owner="u1")  # homed on a
+        await _create(a, "other", owner="u2")
+        await progress(a, "other", 10)  # another owner's: never seen on u1's socket
+        await progress(b, "x", 50)  # forwarded to its home, a
+        done = await a.post("/tasks/complete", json={"taskId": "x", "metadata": {"result": 7}})
+        assert done.status_code == 200, done.text
+        got: list[tuple[str, dict[str, Any]]] = []
+        with trio.fail_after(30):
+            while len(got) < 4:
+                name, payload = await socket.next_event()
+                if not payload["jobId"].startswith("warm-"):
+                    got.append((name, payload))
+        assert [name for name, _ in got] == [
+            "job:progress", "job:x:progress", "job:completed", "job:x:completed"
+        ]  # fmt: skip
+        assert {payload["jobId"] for _, payload in got} == {"x"}
+        assert (got[0][1]["state"], got[0][1]["progress"]) == ("active", 50)
+        assert (got[2][1]["state"], got[2][1]["result"]) == ("completed", 7)
+        nursery.cancel_scope.cancel()
 
 
 async def test_nodes_on_one_machine_share_one_public_port(

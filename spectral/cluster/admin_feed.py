@@ -6,6 +6,11 @@ its own bus channel, ``admin:{node_id}``, numbered 1, 2, ... per incarnation (th
 node's epoch is the channel's epoch), and a node whose feed has admin watchers
 subscribes to every other node's channel, checked every second as nodes come and go.
 
+The Socket.IO jobs feed (spectral/socketio/feed.py) rides the same channels: a node
+whose Socket.IO sockets follow anything follows every other node's channel too, and
+hands each relayed message to that feed as the task event it was made from, so a
+socket gets ``job:*`` events of its owner's tasks wherever they are homed.
+
 The feed has no replay (docs/api.md, "The admin feed": a client that reconnects
 re-reads the list), so a gap the bus detects closes this node's admin watchers with
 1013: the dashboard reconnects and re-reads. The channel then starts again after the
@@ -16,7 +21,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 
+import orjson
 import trio
 
 from actors import CloseReason
@@ -25,6 +32,7 @@ from spectral.cluster.bus import Bus
 from spectral.cluster.gaps import Envelope
 from spectral.cluster.node import ClusterNode
 from spectral.cluster.transport import RemoteError, TransportError
+from spectral.socketio.feed import JobsFeed
 from spectral.tasks.events import TaskEvent
 from spectral.wire import Outgoing
 
@@ -40,10 +48,13 @@ POSITION = "admin_feed_position"
 class ClusterAdminFeed:
     """Publishes this node's admin messages; relays other nodes' to local admins."""
 
-    def __init__(self, node: ClusterNode, bus: Bus, feed: AdminFeed) -> None:
+    def __init__(
+        self, node: ClusterNode, bus: Bus, feed: AdminFeed, jobs: JobsFeed | None = None
+    ) -> None:
         self.node = node
         self.bus = bus
         self.feed = feed
+        self.jobs = jobs
         self.seq = 0
         self.relayed = 0
         self._following: dict[str, trio.CancelScope] = {}
@@ -68,7 +79,7 @@ class ClusterAdminFeed:
             task_status.started()
             while True:
                 wanted = set()
-                if len(self.feed.watchers):
+                if len(self.feed.watchers) or (self.jobs is not None and self.jobs.followed):
                     wanted = {n for n in self.node.peers.epochs if n != self.node.node_id}
                 for node_id in set(self._following) - wanted:
                     self._following.pop(node_id).cancel()
@@ -84,7 +95,11 @@ class ClusterAdminFeed:
 
     def _relay(self, envelope: Envelope) -> None:
         self.relayed += 1
-        self.feed.watchers.broadcast(Outgoing(envelope.seq, envelope.payload.decode()))
+        text = envelope.payload.decode()
+        if len(self.feed.watchers):
+            self.feed.watchers.broadcast(Outgoing(envelope.seq, text))
+        if self.jobs is not None and self.jobs.followed:
+            self.jobs.listener(task_event(text))
 
     async def resync(self, channel: str, after_seq: int) -> tuple[Sequence[Envelope], int]:
         """Messages of another node were lost: local admins re-read; start after its position."""
@@ -99,3 +114,18 @@ class ClusterAdminFeed:
         except (TransportError, RemoteError):
             return [], after_seq  # that node is gone: a new incarnation starts a new epoch
         return [], max(int(answer["seq"]), after_seq)
+
+
+def task_event(text: str) -> TaskEvent:
+    """The task event an admin message was made from (:func:`admin_message`'s inverse)."""
+    body = orjson.loads(text)
+    stamp = datetime.fromisoformat(body["timestamp"]).timestamp()
+    return TaskEvent(
+        body["owner"],
+        body["taskId"],
+        body["seq"],
+        body["type"],
+        stamp,
+        body.get("task"),
+        body.get("event"),
+    )

@@ -42,6 +42,7 @@ from spectral.cluster.watching import LivePublisher, RemoteWatching
 if TYPE_CHECKING:
     from spectral.api.admin_feed import AdminFeed
     from spectral.settings import Settings
+    from spectral.socketio.feed import JobsFeed
     from spectral.tasks.events import EventBus
 
 log = logging.getLogger("spectral.cluster")
@@ -139,6 +140,7 @@ async def attach(
     events: EventBus,
     services: trio.Nursery,
     admin_feed: AdminFeed,
+    jobs_feed: JobsFeed | None = None,
 ) -> None:
     """Step 4 of the module docstring, once the router is open."""
     cluster.node.router = router
@@ -149,7 +151,7 @@ async def attach(
     await services.start(watching.serve, cluster.bus)
     cluster.node.watching = watching
     events.live = LivePublisher(cluster.bus)
-    feed = cluster.admin_feed = ClusterAdminFeed(cluster.node, cluster.bus, admin_feed)
+    feed = cluster.admin_feed = ClusterAdminFeed(cluster.node, cluster.bus, admin_feed, jobs_feed)
     events.subscribe(feed.listener)
     await services.start(feed.serve)
     log.info(

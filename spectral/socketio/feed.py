@@ -42,6 +42,11 @@ class JobsFeed:
         self.everyone = SocketSet()
         self.jobs: dict[tuple[str | None, str], SocketSet] = {}
 
+    @property
+    def followed(self) -> bool:
+        """Whether any socket follows anything (cluster mode then relays other nodes' events)."""
+        return bool(self.owners or self.jobs or len(self.everyone))
+
     def follow(self, who: Principal, watcher: Watcher) -> None:
         """Deliver every later event of ``who``'s tasks (every owner's for an admin)."""
         if who.is_admin:
