@@ -141,6 +141,7 @@ def build_socketio(settings: Settings, auth: Authenticator) -> SocketIO:
     config = EngineConfig(
         ping_interval=settings.socketio_ping_interval,
         ping_timeout=settings.socketio_ping_timeout,
+        max_pending=settings.socketio_max_pending,
         queue_size=settings.watcher_queue,
         send_timeout=settings.ws_send_timeout,
     )

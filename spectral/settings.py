@@ -37,6 +37,7 @@ ENVIRONMENT = {
     "SPECTRAL_CORS_ORIGINS": "cors_origins",
     "SPECTRAL_SOCKETIO_PING_INTERVAL": "socketio_ping_interval",
     "SPECTRAL_SOCKETIO_PING_TIMEOUT": "socketio_ping_timeout",
+    "SPECTRAL_SOCKETIO_MAX_PENDING": "socketio_max_pending",
     "SPECTRAL_ROOM_HISTORY": "room_history",
     "SPECTRAL_WEBHOOK_RETRY_SCHEDULE": "webhook_retry_schedule",
     "SPECTRAL_WEBHOOK_ALLOW_PRIVATE": "webhook_allow_private",
@@ -91,6 +92,8 @@ class Settings(BaseModel):
     socketio_ping_interval: float = Field(25.0, gt=0, le=3600)
     #: Seconds a Socket.IO client has to answer a ping (socket.io's default).
     socketio_ping_timeout: float = Field(20.0, gt=0, le=3600)
+    #: Socket.IO sessions not yet connected to the namespace, at most (then 503, retry).
+    socketio_max_pending: int = Field(2000, ge=1)
     #: Origins allowed to call the API from a browser (CORS); empty = same origin only.
     cors_origins: tuple[str, ...] = ()
     #: Seconds before each webhook delivery attempt, the first included (docs/api.md, "Webhooks").

@@ -549,6 +549,28 @@ async def test_a_connection_counts_as_a_watch_connection(tmp_path: Path) -> None
         assert (await second.connect({"token": key}))["userId"] == "carol"
 
 
+async def test_sessions_waiting_to_connect_are_capped(tmp_path: Path) -> None:
+    env = {**SERVE_ENV, "SPECTRAL_SOCKETIO_MAX_PENDING": "2"}
+    async with (
+        running(serve_argv(tmp_path / "data"), env=env) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=60) as http,
+        trio.open_nursery() as nursery,
+    ):
+        first = await Polling(http).handshake()
+        await direct_socket(nursery, server)
+        refused = await http.get(PATH, params={"EIO": "4", "transport": "polling"})
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        assert refused.json()["code"] == 4 and "waiting to connect" in refused.json()["message"]
+        url = f"{server.ws_url}{PATH}?EIO=4&transport=websocket"
+        async with open_websocket_url(url) as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+            assert closed.value.reason.code == 1013
+        await first.connect({"token": ADMIN_KEY})  # one waiting less: room for one more
+        await Polling(http).handshake()
+        nursery.cancel_scope.cancel()
+
+
 async def test_cross_origin_polling_follows_the_cors_origins(tmp_path: Path) -> None:
     env = {**SERVE_ENV, "SPECTRAL_CORS_ORIGINS": "http://app.example"}
     async with (

@@ -23,6 +23,7 @@ from spectral.socketio.sessions import (
     EngineConfig,
     Session,
     Sessions,
+    SessionsFullError,
     Transport,
 )
 from spectral.tasks.events import TaskEvent
@@ -208,3 +209,21 @@ def test_the_feed_encodes_once_per_frame_kind_and_isolates_owners() -> None:
     feed.unfollow(bob, watchers["bob"])
     feed.unfollow(admin, watchers["admin"])
     assert feed.owners == {} and feed.jobs == {} and not len(feed.everyone)
+
+
+async def test_sessions_waiting_to_connect_are_capped() -> None:
+    recorder = Recorder()
+    table = Sessions(EngineConfig(max_pending=2), recorder)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(table.serve)
+        first = table.open(Transport.POLLING, None)
+        table.open(Transport.WEBSOCKET, None)
+        with pytest.raises(SessionsFullError):
+            table.open(Transport.POLLING, None)
+        await first.receive(engineio.decode("40"))  # joins (see Recorder)
+        third = table.open(Transport.POLLING, None)  # one waiting less: room for one more
+        with pytest.raises(SessionsFullError):
+            table.open(Transport.POLLING, None)
+        third.close(PING_TIMEOUT)
+        table.open(Transport.POLLING, None)
+        nursery.cancel_scope.cancel()

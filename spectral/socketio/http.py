@@ -41,10 +41,13 @@ from spectral.socketio.sessions import (
     Session,
     Sessions,
     SessionsClosedError,
+    SessionsFullError,
     Transport,
 )
 from spectral.wire import encode
 
+#: WebSocket close code: the server is overloaded, try again later (RFC 6455 registry).
+CLOSE_TRY_AGAIN = 1013
 #: The paths served (socket.io-client asks for ``/socket.io/``).
 PATHS = frozenset({"/socket.io/", "/socket.io"})
 ROUTE = "/socket.io/"
@@ -117,6 +120,9 @@ class SocketIO:
             except SessionsClosedError:
                 message = envelope("SHUTTING_DOWN", "the server is shutting down")
                 return Response(503, encode(message), [_JSON])
+            except SessionsFullError as full:
+                busy = {"code": int(ErrorCode.FORBIDDEN), "message": f"{full}; retry"}
+                return Response(503, encode(busy), [_JSON, ("retry-after", "1")])
             return Response(200, opened.open_packet().encode(), [_TEXT])
         session = self.sessions.get(sid)
         if session is None:
@@ -205,6 +211,9 @@ class SocketIO:
                         session = self.sessions.open(Transport.WEBSOCKET, _credential(request))
                     except SessionsClosedError:
                         await peer.close(CLOSE_GOING_AWAY, "server shutting down")
+                        return Ended(peer.close_code, None)
+                    except SessionsFullError:
+                        await peer.close(CLOSE_TRY_AGAIN, "too many sessions waiting; retry")
                         return Ended(peer.close_code, None)
                     del request
                     await peer.send_text(session.open_packet())

@@ -83,6 +83,9 @@ class EngineConfig:
     send_timeout: float = 10.0
     #: Seconds a probe WebSocket has to complete the upgrade (engine.io's default).
     upgrade_timeout: float = 10.0
+    #: Sessions that have not joined the namespace yet, at most: opening one needs no
+    #: credential, so a flood of handshakes is refused instead of held for a ping cycle.
+    max_pending: int = 2000
 
 
 class Handler(Protocol):
@@ -247,6 +250,11 @@ class SessionsClosedError(Exception):
     """No new session is opened: the server is not serving (or shutting down)."""
 
 
+class SessionsFullError(Exception):
+    """No new session is opened: :attr:`EngineConfig.max_pending` sessions have not
+    joined the namespace yet (retry in a moment)."""
+
+
 class Sessions:
     """The live Engine.IO sessions by id, and the nursery their heartbeats run in."""
 
@@ -259,6 +267,12 @@ class Sessions:
     def __len__(self) -> int:
         return len(self._sessions)
 
+    def pending(self) -> int:
+        """Sessions that have not joined the namespace (counted only near the cap)."""
+        if len(self._sessions) < self.config.max_pending:
+            return len(self._sessions)
+        return sum(1 for session in self._sessions.values() if session.socket is None)
+
     def get(self, sid: str) -> Session | None:
         """The live session ``sid``, or None."""
         return self._sessions.get(sid)
@@ -268,9 +282,12 @@ class Sessions:
 
         Raises:
             SessionsClosedError: :meth:`serve` is not running.
+            SessionsFullError: too many sessions have not joined the namespace yet.
         """
         if self._nursery is None:
             raise SessionsClosedError("the Socket.IO server is not serving")
+        if self.pending() >= self.config.max_pending:
+            raise SessionsFullError("too many Socket.IO sessions waiting to connect")
         sid = secrets.token_urlsafe(15)
         session = Session(sid, transport, credential, self.config, self.handler, self._forget)
         self._sessions[sid] = session
