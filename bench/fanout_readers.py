@@ -27,6 +27,7 @@ import socket
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,11 +79,16 @@ def open_watcher(host: str, port: int, path: str) -> tuple[socket.socket, bytear
     return sock, buffer
 
 
+#: What a reader does with one message of socket ``index`` read at ``now``: True when it
+#: counts as a receipt (the readers stop once every socket has ``updates`` of them).
+Handler = Callable[[int, bytes, float], bool]
+
+
 def read_all(
-    sockets: list[socket.socket], buffers: list[bytearray], updates: int
-) -> tuple[dict[int, list[float]], dict[str, int]]:
-    """Read until every socket has ``updates`` messages or stdin has a line."""
-    receipts: dict[int, list[float]] = defaultdict(list)
+    sockets: list[socket.socket], buffers: list[bytearray], updates: int, handle: Handler
+) -> dict[str, int]:
+    """Read until every socket has ``updates`` counted messages or stdin has a line;
+    the closes seen."""
     closes: dict[str, int] = {}
     counts = [0] * len(sockets)
     poller = select.epoll()
@@ -97,7 +103,7 @@ def read_all(
     while remaining:
         for fd, _ in poller.poll(1.0):
             if fd == stdin:
-                return receipts, closes
+                return closes
             index = by_fd[fd]
             try:
                 data = sockets[index].recv(262144)
@@ -119,28 +125,39 @@ def read_all(
                 remaining -= 1
                 continue
             for payload in payloads:
-                receipts[last_seq(payload)].append(now)
-            counts[index] += len(payloads)
+                counts[index] += handle(index, payload, now)
             if counts[index] >= updates:
                 poller.unregister(fd)
                 remaining -= 1
-    return receipts, closes
+    return closes
+
+
+def run(opened: list[tuple[socket.socket, bytearray]], updates: int, handle: Handler,
+        receipts: dict[int, list[float]]) -> None:  # fmt: skip
+    """Say ready, read, print the receipts (one JSON line), exit."""
+    sockets = [sock for sock, _ in opened]
+    buffers = [buffer for _, buffer in opened]
+    print("ready", flush=True)
+    before = cpu_seconds()
+    closes = read_all(sockets, buffers, updates, handle)
+    used = cpu_seconds() - before
+    print(json.dumps({"receipts": receipts, "closes": closes, "cpu_s": used}), flush=True)
+    for sock in sockets:
+        sock.close()
+    os._exit(0)
 
 
 def main() -> None:
     """Open the watchers, say ready, read, print the receipts."""
     host, port, path, watchers, updates = sys.argv[1:6]
     opened = [open_watcher(host, int(port), path) for _ in range(int(watchers))]
-    sockets = [sock for sock, _ in opened]
-    buffers = [buffer for _, buffer in opened]
-    print("ready", flush=True)
-    before = cpu_seconds()
-    receipts, closes = read_all(sockets, buffers, int(updates))
-    used = cpu_seconds() - before
-    print(json.dumps({"receipts": receipts, "closes": closes, "cpu_s": used}), flush=True)
-    for sock in sockets:
-        sock.close()
-    os._exit(0)
+    receipts: dict[int, list[float]] = defaultdict(list)
+
+    def handle(index: int, payload: bytes, now: float) -> bool:
+        receipts[last_seq(payload)].append(now)
+        return True
+
+    run(opened, int(updates), handle, receipts)
 
 
 if __name__ == "__main__":

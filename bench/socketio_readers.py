@@ -21,19 +21,16 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
-import select
 import socket
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.fanout_readers import cpu_seconds  # noqa: E402
+from bench.fanout_readers import run  # noqa: E402
 from bench.http_load import BENCH_KEY, frames  # noqa: E402
 
 #: What a connection asks for: Engine.IO 4 straight over WebSocket.
@@ -99,76 +96,26 @@ def update_seq(packet: bytes) -> int:
     return round(float(packet[at:end]) * 10) + 2
 
 
-def read_all(
-    sockets: list[socket.socket], buffers: list[bytearray], task_id: str, updates: int
-) -> tuple[dict[int, list[float]], dict[str, int]]:
-    """Read until every socket has ``updates`` events of the task or stdin has a line."""
-    wanted = b'42["job:progress",{"jobId":' + json.dumps(task_id).encode()
-    receipts: dict[int, list[float]] = defaultdict(list)
-    closes: dict[str, int] = {}
-    counts = [0] * len(sockets)
-    poller = select.epoll()
-    by_fd = {}
-    for index, sock in enumerate(sockets):
-        sock.setblocking(False)
-        by_fd[sock.fileno()] = index
-        poller.register(sock.fileno(), select.EPOLLIN)
-    stdin = sys.stdin.fileno()
-    poller.register(stdin, select.EPOLLIN)
-    remaining = len(sockets)
-    while remaining:
-        for fd, _ in poller.poll(1.0):
-            if fd == stdin:
-                return receipts, closes
-            index = by_fd[fd]
-            sock = sockets[index]
-            try:
-                data = sock.recv(262144)
-            except BlockingIOError:
-                continue
-            now = time.perf_counter()
-            if not data:
-                closes["eof"] = closes.get("eof", 0) + 1
-                poller.unregister(fd)
-                remaining -= 1
-                continue
-            buffer = buffers[index]
-            buffer += data
-            try:
-                packets = frames(buffer)
-            except ConnectionError as closed:
-                closes[str(closed)] = closes.get(str(closed), 0) + 1
-                poller.unregister(fd)
-                remaining -= 1
-                continue
-            for packet in packets:
-                if packet == PING:
-                    sock.setblocking(True)
-                    sock.sendall(client_frame(PONG))
-                    sock.setblocking(False)
-                elif packet.startswith(wanted):
-                    receipts[update_seq(packet)].append(now)
-                    counts[index] += 1
-            if counts[index] >= updates:
-                poller.unregister(fd)
-                remaining -= 1
-    return receipts, closes
-
-
 def main() -> None:
     """Open the connections, say ready, read, print the receipts."""
     host, port, task_id, watchers, updates = sys.argv[1:6]
     opened = [open_socket(host, int(port)) for _ in range(int(watchers))]
-    sockets = [sock for sock, _ in opened]
-    buffers = [buffer for _, buffer in opened]
-    print("ready", flush=True)
-    before = cpu_seconds()
-    receipts, closes = read_all(sockets, buffers, task_id, int(updates))
-    used = cpu_seconds() - before
-    print(json.dumps({"receipts": receipts, "closes": closes, "cpu_s": used}), flush=True)
-    for sock in sockets:
-        sock.close()
-    os._exit(0)
+    wanted = b'42["job:progress",{"jobId":' + json.dumps(task_id).encode()
+    receipts: dict[int, list[float]] = defaultdict(list)
+
+    def handle(index: int, packet: bytes, now: float) -> bool:
+        if packet == PING:
+            sock = opened[index][0]
+            sock.setblocking(True)
+            sock.sendall(client_frame(PONG))
+            sock.setblocking(False)
+            return False
+        if packet.startswith(wanted):
+            receipts[update_seq(packet)].append(now)
+            return True
+        return False
+
+    run(opened, int(updates), handle, receipts)
 
 
 if __name__ == "__main__":

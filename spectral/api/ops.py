@@ -90,15 +90,26 @@ _compressing = trio.Lock()
 
 async def api_reference_asset(call: Call, _: None) -> Response:
     """A vendored file of the page (its name carries its version: cached for a year),
-    gzipped when the client accepts it (4.9 MB → about a quarter; compressed once, in
-    a worker thread, then kept)."""
+    gzipped when the client accepts it (4.9 MB → about a quarter)."""
     name = call.params.get("file", "")
     body = asset(name)
     if body is None:
         raise ApiError(404, "NOT_FOUND", f"no file {name!r} under /api-reference/")
+    return await _script(call, name, body, "public, max-age=31536000, immutable")
+
+
+async def socketio_client(call: Call, _: None) -> Response:
+    """The socket.io-client bundle (vendored), where a Socket.IO server serves it, so
+    that pages with ``<script src="/socket.io/socket.io.js">`` work unchanged."""
+    return await _script(call, SOCKETIO_CLIENT, vendored(SOCKETIO_CLIENT), "public, max-age=3600")
+
+
+async def _script(call: Call, name: str, body: bytes, cache_control: str) -> Response:
+    """A vendored script, gzipped when the client accepts it (compressed once, in a
+    worker thread, then kept)."""
     headers = [
         ("content-type", "text/javascript; charset=utf-8"),
-        ("cache-control", "public, max-age=31536000, immutable"),
+        ("cache-control", cache_control),
         ("x-content-type-options", "nosniff"),
         ("vary", "accept-encoding"),
     ]
@@ -107,24 +118,5 @@ async def api_reference_asset(call: Call, _: None) -> Response:
             if name not in _compressed:
                 _compressed[name] = await trio.to_thread.run_sync(compress, body)
         body = _compressed[name]
-        headers.append(("content-encoding", "gzip"))
-    return Response(200, body, headers)
-
-
-async def socketio_client(call: Call, _: None) -> Response:
-    """The socket.io-client bundle (vendored), where a Socket.IO server serves it, so
-    that pages with ``<script src="/socket.io/socket.io.js">`` work unchanged."""
-    body = vendored(SOCKETIO_CLIENT)
-    headers = [
-        ("content-type", "text/javascript; charset=utf-8"),
-        ("cache-control", "public, max-age=3600"),
-        ("x-content-type-options", "nosniff"),
-        ("vary", "accept-encoding"),
-    ]
-    if accepts_gzip(call.request.header("accept-encoding")):
-        async with _compressing:
-            if SOCKETIO_CLIENT not in _compressed:
-                _compressed[SOCKETIO_CLIENT] = await trio.to_thread.run_sync(compress, body)
-        body = _compressed[SOCKETIO_CLIENT]
         headers.append(("content-encoding", "gzip"))
     return Response(200, body, headers)
