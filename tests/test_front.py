@@ -12,13 +12,15 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import trio
 import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from trio.testing import MockClock
 
 from spectral.front import Limits, Request, Response, Server, StreamingResponse
 from spectral.front.server import DEADLINE_TICK
@@ -26,8 +28,11 @@ from spectral.front.server import DEADLINE_TICK
 LIMITS = Limits(max_body=1024, max_head=2048, head_timeout=10, body_timeout=30,
                 keep_alive_timeout=75, write_timeout=30)  # fmt: skip
 
-#: Virtual seconds a limit may fire late before a test says it did not fire.
+#: Virtual seconds a limit may fire late before a test says it did not fire (the
+#: watchdog checks deadlines every DEADLINE_TICK), and how close to a limit "before" is.
 GENEROUS = max(1.0, 10 * DEADLINE_TICK)
+JUST = 0.001
+T = TypeVar("T")
 
 
 class Echo:
@@ -277,51 +282,73 @@ async def test_an_endless_header_is_431_without_waiting_for_its_end(
         assert await client.closed()
 
 
-async def test_a_slow_head_is_cut_off_at_the_head_deadline(autojump_clock: trio.abc.Clock) -> None:
+# The deadlines below are checked on a clock the test moves by hand (pytest-trio's
+# ``mock_clock``: virtual time that stands still until jumped), so no load can move
+# them and nothing is measured: just before its limit a connection is still waiting;
+# a watchdog tick or so after it (GENEROUS), it has been cut off.
+
+
+def in_background(nursery: trio.Nursery, wait: Callable[[], Awaitable[T]]) -> list[T]:
+    """Start ``wait()``; the list holds its result once it returns."""
+    done: list[T] = []
+
+    async def run() -> None:
+        done.append(await wait())
+
+    nursery.start_soon(run)
+    return done
+
+
+async def at(clock: MockClock, moment: float) -> None:
+    """Let every task react to what happened so far, then move virtual time to
+    ``moment`` and let every task react to that."""
+    await trio.testing.wait_all_tasks_blocked()
+    clock.jump(moment - trio.current_time())
+    await trio.testing.wait_all_tasks_blocked()
+
+
+async def test_a_slow_head_is_cut_off_at_the_head_deadline(mock_clock: MockClock) -> None:
     app = Echo()
     async with serving(app) as (nursery, server):
         client = await connect(nursery, server)
         started = trio.current_time()
         await client.send(b"GET /slowloris HTTP/1.1\r\nhost: x\r\n")
-        for _ in range(5):  # a header every 3 s: each read is quick, the head is not
-            await trio.sleep(3)
+        answer = in_background(nursery, client.answer)
+        for n in (1, 2, 3):  # a header every 3 s: each read is quick, the head is not
+            await at(mock_clock, started + 3 * n)
             await client.send(b"x-more: 1\r\n")
-        assert (await client.answer())[0] == 408
+        await at(mock_clock, started + LIMITS.head_timeout - JUST)
+        assert (answer, app.refused) == ([], [])  # never early
+        await at(mock_clock, started + LIMITS.head_timeout + GENEROUS)
+        assert answer[0][0] == 408
         assert await client.closed()
-        took = app.refused_at[0] - started
-        # Virtual time (autojump_clock), so the machine's load cannot move it. What matters
-        # is that the limit never fires early; the upper bound is generous (a whole virtual
-        # second, many watchdog ticks) and only catches a limit that does not fire at all.
-        assert LIMITS.head_timeout <= took <= LIMITS.head_timeout + GENEROUS
 
 
-async def test_a_stalled_body_is_cut_off(autojump_clock: trio.abc.Clock) -> None:
+async def test_a_stalled_body_is_cut_off(mock_clock: MockClock) -> None:
     app = Echo()
     async with serving(app) as (nursery, server):
         client = await connect(nursery, server)
-        await client.send(b"POST /b HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nabc")
         started = trio.current_time()
-        assert (await client.answer())[0] == 408
-        took = trio.current_time() - started
-        # Virtual time (autojump_clock), so the machine's load cannot move it. What matters
-        # is that the limit never fires early; the upper bound is generous (a whole virtual
-        # second, many watchdog ticks) and only catches a limit that does not fire at all.
-        assert LIMITS.body_timeout <= took <= LIMITS.body_timeout + GENEROUS
+        await client.send(b"POST /b HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nabc")
+        answer = in_background(nursery, client.answer)
+        await at(mock_clock, started + LIMITS.body_timeout - JUST)
+        assert answer == []  # never early
+        await at(mock_clock, started + LIMITS.body_timeout + GENEROUS)
+        assert answer[0][0] == 408
 
 
-async def test_an_idle_keep_alive_connection_is_closed(autojump_clock: trio.abc.Clock) -> None:
+async def test_an_idle_keep_alive_connection_is_closed(mock_clock: MockClock) -> None:
     app = Echo()
     async with serving(app) as (nursery, server):
         client = await connect(nursery, server)
         await client.send(get("/once"))
-        await client.answer()
+        assert (await client.answer())[0] == 200
         answered = trio.current_time()
-        assert await client.closed()
-        took = trio.current_time() - answered
-        # Virtual time (autojump_clock), so the machine's load cannot move it. What matters
-        # is that the limit never fires early; the upper bound is generous (a whole virtual
-        # second, many watchdog ticks) and only catches a limit that does not fire at all.
-        assert LIMITS.keep_alive_timeout <= took <= LIMITS.keep_alive_timeout + GENEROUS
+        closed = in_background(nursery, client.closed)
+        await at(mock_clock, answered + LIMITS.keep_alive_timeout - JUST)
+        assert closed == []  # never early
+        await at(mock_clock, answered + LIMITS.keep_alive_timeout + GENEROUS)
+        assert closed == [True]
 
 
 async def test_connection_close_and_http_1_0(autojump_clock: trio.abc.Clock) -> None:
