@@ -51,15 +51,17 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def open_watcher(host: str, port: int, path: str) -> tuple[socket.socket, bytearray]:
-    """A raw WebSocket, handshake done and snapshot read; the bytes read past it."""
+def handshake(
+    host: str, port: int, path: str, headers: str = ""
+) -> tuple[socket.socket, bytearray]:
+    """A raw WebSocket on ``path`` (``headers``: extra header lines, each ending in CRLF);
+    the bytes read past the 101."""
     sock = socket.create_connection((host, port))
     key = base64.b64encode(secrets.token_bytes(16)).decode()
     sock.sendall(
         (
             f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"X-API-Key: {BENCH_KEY}\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            f"{headers}Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         ).encode()
     )
     data = b""
@@ -70,7 +72,12 @@ def open_watcher(host: str, port: int, path: str) -> tuple[socket.socket, bytear
         data += chunk
     if not data.startswith(b"HTTP/1.1 101"):
         raise ConnectionError(f"handshake refused: {data[:100]!r}")
-    buffer = bytearray(data.partition(b"\r\n\r\n")[2])
+    return sock, bytearray(data.partition(b"\r\n\r\n")[2])
+
+
+def open_watcher(host: str, port: int, path: str) -> tuple[socket.socket, bytearray]:
+    """A raw WebSocket watcher, handshake done and snapshot read; the bytes read past it."""
+    sock, buffer = handshake(host, port, path, f"X-API-Key: {BENCH_KEY}\r\n")
     while not any(b'"snapshot"' in payload for payload in frames(buffer)):
         chunk = sock.recv(65536)
         if not chunk:

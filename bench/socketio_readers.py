@@ -19,7 +19,6 @@ receipt times per seq, the closes seen and the readers' CPU seconds.
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
 import socket
@@ -30,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.fanout_readers import run  # noqa: E402
+from bench.fanout_readers import handshake, run  # noqa: E402
 from bench.http_load import BENCH_KEY, frames  # noqa: E402
 
 #: What a connection asks for: Engine.IO 4 straight over WebSocket.
@@ -49,23 +48,7 @@ def client_frame(text: bytes) -> bytes:
 def open_socket(host: str, port: int) -> tuple[socket.socket, bytearray]:
     """A Socket.IO connection on the WebSocket transport, connected to ``/``; the bytes
     read past its CONNECT answer."""
-    sock = socket.create_connection((host, port))
-    key = base64.b64encode(secrets.token_bytes(16)).decode()
-    sock.sendall(
-        (
-            f"GET {PATH} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise ConnectionError("closed during the handshake")
-        data += chunk
-    if not data.startswith(b"HTTP/1.1 101"):
-        raise ConnectionError(f"handshake refused: {data[:100]!r}")
-    buffer = bytearray(data.partition(b"\r\n\r\n")[2])
+    sock, buffer = handshake(host, port, PATH)
     opened = connected = False
     while not connected:
         for packet in frames(buffer):

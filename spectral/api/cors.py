@@ -3,7 +3,10 @@
 An allowed origin gets ``Access-Control-Allow-Origin`` on every answer and its
 preflights (``OPTIONS`` with ``Access-Control-Request-Method``) answered 204 with
 the methods and headers a client of the API sends; any other origin gets no CORS
-header at all, so the browser refuses the answer to the page.
+header at all, so the browser refuses the answer to the page. A credentialed
+variant (the Socket.IO endpoint's, whose long-polls a browser may send with
+cookies, as engine.io's CORS option allows) names the caller's own origin, never
+``*``, and adds ``Access-Control-Allow-Credentials``.
 """
 
 from __future__ import annotations
@@ -19,11 +22,28 @@ MAX_AGE = "600"
 
 
 class Cors:
-    """The allowlist (``*`` allows every origin)."""
+    """The allowlist (``*`` allows every origin).
 
-    def __init__(self, origins: tuple[str, ...]) -> None:
+    Args:
+        origins: the allowed origins.
+        methods: what a preflight allows.
+        expose: the response headers a page may read (None: none named).
+        credentials: answer for credentialed requests (the exact origin, never ``*``).
+    """
+
+    def __init__(
+        self,
+        origins: tuple[str, ...],
+        *,
+        methods: str = ALLOW_METHODS,
+        expose: str | None = EXPOSE_HEADERS,
+        credentials: bool = False,
+    ) -> None:
         self.any = "*" in origins
         self.origins = frozenset(origins)
+        self.methods = methods
+        self.expose = expose
+        self.credentials = credentials
 
     def allowed(self, request: Request) -> str | None:
         """The value of ``Access-Control-Allow-Origin`` for this request, if any."""
@@ -31,7 +51,7 @@ class Cors:
         if origin is None:
             return None
         if self.any:
-            return "*"
+            return origin if self.credentials else "*"
         return origin if origin in self.origins else None
 
     def is_preflight(self, request: Request) -> bool:
@@ -47,17 +67,16 @@ class Cors:
         allowed = self.allowed(request)
         if allowed is None:
             return Response(204, b"", [("vary", "Origin")])
-        return Response(
-            204,
-            b"",
-            [
-                ("access-control-allow-origin", allowed),
-                ("access-control-allow-methods", ALLOW_METHODS),
-                ("access-control-allow-headers", ALLOW_HEADERS),
-                ("access-control-max-age", MAX_AGE),
-                ("vary", "Origin"),
-            ],
-        )
+        headers = [("access-control-allow-origin", allowed)]
+        if self.credentials:
+            headers.append(("access-control-allow-credentials", "true"))
+        headers += [
+            ("access-control-allow-methods", self.methods),
+            ("access-control-allow-headers", ALLOW_HEADERS),
+            ("access-control-max-age", MAX_AGE),
+            ("vary", "Origin"),
+        ]
+        return Response(204, b"", headers)
 
     def decorate(self, request: Request, answer: Answer) -> None:
         """Add the CORS headers of an actual request's answer."""
@@ -66,5 +85,8 @@ class Cors:
         allowed = self.allowed(request)
         if allowed is not None:
             answer.headers.append(("access-control-allow-origin", allowed))
-            answer.headers.append(("access-control-expose-headers", EXPOSE_HEADERS))
+            if self.credentials:
+                answer.headers.append(("access-control-allow-credentials", "true"))
+            if self.expose is not None:
+                answer.headers.append(("access-control-expose-headers", self.expose))
             answer.headers.append(("vary", "Origin"))

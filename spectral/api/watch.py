@@ -227,15 +227,7 @@ async def _converse(
     """
     try:
         async with trio.open_nursery() as nursery:
-            send, try_send = frame_senders(peer, watcher, metrics.WS_MESSAGES_SENT.inc)
-            watcher.start(
-                nursery,
-                send,
-                on_end=nursery.cancel_scope.cancel,  # also ends the read below
-                send_timeout=state.settings.ws_send_timeout,
-                try_send=try_send,
-                first=first,
-            )
+            start_writer(nursery, peer, watcher, state.settings.ws_send_timeout, first)
             del first  # the writer's now; an idle watcher need not keep it
             await _read_client(peer, watcher)
         reason = watcher.close_reason or CloseReason(CLOSE_GOING_AWAY, "writer stopped")
@@ -321,6 +313,27 @@ async def _room_opening(
 #: Queued for the writer when a direct write took part of a frame: the peer keeps the
 #: rest (its tail) and ``send_bytes`` completes it before anything else.
 TAIL = object()
+
+
+def start_writer(
+    nursery: trio.Nursery,
+    peer: Peer,
+    watcher: Watcher,
+    send_timeout: float,
+    first: AsyncIterator[wire.Outgoing] | None = None,
+) -> None:
+    """Deliver ``watcher``'s messages (``first``, then what is broadcast) on ``peer``
+    through on-demand writers in ``nursery``, written directly while idle; the watcher's
+    end cancels ``nursery`` (and with it the connection's read of its client)."""
+    send, try_send = frame_senders(peer, watcher, metrics.WS_MESSAGES_SENT.inc)
+    watcher.start(
+        nursery,
+        send,
+        on_end=nursery.cancel_scope.cancel,
+        send_timeout=send_timeout,
+        try_send=try_send,
+        first=first,
+    )
 
 
 def frame_senders(

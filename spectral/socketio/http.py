@@ -24,12 +24,11 @@ import trio
 from actors import CLOSE_GOING_AWAY, CloseReason
 from spectral.access.auth import Authenticator, credential
 from spectral.api.context import Principal
-from spectral.api.cors import ALLOW_HEADERS, MAX_AGE, Cors
-from spectral.api.watch import frame_senders
+from spectral.api.cors import Cors
+from spectral.api.watch import start_writer
 from spectral.errors import envelope
 from spectral.front import Request, Response
 from spectral.front.websocket import Peer, PeerGone, accept
-from spectral.ops import metrics
 from spectral.socketio import engineio
 from spectral.socketio.engineio import ErrorCode, PayloadError
 from spectral.socketio.feed import JobsFeed
@@ -83,7 +82,11 @@ class SocketIO:
         self.feed = JobsFeed()
         self.namespace = JobsNamespace(self.feed, auth)
         self.sessions = Sessions(config, self.namespace)
-        self.cors = Cors(cors_origins) if cors_origins else None
+        self.cors = (
+            Cors(cors_origins, methods="GET, POST, OPTIONS", expose=None, credentials=True)
+            if cors_origins
+            else None
+        )
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled (the sessions' heartbeats live here)."""
@@ -98,9 +101,12 @@ class SocketIO:
     async def handle(self, request: Request) -> Response:
         """Answer one request to ``/socket.io/`` (never raises)."""
         if request.method == "OPTIONS":
-            return self._preflight(request)
+            if self.cors is None:
+                return Response(204, b"", [("vary", "Origin")])
+            return self.cors.preflight(request)
         answer = await self._answer(request)
-        self._decorate(request, answer)
+        if self.cors is not None:
+            self.cors.decorate(request, answer)
         return answer
 
     async def _answer(self, request: Request) -> Response:
@@ -148,36 +154,6 @@ class SocketIO:
                 break
             await session.receive(packet)
         return Response(200, b"ok", [_OK])
-
-    def _preflight(self, request: Request) -> Response:
-        origin = self._allowed(request)
-        if origin is None:
-            return Response(204, b"", [("vary", "Origin")])
-        return Response(
-            204,
-            b"",
-            [
-                ("access-control-allow-origin", origin),
-                ("access-control-allow-credentials", "true"),
-                ("access-control-allow-methods", "GET, POST, OPTIONS"),
-                ("access-control-allow-headers", ALLOW_HEADERS),
-                ("access-control-max-age", MAX_AGE),
-                ("vary", "Origin"),
-            ],
-        )
-
-    def _decorate(self, request: Request, answer: Response) -> None:
-        origin = self._allowed(request)
-        if origin is not None:
-            answer.headers.append(("access-control-allow-origin", origin))
-            answer.headers.append(("access-control-allow-credentials", "true"))
-            answer.headers.append(("vary", "Origin"))
-
-    def _allowed(self, request: Request) -> str | None:
-        # The request's own origin, never "*": a credentialed request needs it exact.
-        if self.cors is None or self.cors.allowed(request) is None:
-            return None
-        return request.headers.get("origin")
 
     # -- WebSocket ---------------------------------------------------------------------------
 
@@ -256,14 +232,7 @@ class SocketIO:
         """Carry the session on the WebSocket until either side ends it."""
         watcher = session.watcher
         async with trio.open_nursery() as nursery:
-            send, try_send = frame_senders(peer, watcher, metrics.WS_MESSAGES_SENT.inc)
-            watcher.start(
-                nursery,
-                send,
-                on_end=nursery.cancel_scope.cancel,  # also ends the read below
-                send_timeout=self.config.send_timeout,
-                try_send=try_send,
-            )
+            start_writer(nursery, peer, watcher, self.config.send_timeout)  # its end ends the read
             async for message in messages:
                 if isinstance(message, bytes):
                     continue  # binary attachments are not supported: ignored
